@@ -1,0 +1,20 @@
+// Entry point of the addon: one Init per concern. No state lives in globals;
+// every record the addon hands out is owned by the JS values that carry it.
+#include "common.h"
+
+namespace shmkeep {
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  InitShm(env, exports);
+  InitMmap(env, exports);
+  InitLock(env, exports);
+  InitCopy(env, exports);
+  InitProc(env, exports);
+  return exports;
+}
+
+}  // namespace shmkeep
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return shmkeep::Init(env, exports); }
+
+NODE_API_MODULE(shmkeep, InitAddon)

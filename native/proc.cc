@@ -1,0 +1,4 @@
+#include "common.h"
+namespace shmkeep {
+void InitProc(Napi::Env, Napi::Object) {}
+}  // namespace shmkeep
