@@ -82,7 +82,7 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
     ThrowErrno(env, "shmctl", err);
   }
   uint64_t size = ds.shm_segsz;
-  if (length < 0) length = static_cast<int64_t>(size) - offset;
+  if (length < 0) length = offset <= static_cast<int64_t>(size) ? static_cast<int64_t>(size) - offset : 0;
   if (offset < 0 || length < 0 || static_cast<uint64_t>(offset + length) > size) {
     std::lock_guard<std::mutex> lock(region->mu);
     region->UnmapLocked();
@@ -200,6 +200,7 @@ void InitShm(Napi::Env env, Napi::Object exports) {
   c.Set("SHM_HUGE_SHIFT", Napi::Number::New(env, SHM_HUGE_SHIFT));
   c.Set("SHM_DEST", Napi::Number::New(env, SHM_DEST));
   c.Set("SHM_LOCKED", Napi::Number::New(env, SHM_LOCKED));
+  c.Set("PAGE_SIZE", Napi::Number::New(env, static_cast<double>(sysconf(_SC_PAGESIZE))));
   exports.Set("shmConstants", c);
 }
 

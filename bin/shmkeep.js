@@ -1,0 +1,6 @@
+#!/usr/bin/env node
+'use strict'
+// Without a USR1 listener Node starts its inspector on SIGUSR1; `shmkeep run`
+// forwards USR1 to the app instead, so a listener goes in before anything else.
+process.on('SIGUSR1', () => {})
+require('../dist/cli/main.js').main(process.argv.slice(2))

@@ -1,0 +1,13 @@
+/**
+ * shmkeep — keep System V shared memory across container restarts.
+ *
+ * `shm` and `mmap` are the system-call layer; the snapshot and restore
+ * functions build on them.
+ */
+export * as shm from './shm'
+export * as mmap from './mmap'
+export { IPC_PRIVATE, parseKey, formatKey, KeyRanges, type KeyLike } from './keys'
+export { lockFile, type FileLock, type LockOptions } from './lock'
+export { errnoName, type SystemError } from './errors'
+export type { ShmStat, GetOptions, AttachOptions, Limits, Scan } from './shm'
+export type { MapOptions, Advice } from './mmap'

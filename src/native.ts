@@ -1,0 +1,90 @@
+/**
+ * Typed loader of the addon. node-gyp-build picks a prebuild from
+ * `prebuilds/<platform>-<arch>/` when one matches, else `build/Release/`.
+ * Every function here is a thin system call; argument checking and every
+ * decision live in the modules that call them.
+ */
+import path from 'node:path'
+
+/** IPC_STAT of one segment, as the kernel reports it. */
+export interface RawShmStat {
+  id: number
+  key: number
+  size: number
+  mode: number
+  uid: number
+  gid: number
+  cuid: number
+  cgid: number
+  cpid: number
+  lpid: number
+  nattch: number
+  atime: number
+  dtime: number
+  ctime: number
+}
+
+export interface RawMapping {
+  buffer: Buffer
+  handle: object
+}
+
+export interface RawLimits {
+  shmmax: number
+  shmmin: number
+  shmmni: number
+  shmseg: number
+  shmall: number
+  usedIds: number
+  totalPages: number
+  residentPages: number
+  swappedPages: number
+}
+
+/** One 8-byte entry per chunk: u32le CRC-32C, u8 type (0 zero, 1 data), 3 zero bytes. */
+export type ChunkTable = Buffer
+
+export interface RawSaveResult {
+  chunks: ChunkTable
+  stat: RawShmStat
+  kernelPageSize: number
+  bytesWritten: number
+  dataChunks: number
+  zeroChunks: number
+}
+
+export interface RawCheckResult {
+  badChunks: number[]
+  bytesRead: number
+}
+
+export interface Binding {
+  shmGet(key: number, size: number, flags: number, uid: number, gid: number): number
+  shmAttach(id: number, readonly: boolean, offset: number, length: number, uid: number, gid: number): RawMapping & { size: number }
+  shmDetach(handle: object, buffer: Buffer): void
+  shmStat(id: number): RawShmStat
+  shmList(): { segments: RawShmStat[]; statAny: boolean; usedIds: number }
+  shmSet(id: number, uid: number, gid: number, mode: number): void
+  shmRemove(id: number): void
+  shmLimits(): RawLimits
+  shmConstants: Record<'IPC_PRIVATE' | 'IPC_CREAT' | 'IPC_EXCL' | 'SHM_HUGETLB' | 'SHM_NORESERVE' | 'SHM_HUGE_SHIFT' | 'SHM_DEST' | 'SHM_LOCKED' | 'PAGE_SIZE', number>
+
+  mmapMap(path: string, offset: number, length: number, write: boolean, create: boolean, mode: number): RawMapping & { fileSize: number }
+  mmapSync(handle: object, async: boolean): void
+  mmapAdvise(handle: object, advice: number): void
+  mmapUnmap(handle: object, buffer: Buffer): void
+  madvice: Record<string, number>
+
+  flockTry(fd: number, exclusive: boolean): boolean
+  flockRelease(fd: number): void
+
+  crc32c(data: Uint8Array, seed?: number): number
+  crc32cImpl(): string
+  saveSegment(o: { id: number; uid: number; gid: number; path: string | null; chunkSize: number; skipAbsent: boolean; fsync: boolean }): Promise<RawSaveResult>
+  restoreSegment(o: { id: number; uid: number; gid: number; path: string; size: number; chunkSize: number; chunks: ChunkTable; stopAtFirstBad: boolean }): Promise<RawCheckResult>
+  verifyFile(o: { path: string; size: number; chunkSize: number; chunks: ChunkTable }): Promise<RawCheckResult>
+}
+
+// dist/native.js and src/native.ts both sit one level below the package root.
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+export const native: Binding = require('node-gyp-build')(path.resolve(__dirname, '..'))

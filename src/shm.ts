@@ -1,0 +1,267 @@
+/**
+ * System V shared memory for Node: create and open segments by key, attach
+ * them as Buffers over the segment's own memory, stat, list, change owner and
+ * mode, remove. Every argument is checked here before the addon is called.
+ *
+ * A detached Buffer is neutered (length 0), so no access can reach unmapped
+ * memory. One thing can still crash the process, as in C: writing through a
+ * read-only attachment (SIGSEGV).
+ */
+import { constants as bufferConstants } from 'node:buffer'
+import { markAsUntransferable } from 'node:worker_threads'
+import { sys } from './errors'
+import { formatKey, IPC_PRIVATE, parseKey, type KeyLike } from './keys'
+import { native, type RawShmStat } from './native'
+import { checkBool, checkCount, checkId, checkMode, checkOptions } from './options'
+
+export { IPC_PRIVATE }
+const C = native.shmConstants
+
+/** What {@link stat} and {@link list} report about a segment. */
+export interface ShmStat {
+  /** The segment id (shmid), what attach/stat/remove take. */
+  id: number
+  /** The key, unsigned (0 = IPC_PRIVATE). */
+  key: number
+  /** Size in bytes. */
+  size: number
+  /** Permission bits, `mode & 0o777`. */
+  mode: number
+  /** Owner uid and gid (changeable with {@link set}). */
+  uid: number
+  gid: number
+  /** Creator uid and gid (fixed at creation). */
+  cuid: number
+  cgid: number
+  /** Pid of the creator and of the last shmat/shmdt. */
+  cpid: number
+  lpid: number
+  /** Number of current attachments. */
+  nattch: number
+  /** Last attach, detach and change times, seconds since the epoch (0 = never). */
+  atime: number
+  dtime: number
+  ctime: number
+  /** SHM_DEST: removed, waiting for its last detach. */
+  dest: boolean
+  /** SHM_LOCKED: locked in memory (SHM_LOCK). */
+  locked: boolean
+}
+
+function toStat(raw: RawShmStat): ShmStat {
+  return {
+    id: raw.id,
+    key: raw.key >>> 0,
+    size: raw.size,
+    mode: raw.mode & 0o777,
+    uid: raw.uid,
+    gid: raw.gid,
+    cuid: raw.cuid,
+    cgid: raw.cgid,
+    cpid: raw.cpid,
+    lpid: raw.lpid,
+    nattch: raw.nattch,
+    atime: raw.atime,
+    dtime: raw.dtime,
+    ctime: raw.ctime,
+    dest: (raw.mode & C.SHM_DEST) !== 0,
+    locked: (raw.mode & C.SHM_LOCKED) !== 0,
+  }
+}
+
+export interface GetOptions {
+  /** Size in bytes; required to create, optional (0) to open. */
+  size?: number
+  /** Permission bits for a new segment (default 0o600). */
+  mode?: number
+  /** Create the segment when the key has none (IPC_CREAT). */
+  create?: boolean
+  /** With create: fail with EEXIST when the key has one (IPC_EXCL). */
+  exclusive?: boolean
+  /** Back it with huge pages (SHM_HUGETLB); a number picks the huge page size in bytes. */
+  hugetlb?: boolean | number
+  /** Do not reserve swap (SHM_NORESERVE). */
+  noreserve?: boolean
+  /** Create as this uid/gid (for this call's thread only), so that the creator ids are theirs. */
+  uid?: number
+  gid?: number
+}
+
+const getOptionNames = ['size', 'mode', 'create', 'exclusive', 'hugetlb', 'noreserve', 'uid', 'gid'] as const
+
+function hugeFlags(hugetlb: boolean | number | undefined): number {
+  if (hugetlb === undefined || hugetlb === false) return 0
+  if (hugetlb === true) return C.SHM_HUGETLB
+  checkCount('hugetlb page size', hugetlb, { min: 1 })
+  const log2 = Math.log2(hugetlb)
+  if (!Number.isInteger(log2)) throw new RangeError(`hugetlb page size ${hugetlb} is not a power of two`)
+  return C.SHM_HUGETLB | (log2 << C.SHM_HUGE_SHIFT)
+}
+
+/**
+ * shmget: the id of the segment with this key, creating it when asked.
+ * `get(IPC_PRIVATE, { size })` always creates a new segment.
+ */
+export function get(key: KeyLike, options: GetOptions = {}): number {
+  checkOptions('shm.get', options, getOptionNames)
+  const k = parseKey(key)
+  const create = checkBool('create', options.create, false) || k === IPC_PRIVATE
+  const exclusive = checkBool('exclusive', options.exclusive, false)
+  const size = checkCount('size', options.size ?? 0)
+  if (create && size === 0) throw new RangeError(`shm.get(${formatKey(k)}): size is required to create a segment`)
+  if (size > 0) {
+    const { shmmax } = limits()
+    if (size > shmmax) throw new RangeError(`size ${size} is above this namespace's SHMMAX (${shmmax}); raise kernel.shmmax`)
+  }
+  const mode = checkMode('mode', options.mode ?? 0o600)
+  const flags =
+    mode |
+    (create ? C.IPC_CREAT : 0) |
+    (exclusive ? C.IPC_EXCL : 0) |
+    hugeFlags(options.hugetlb) |
+    (checkBool('noreserve', options.noreserve, false) ? C.SHM_NORESERVE : 0)
+  const uid = checkId('uid', options.uid)
+  const gid = checkId('gid', options.gid)
+  return sys(`key ${formatKey(k)}`, () => native.shmGet(k, size, flags, uid, gid))
+}
+
+export interface AttachOptions {
+  /** Attach read-only (SHM_RDONLY). Writing through the Buffer then kills the process with SIGSEGV. */
+  readonly?: boolean
+  /** Start of the window the Buffer shows, in bytes (default 0). */
+  offset?: number
+  /** Length of the window (default: to the end). Node 20 cannot make a Buffer over 4 GiB. */
+  length?: number
+  /** Attach as this uid/gid (for this call only): how root without CAP_IPC_OWNER reads a 0600 segment. */
+  uid?: number
+  gid?: number
+}
+
+interface Attachment {
+  handle: object
+  id: number
+}
+
+const attachments = new WeakMap<Buffer, Attachment>()
+
+/**
+ * shmat: a Buffer over the segment's memory (no copy). Each call attaches
+ * once; {@link detach} releases it, and so does garbage collection of the
+ * Buffer. The Buffer cannot be transferred to a worker.
+ */
+export function attach(id: number, options: AttachOptions = {}): Buffer {
+  checkOptions('shm.attach', options, ['readonly', 'offset', 'length', 'uid', 'gid'])
+  checkCount('id', id, { max: 0x7fffffff })
+  const readonly = checkBool('readonly', options.readonly, false)
+  const offset = checkCount('offset', options.offset ?? 0)
+  const length = options.length === undefined ? -1 : checkCount('length', options.length)
+  if (length > bufferConstants.MAX_LENGTH) {
+    throw new RangeError(`length ${length} is above the largest Buffer Node can make (${bufferConstants.MAX_LENGTH}); attach a smaller window`)
+  }
+  const uid = checkId('uid', options.uid)
+  const gid = checkId('gid', options.gid)
+  const raw = sys(`id ${id}`, () => native.shmAttach(id, readonly, offset, length, uid, gid))
+  attachments.set(raw.buffer, { handle: raw.handle, id })
+  markAsUntransferable(raw.buffer.buffer)
+  return raw.buffer
+}
+
+/**
+ * shmdt: release an attachment made by {@link attach}. Afterwards the Buffer
+ * has length 0, so no access can reach the unmapped memory. Detaching twice
+ * is harmless; EBUSY while an async copy is using the attachment.
+ */
+export function detach(buffer: Buffer): void {
+  const a = attachments.get(buffer)
+  if (!a) throw new TypeError('shm.detach: not a Buffer returned by shm.attach')
+  sys(`id ${a.id}`, () => native.shmDetach(a.handle, buffer))
+}
+
+/** True when `buffer` came from {@link attach} and is not detached. */
+export function isAttached(buffer: Buffer): boolean {
+  return attachments.has(buffer) && buffer.byteLength > 0
+}
+
+/** IPC_STAT of one segment. */
+export function stat(id: number): ShmStat {
+  checkCount('id', id, { max: 0x7fffffff })
+  return toStat(sys(`id ${id}`, () => native.shmStat(id)))
+}
+
+/** Every segment of this IPC namespace, and whether the list is complete. */
+export interface Scan {
+  segments: ShmStat[]
+  /**
+   * false on kernels before 4.17 (no SHM_STAT_ANY): segments this process may
+   * not read are then missing from the list.
+   */
+  complete: boolean
+}
+
+/** Every segment of this IPC namespace, read from the kernel (SHM_INFO + SHM_STAT_ANY). */
+export function scan(): Scan {
+  const raw = sys('list', () => native.shmList())
+  return { segments: raw.segments.map(toStat), complete: raw.statAny }
+}
+
+/** Every segment of this IPC namespace (see {@link scan} for completeness). */
+export function list(): ShmStat[] {
+  return scan().segments
+}
+
+/** IPC_SET: change the owner uid/gid and the permission bits. */
+export function set(id: number, options: { uid?: number; gid?: number; mode?: number }): void {
+  checkOptions('shm.set', options, ['uid', 'gid', 'mode'])
+  checkCount('id', id, { max: 0x7fffffff })
+  const uid = checkId('uid', options.uid)
+  const gid = checkId('gid', options.gid)
+  const mode = options.mode === undefined ? -1 : checkMode('mode', options.mode)
+  sys(`id ${id}`, () => native.shmSet(id, uid, gid, mode))
+}
+
+/** IPC_RMID: remove the segment (it goes when its last attachment does). */
+export function remove(id: number): void {
+  checkCount('id', id, { max: 0x7fffffff })
+  sys(`id ${id}`, () => native.shmRemove(id))
+}
+
+/** The namespace's limits and usage. */
+export interface Limits {
+  /** Largest segment, bytes (SHMMAX). */
+  shmmax: number
+  /** Smallest segment, bytes. */
+  shmmin: number
+  /** Most segments in the namespace (SHMMNI). */
+  shmmni: number
+  /** Total shared memory allowed, in pages (SHMALL). */
+  shmall: number
+  /** Page size SHMALL counts in. */
+  pageSize: number
+  /** Segments now. */
+  segments: number
+  /** Pages of all segments now. */
+  totalPages: number
+  residentPages: number
+  swappedPages: number
+}
+
+/** The namespace's SHMMAX, SHMMNI, SHMALL and usage (IPC_INFO + SHM_INFO). */
+export function limits(): Limits {
+  const raw = sys('limits', () => native.shmLimits())
+  // SHMMAX/SHMALL default to ULONG_MAX-ish values that a double cannot hold exactly.
+  const clamp = (n: number) => Math.min(n, Number.MAX_SAFE_INTEGER)
+  return {
+    shmmax: clamp(raw.shmmax),
+    shmmin: raw.shmmin,
+    shmmni: raw.shmmni,
+    shmall: clamp(raw.shmall),
+    pageSize: pageSize,
+    segments: raw.usedIds,
+    totalPages: raw.totalPages,
+    residentPages: raw.residentPages,
+    swappedPages: raw.swappedPages,
+  }
+}
+
+/** The system page size (SHMALL and mincore count in it). */
+export const pageSize: number = C.PAGE_SIZE
