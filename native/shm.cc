@@ -141,23 +141,44 @@ Napi::Value List(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// shmSet(id, uid|-1, gid|-1, mode|-1): IPC_SET of the fields given.
+// shmSet(id, uid|-1, gid|-1, mode|-1, asUid, asGid): IPC_SET of the fields
+// given. IPC_SET is allowed to the owner, the creator or CAP_SYS_ADMIN; root
+// in a container has no CAP_SYS_ADMIN, so it acts as the creator (asUid/asGid).
 Napi::Value Set(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int id = I32(info[0]);
   int64_t uid = I64(info[1]), gid = I64(info[2]), mode = I64(info[3]);
-  struct shmid_ds ds;
-  if (shmctl(id, IPC_STAT, &ds) != 0) ThrowErrno(env, "shmctl", errno);
-  if (uid >= 0) ds.shm_perm.uid = static_cast<uid_t>(uid);
-  if (gid >= 0) ds.shm_perm.gid = static_cast<gid_t>(gid);
-  if (mode >= 0) ds.shm_perm.mode = static_cast<unsigned short>(mode);
-  if (shmctl(id, IPC_SET, &ds) != 0) ThrowErrno(env, "shmctl", errno);
+  const char* failed = nullptr;
+  int err = 0;
+  {
+    ThreadIdentity as(I64(info[4]), I64(info[5]));
+    if (as.error()) ThrowErrno(env, as.failedSyscall(), as.error());
+    struct shmid_ds ds;
+    if (shmctl(id, IPC_STAT, &ds) != 0) {
+      failed = "shmctl";
+      err = errno;
+    } else {
+      if (uid >= 0) ds.shm_perm.uid = static_cast<uid_t>(uid);
+      if (gid >= 0) ds.shm_perm.gid = static_cast<gid_t>(gid);
+      if (mode >= 0) ds.shm_perm.mode = static_cast<unsigned short>(mode);
+      if (shmctl(id, IPC_SET, &ds) != 0) { failed = "shmctl"; err = errno; }
+    }
+  }
+  if (failed) ThrowErrno(env, failed, err);
   return env.Undefined();
 }
 
+// shmRemove(id, asUid, asGid): IPC_RMID, as the creator when asked (see Set).
 Napi::Value Remove(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (shmctl(I32(info[0]), IPC_RMID, nullptr) != 0) ThrowErrno(env, "shmctl", errno);
+  int rc, err = 0;
+  {
+    ThreadIdentity as(I64(info[1]), I64(info[2]));
+    if (as.error()) ThrowErrno(env, as.failedSyscall(), as.error());
+    rc = shmctl(I32(info[0]), IPC_RMID, nullptr);
+    if (rc != 0) err = errno;
+  }
+  if (rc != 0) ThrowErrno(env, "shmctl", err);
   return env.Undefined();
 }
 

@@ -64,8 +64,8 @@ export interface Binding {
   shmDetach(handle: object, buffer: Buffer): void
   shmStat(id: number): RawShmStat
   shmList(): { segments: RawShmStat[]; statAny: boolean; usedIds: number }
-  shmSet(id: number, uid: number, gid: number, mode: number): void
-  shmRemove(id: number): void
+  shmSet(id: number, uid: number, gid: number, mode: number, asUid: number, asGid: number): void
+  shmRemove(id: number, asUid: number, asGid: number): void
   shmLimits(): RawLimits
   shmConstants: Record<'IPC_PRIVATE' | 'IPC_CREAT' | 'IPC_EXCL' | 'SHM_HUGETLB' | 'SHM_NORESERVE' | 'SHM_HUGE_SHIFT' | 'SHM_DEST' | 'SHM_LOCKED' | 'PAGE_SIZE', number>
 

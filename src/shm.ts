@@ -209,20 +209,43 @@ export function list(): ShmStat[] {
   return scan().segments
 }
 
+/** Options of {@link set}. */
+export interface SetOptions {
+  /** New owner uid / gid. */
+  uid?: number
+  gid?: number
+  /** New permission bits (0..0o777). */
+  mode?: number
+  /**
+   * Act as this uid/gid for this call (thread only). IPC_SET needs the owner,
+   * the creator or CAP_SYS_ADMIN, which root in a container lacks.
+   */
+  asUid?: number
+  asGid?: number
+}
+
 /** IPC_SET: change the owner uid/gid and the permission bits. */
-export function set(id: number, options: { uid?: number; gid?: number; mode?: number }): void {
-  checkOptions('shm.set', options, ['uid', 'gid', 'mode'])
+export function set(id: number, options: SetOptions): void {
+  checkOptions('shm.set', options, ['uid', 'gid', 'mode', 'asUid', 'asGid'])
   checkCount('id', id, { max: 0x7fffffff })
   const uid = checkId('uid', options.uid)
   const gid = checkId('gid', options.gid)
   const mode = options.mode === undefined ? -1 : checkMode('mode', options.mode)
-  sys(`id ${id}`, () => native.shmSet(id, uid, gid, mode))
+  const asUid = checkId('asUid', options.asUid)
+  const asGid = checkId('asGid', options.asGid)
+  sys(`id ${id}`, () => native.shmSet(id, uid, gid, mode, asUid, asGid))
 }
 
-/** IPC_RMID: remove the segment (it goes when its last attachment does). */
-export function remove(id: number): void {
+/**
+ * IPC_RMID: remove the segment (it goes when its last attachment does).
+ * `asUid`/`asGid` act as that identity, as in {@link set}.
+ */
+export function remove(id: number, options: { asUid?: number; asGid?: number } = {}): void {
+  checkOptions('shm.remove', options, ['asUid', 'asGid'])
   checkCount('id', id, { max: 0x7fffffff })
-  sys(`id ${id}`, () => native.shmRemove(id))
+  const asUid = checkId('asUid', options.asUid)
+  const asGid = checkId('asGid', options.asGid)
+  sys(`id ${id}`, () => native.shmRemove(id, asUid, asGid))
 }
 
 /** The namespace's limits and usage. */
