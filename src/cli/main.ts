@@ -4,25 +4,21 @@
  */
 import { version } from './version'
 
-/** Exit codes of every command (documented in README and `--help`). */
-export const EXIT = {
-  ok: 0,
-  /** Some segment failed (snapshot/restore/verify found a problem). */
-  failed: 1,
-  /** Bad command line or environment. */
-  usage: 2,
-} as const
+import { EXIT, UsageError } from './errors'
+
+export { EXIT, UsageError }
 
 interface Command {
   summary: string
   load(): { run(argv: string[]): Promise<number> }
 }
 
-const commands: Record<string, Command> = {}
-
-/** Register a subcommand (each command module is added here as it lands). */
-export function register(name: string, command: Command): void {
-  commands[name] = command
+/* eslint-disable @typescript-eslint/no-require-imports -- lazy loading keeps `run` fast */
+const commands: Record<string, Command> = {
+  snapshot: { summary: 'save every segment into a new generation of the state dir', load: () => require('./snapshot') },
+  restore: { summary: 'recreate the segments of the state dir\'s CURRENT generation', load: () => require('./restore') },
+  generations: { summary: 'list the generations of a state dir', load: () => require('./generations') },
+  verify: { summary: 'check every chunk of a generation against its checksum', load: () => require('./verify') },
 }
 
 function help(): string {
@@ -40,7 +36,7 @@ function help(): string {
     '  -h, --help     show this help (also: shmkeep <command> --help)',
     '  -V, --version  print the version',
     '',
-    'Exit codes: 0 ok, 1 a segment failed, 2 usage error (see each command for more).',
+    'Exit codes: 0 ok, 1 failed, 2 usage error, 3 done only in part (see each command).',
   ].join('\n')
 }
 
@@ -74,6 +70,3 @@ export async function main(argv: string[]): Promise<void> {
     }
   }
 }
-
-/** A mistake on the command line: exit code 2 with the command's help hint. */
-export class UsageError extends Error {}

@@ -1,0 +1,107 @@
+/**
+ * What every subcommand shares: option parsing (node:util parseArgs, with
+ * environment variables as defaults), the logger, the filters, JSON output.
+ */
+import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { parseSize, type SegmentFilter } from '../filter'
+import { streamLogger, type Logger } from '../log'
+import { UsageError } from './errors'
+
+export { UsageError }
+
+type Options = NonNullable<ParseArgsConfig['options']>
+
+/** Options every command takes. */
+export const commonOptions = {
+  help: { type: 'boolean', short: 'h' },
+  json: { type: 'boolean' },
+  quiet: { type: 'boolean', short: 'q' },
+  verbose: { type: 'boolean', short: 'v' },
+  'log-format': { type: 'string' },
+} as const satisfies Options
+
+/** `--key` and friends, for the commands that pick segments. */
+export const filterOptions = {
+  key: { type: 'string', multiple: true },
+  'exclude-key': { type: 'string', multiple: true },
+  owner: { type: 'string', multiple: true },
+  'min-size': { type: 'string' },
+  'max-size': { type: 'string' },
+} as const satisfies Options
+
+export const stateDirOption = {
+  'state-dir': { type: 'string', short: 's' },
+} as const satisfies Options
+
+/**
+ * Parse argv; each option's environment variable (SHMKEEP_<NAME>, e.g.
+ * SHMKEEP_STATE_DIR) is its default. Unknown options are usage errors.
+ */
+export function parse<O extends Options>(argv: string[], options: O, { positionals = false } = {}) {
+  try {
+    const { values, positionals: rest } = parseArgs({ args: argv, options, allowPositionals: positionals, strict: true })
+    const v = values as Record<string, unknown>
+    for (const [name, spec] of Object.entries(options)) {
+      if (v[name] !== undefined) continue
+      const env = process.env[`SHMKEEP_${name.toUpperCase().replace(/-/g, '_')}`]
+      if (env === undefined || env === '') continue
+      if (spec.type === 'boolean') v[name] = !['0', 'false', 'no', 'off'].includes(env.toLowerCase())
+      else v[name] = spec.multiple ? env.split(/\s*;\s*/) : env
+    }
+    return { values: values as typeof values, positionals: rest }
+  } catch (e) {
+    throw new UsageError((e as Error).message)
+  }
+}
+
+/** The logger the flags ask for. */
+export function makeLogger(values: { quiet?: boolean; verbose?: boolean; 'log-format'?: string }): Logger {
+  const format = values['log-format'] ?? 'text'
+  if (format !== 'text' && format !== 'json') throw new UsageError(`--log-format must be text or json, not ${format}`)
+  return streamLogger({ format, level: values.quiet ? 'warn' : values.verbose ? 'debug' : 'info' })
+}
+
+export function requireStateDir(values: { 'state-dir'?: string }): string {
+  const dir = values['state-dir']
+  if (!dir) throw new UsageError('--state-dir (or SHMKEEP_STATE_DIR) is required')
+  return dir
+}
+
+export function filterFrom(values: { key?: string[]; 'exclude-key'?: string[]; owner?: string[]; 'min-size'?: string; 'max-size'?: string }): SegmentFilter {
+  try {
+    return {
+      keys: values.key,
+      excludeKeys: values['exclude-key'],
+      owners: values.owner?.flatMap((o) => o.split(',')),
+      minSize: values['min-size'] === undefined ? undefined : parseSize(values['min-size']),
+      maxSize: values['max-size'] === undefined ? undefined : parseSize(values['max-size']),
+    }
+  } catch (e) {
+    throw new UsageError((e as Error).message)
+  }
+}
+
+/** Print a report as JSON with its schema name and version. */
+export function printJson(schema: string, body: object): void {
+  process.stdout.write(JSON.stringify({ schema, version: 1, ...body }, null, 2) + '\n')
+}
+
+export function ms(n: number): string {
+  return `${Math.round(n)} ms`
+}
+
+export const FILTER_HELP = `Segments (default: all):
+  --key LIST            only these keys: 0x162e,0x1000-0x1fff (repeatable)
+  --exclude-key LIST    not these keys
+  --owner USER          only segments owned by this uid or user name (repeatable)
+  --min-size SIZE       only segments of at least SIZE bytes (4096, 64k, 1M, 2G)
+  --max-size SIZE       only segments of at most SIZE bytes`
+
+export const COMMON_HELP = `Output:
+  --json                machine-readable report on stdout (schema in docs/OPERATIONS.md)
+  -q, --quiet           only warnings and errors on stderr
+  -v, --verbose         more detail on stderr
+  --log-format FORMAT   text (default) or json lines
+  -h, --help            this help
+Every option can also come from the environment: --state-dir as SHMKEEP_STATE_DIR,
+--on-conflict as SHMKEEP_ON_CONFLICT, and so on.`

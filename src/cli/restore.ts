@@ -1,0 +1,82 @@
+/** `shmkeep restore`: thin over restore() in src/restore.ts. */
+import { humanSize } from '../filter'
+import { restore, RestoreError, type ConflictPolicy, type RestoreReport } from '../restore'
+import { shmRmidForced } from '../system'
+import { COMMON_HELP, commonOptions, makeLogger, ms, parse, printJson, requireStateDir, stateDirOption, UsageError } from './common'
+import { EXIT } from './errors'
+
+const HELP = `Usage: shmkeep restore --state-dir DIR [options]
+
+Recreate the segments saved in DIR's CURRENT generation in this IPC namespace:
+same key, size, mode, owner and creator, and the same id where the kernel lets
+shmkeep choose it. Every chunk is verified before a segment is handed over; if
+CURRENT is damaged, the newest earlier generation that verifies is restored
+instead. Run it before starting the app. An empty DIR is a normal first start.
+
+  -s, --state-dir DIR      where generations live; SHMKEEP_STATE_DIR
+  --on-conflict POLICY     a key that exists here already: fail (default),
+                           skip (keep the live one), replace (when unattached)
+  --partial                restore the good segments of the generation and
+                           report the bad ones, instead of all or nothing
+  --generation NAME        restore this generation (no fallback)
+  --lock-timeout SEC       give up waiting for the state dir's lock after SEC seconds
+COMMON
+
+Exit codes: 0 restored (or nothing to restore); 1 failed (the namespace is as
+it was); 2 usage; 3 --partial left some segments out.`
+
+const options = {
+  ...commonOptions,
+  ...stateDirOption,
+  'on-conflict': { type: 'string' },
+  partial: { type: 'boolean' },
+  generation: { type: 'string' },
+  'lock-timeout': { type: 'string' },
+} as const
+
+function summary(r: RestoreReport): string {
+  if (r.generation === null) return 'nothing to restore (empty state dir): a first start'
+  const done = r.segments.filter((s) => s.status === 'restored')
+  const skipped = r.segments.filter((s) => s.status === 'skipped')
+  return (
+    `restored ${done.length} segment(s) from ${r.generation}, ${humanSize(r.bytes)} in ${ms(r.durationMs)}` +
+    (skipped.length ? `; kept ${skipped.length} live one(s): ${skipped.map((s) => s.key).join(', ')}` : '')
+  )
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parse(argv, options)
+  if (values.help) {
+    process.stdout.write(HELP.replace('COMMON', COMMON_HELP) + '\n')
+    return EXIT.ok
+  }
+  const onConflict = (values['on-conflict'] ?? 'fail') as ConflictPolicy
+  if (!['fail', 'skip', 'replace'].includes(onConflict)) throw new UsageError(`--on-conflict must be fail, skip or replace, not ${onConflict}`)
+  const lockTimeout = values['lock-timeout'] === undefined ? undefined : Number(values['lock-timeout']) * 1000
+  if (lockTimeout !== undefined && !(lockTimeout >= 0)) throw new UsageError('--lock-timeout must be a number of seconds')
+  const log = makeLogger(values)
+  try {
+    const report = await restore({
+      stateDir: requireStateDir(values),
+      onConflict,
+      partial: values.partial,
+      generation: values.generation,
+      lockTimeoutMs: lockTimeout,
+      log,
+    })
+    if (values.json) printJson('shmkeep.restore', report)
+    log.log('info', 'restore', summary(report), { generation: report.generation, bytes: report.bytes, ms: Math.round(report.durationMs) })
+    for (const s of report.segments) {
+      if (s.status === 'not-restored' || s.status === 'failed') log.log('error', 'restore.segment', `segment ${s.key} (saved id ${s.savedId}) not restored: ${s.reason}`)
+    }
+    if (report.generation && shmRmidForced()) {
+      log.log('warn', 'restore.rmid-forced', 'kernel.shm_rmid_forced is 1 here: a segment nobody attaches is destroyed; `shmkeep restore` cannot keep them alive until the app attaches — use `shmkeep run`, which pins them')
+    }
+    return report.segments.some((s) => s.status === 'failed' || s.status === 'not-restored') ? EXIT.partial : EXIT.ok
+  } catch (e) {
+    if (!(e instanceof RestoreError)) throw e
+    if (values.json) printJson('shmkeep.restore', { ...e.report, error: e.message })
+    log.log('error', 'restore.failed', e.message)
+    return EXIT.failed
+  }
+}

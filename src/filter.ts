@@ -1,0 +1,67 @@
+/**
+ * Which segments a command works on: `--key`, `--exclude-key` (lists and
+ * ranges), `--owner` (uid or user name), `--min-size`, `--max-size`.
+ */
+import fs from 'node:fs'
+import { KeyRanges } from './keys'
+import type { ShmStat } from './shm'
+
+export interface SegmentFilter {
+  /** Only these keys: "0x162e,0x1000-0x1fff" (or a list of such strings). */
+  keys?: string | string[]
+  /** Not these keys. */
+  excludeKeys?: string | string[]
+  /** Only segments owned by these uids or user names. */
+  owners?: Array<number | string>
+  /** Only segments of at least / at most this many bytes. */
+  minSize?: number
+  maxSize?: number
+}
+
+/** A uid from a number or a user name (looked up in /etc/passwd). */
+export function resolveUid(owner: number | string): number {
+  if (typeof owner === 'number') return owner
+  if (/^\d+$/.test(owner)) return Number(owner)
+  let passwd = ''
+  try {
+    passwd = fs.readFileSync('/etc/passwd', 'utf8')
+  } catch {
+    // fall through to the error below
+  }
+  const line = passwd.split('\n').find((l) => l.split(':')[0] === owner)
+  if (!line) throw new TypeError(`unknown user "${owner}" (give a uid or a name from /etc/passwd)`)
+  return Number(line.split(':')[2])
+}
+
+/** A predicate over segments; an empty filter takes all. */
+export function segmentPredicate(filter: SegmentFilter = {}): (s: ShmStat) => boolean {
+  const keys = filter.keys === undefined ? undefined : new KeyRanges(filter.keys)
+  const exclude = filter.excludeKeys === undefined ? undefined : new KeyRanges(filter.excludeKeys)
+  const owners = filter.owners?.map(resolveUid)
+  return (s) =>
+    (keys === undefined || keys.has(s.key)) &&
+    (exclude === undefined || !exclude.has(s.key)) &&
+    (owners === undefined || owners.includes(s.uid)) &&
+    (filter.minSize === undefined || s.size >= filter.minSize) &&
+    (filter.maxSize === undefined || s.size <= filter.maxSize)
+}
+
+/** Parse a size such as "4096", "64k", "1M", "2GiB". */
+export function parseSize(text: string): number {
+  const m = /^(\d+)\s*([kmgt]?)(i?b)?$/i.exec(text.trim())
+  if (!m) throw new TypeError(`not a size: ${JSON.stringify(text)} (e.g. 4096, 64k, 1M, 2G)`)
+  const unit = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't']
+  return Number(m[1]) * unit
+}
+
+/** "64.0 MiB" */
+export function humanSize(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
+  let v = bytes
+  let i = 0
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024
+    i++
+  }
+  return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`
+}

@@ -1,0 +1,386 @@
+/**
+ * Restore: rebuild the segments of a generation in this IPC namespace —
+ * same key, size, mode, owner and creator, and the same id where the kernel
+ * lets us choose it.
+ *
+ * Never a half-filled segment: each one is created 0600 and only gets its
+ * final mode and owner once every chunk was read into it and verified. A
+ * restore in progress is recorded (RESTORING) so that a restore killed
+ * halfway is undone by the next one in the same namespace. All or nothing
+ * by default: if a segment of CURRENT fails verification, everything created
+ * is removed and the newest earlier generation that verifies is restored
+ * instead, as a whole.
+ */
+import { systemError } from './errors'
+import { creatorIdentity, currentPowers, type Identity, type Powers } from './identity'
+import { formatKey, parseKey } from './keys'
+import { silentLogger, type Logger } from './log'
+import { native } from './native'
+import * as shm from './shm'
+import { StateFileError } from './state/files'
+import { type GenerationRecord, type SegmentRecord } from './state/format'
+import { StateDir, safeName } from './state/statedir'
+import { ipcNamespaceId, memoryLimit, nextIdControl, setNextId } from './system'
+
+export type ConflictPolicy = 'fail' | 'skip' | 'replace'
+
+export interface RestoreOptions {
+  stateDir: string
+  /** A key that already has a segment here: fail (default), skip it, or replace it when nobody is attached. */
+  onConflict?: ConflictPolicy
+  /** Restore the good segments of one generation and report the bad ones, instead of all or nothing. */
+  partial?: boolean
+  /** Restore this generation (no fallback to others). Default: CURRENT. */
+  generation?: string
+  lockTimeoutMs?: number
+  log?: Logger
+}
+
+export type RestoreStatus = 'restored' | 'skipped' | 'failed' | 'not-restored'
+
+export interface SegmentRestore {
+  key: string
+  /** The id it had when saved. */
+  savedId: number
+  /** The id it has now (undefined when not created). */
+  id?: number
+  size: number
+  status: RestoreStatus
+  reason?: string
+  /** Whether the saved id came back. */
+  idKept?: boolean
+  bytesRead: number
+  durationMs: number
+}
+
+export interface RestoreReport {
+  stateDir: string
+  /** The generation restored, or null when there was nothing to restore. */
+  generation: string | null
+  /** Generations tried before it that failed, with why (each was quarantined when damaged). */
+  rejected: Array<{ generation: string; reason: string; quarantinedAs?: string }>
+  segments: SegmentRestore[]
+  /** Why ids could not be kept, when they could not. */
+  idsNotKept?: string
+  /** Segments removed that a killed restore had left. */
+  cleanedUp: Array<{ key: string; id: number }>
+  bytes: number
+  durationMs: number
+}
+
+/** A restore that left the namespace as it was (every segment it created was removed). */
+export class RestoreError extends Error {
+  constructor(
+    message: string,
+    readonly report: RestoreReport,
+  ) {
+    super(message)
+  }
+}
+
+/** The generation's data is damaged or unreadable: another generation may do. */
+class DamagedError extends Error {}
+
+interface Created {
+  key: string
+  id: number
+  as: Identity
+}
+
+/** Remove what a restore killed in this namespace created (its segments nobody attached yet). */
+function undoKilledRestore(state: StateDir, ns: string, log: Logger): Array<{ key: string; id: number }> {
+  const record = state.readRestoring()
+  if (!record) return []
+  const removed: Array<{ key: string; id: number }> = []
+  if (record.ns === ns) {
+    const ids = new Set(record.created.map((c) => c.id))
+    const keys = new Set(record.keys)
+    for (const s of shm.list()) {
+      // cpid catches a segment created after the record's last update; the
+      // key check keeps us off other containers of a pod (their pid 1 is ours too).
+      const ours = ids.has(s.id) || (s.cpid === record.pid && keys.has(formatKey(s.key)))
+      if (s.nattch !== 0 || s.dest || !ours) continue
+      try {
+        shm.remove(s.id, { asUid: s.cuid, asGid: s.cgid })
+        removed.push({ key: formatKey(s.key), id: s.id })
+      } catch (e) {
+        log.log('warn', 'restore.cleanup', `could not remove segment ${formatKey(s.key)} (id ${s.id}) left by a killed restore: ${(e as Error).message}`)
+      }
+    }
+    log.log('warn', 'restore.cleanup', `a restore of ${record.generation} was killed in this namespace; removed the ${removed.length} segment(s) it had created`, { removed })
+  }
+  state.clearRestoring()
+  return removed
+}
+
+/** Check the namespace's limits and the memory cgroup before creating anything. */
+function checkLimits(segments: SegmentRecord[]): void {
+  const limits = shm.limits()
+  const problems: string[] = []
+  if (limits.segments + segments.length > limits.shmmni) {
+    problems.push(`${segments.length} segments would exceed SHMMNI (${limits.shmmni}, ${limits.segments} in use): raise kernel.shmmni`)
+  }
+  for (const s of segments) {
+    if (s.size > limits.shmmax) problems.push(`segment ${s.key} is ${s.size} bytes, above SHMMAX (${limits.shmmax}): raise kernel.shmmax`)
+  }
+  const pages = segments.reduce((n, s) => n + Math.ceil(s.size / limits.pageSize), 0)
+  if (limits.totalPages + pages > limits.shmall) {
+    problems.push(`${pages} pages would exceed SHMALL (${limits.shmall} pages, ${limits.totalPages} in use): raise kernel.shmall`)
+  }
+  const resident = segments.reduce((n, s) => n + s.dataChunks * s.chunkSize, 0)
+  const max = memoryLimit()
+  if (max !== undefined && resident > max) {
+    problems.push(`the data (${resident} bytes) is more than the memory cgroup allows (memory.max ${max}): raise the container's memory limit`)
+  }
+  if (problems.length) throw new Error(`cannot restore: ${problems.join('; ')}`)
+}
+
+function createFlags(seg: SegmentRecord): number {
+  const c = native.shmConstants
+  let flags = c.IPC_CREAT | c.IPC_EXCL | 0o600
+  if (seg.hugetlb) flags |= c.SHM_HUGETLB | (Math.log2(seg.pageSize) << c.SHM_HUGE_SHIFT)
+  return flags
+}
+
+/** Create one segment under its creator's identity, with its saved id when we can choose ids. */
+function createSegment(seg: SegmentRecord, who: Identity, chooseId: boolean): number {
+  const key = parseKey(seg.key)
+  const create = () => native.shmGet(key, seg.size, createFlags(seg), who.uid, who.gid)
+  try {
+    if (!chooseId) return create()
+    // shm_next_id is one value per namespace: creations run one at a time,
+    // and a failed shmget leaves it armed, so disarm it then.
+    setNextId(seg.id)
+    try {
+      return create()
+    } catch (e) {
+      setNextId(-1)
+      throw e
+    }
+  } catch (e) {
+    const err = systemError(e, `segment ${seg.key}, ${seg.size} bytes`) as Error & { code?: string }
+    if (seg.hugetlb && (err.code === 'ENOMEM' || err.code === 'EPERM' || err.code === 'EINVAL')) {
+      err.message += ` (a ${seg.pageSize}-byte huge page segment: the host's huge page pool has no room, or shmkeep lacks CAP_IPC_LOCK / membership of vm.hugetlb_shm_group)`
+    }
+    throw err
+  }
+}
+
+async function restoreGeneration(
+  state: StateDir,
+  name: string,
+  options: RestoreOptions,
+  powers: Powers,
+  ns: string,
+  report: RestoreReport,
+  log: Logger,
+): Promise<void> {
+  let gen: GenerationRecord
+  const metas: SegmentRecord[] = []
+  try {
+    gen = state.readGeneration(name)
+    for (const entry of gen.segments) {
+      safeName(entry.data)
+      metas.push(state.readSegment(name, entry))
+    }
+  } catch (e) {
+    if (e instanceof StateFileError) throw new DamagedError(e.message)
+    throw e
+  }
+
+  const onConflict = options.onConflict ?? 'fail'
+  const live = new Map(shm.list().filter((s) => !s.dest && s.key !== 0).map((s) => [s.key, s]))
+  const outcomes: SegmentRestore[] = metas.map((m) => ({ key: m.key, savedId: m.id, size: m.size, status: 'not-restored', bytesRead: 0, durationMs: 0 }))
+  const todo: Array<{ meta: SegmentRecord; out: SegmentRestore; replace?: shm.ShmStat }> = []
+  const conflicts: string[] = []
+  const ids = nextIdControl()
+  metas.forEach((meta, i) => {
+    const out = outcomes[i]!
+    const key = parseKey(meta.key)
+    const existing = live.get(key)
+    if (key === 0 && !ids.ok) {
+      out.reason = `an IPC_PRIVATE segment can only be found again by its id, and ids cannot be kept here (${ids.reason})`
+      return
+    }
+    if (existing) {
+      if (onConflict === 'skip') {
+        out.status = 'skipped'
+        out.reason = `key exists here already (id ${existing.id})`
+        return
+      }
+      if (onConflict === 'fail') conflicts.push(`${meta.key} (id ${existing.id})`)
+      else if (existing.nattch > 0) conflicts.push(`${meta.key} (id ${existing.id}, ${existing.nattch} attached: not replaced while in use)`)
+    }
+    todo.push({ meta, out, replace: existing })
+  })
+  report.segments = outcomes
+  if (conflicts.length) throw new Error(`cannot restore ${name}: these keys have segments here already: ${conflicts.join(', ')} (--on-conflict=skip keeps them, =replace replaces unused ones)`)
+  checkLimits(todo.map((t) => t.meta))
+  if (!ids.ok && todo.length) report.idsNotKept = ids.reason
+
+  const created: Created[] = []
+  const record = {
+    ns,
+    pid: process.pid,
+    generation: name,
+    startedAt: new Date().toISOString(),
+    keys: todo.map((t) => t.meta.key),
+    created: [] as Array<{ key: string; id: number }>,
+  }
+  state.writeRestoring(record)
+  const removeCreated = () => {
+    for (const c of created.splice(0)) {
+      try {
+        shm.remove(c.id, { asUid: c.as.uid, asGid: c.as.gid })
+      } catch (e) {
+        log.log('error', 'restore.undo', `could not remove segment ${c.key} (id ${c.id}) after a failed restore: ${(e as Error).message}`)
+      }
+    }
+  }
+  try {
+    for (const { meta, out, replace } of todo) {
+      const started = performance.now()
+      if (replace) shm.remove(replace.id, { asUid: replace.cuid, asGid: replace.cgid })
+      const who = creatorIdentity(meta, powers)
+      const id = createSegment(meta, who, ids.ok)
+      created.push({ key: meta.key, id, as: who })
+      record.created.push({ key: meta.key, id })
+      state.writeRestoring(record)
+      out.id = id
+      out.idKept = id === meta.id
+      if (parseKey(meta.key) === 0 && !out.idKept) {
+        throw new Error(`IPC_PRIVATE segment (saved id ${meta.id}) came back as id ${id}: that id is taken here, and the app could not find it`)
+      }
+      let check
+      try {
+        check = await native.restoreSegment({
+          id,
+          uid: who.uid,
+          gid: who.gid,
+          path: state.path(name, meta.data),
+          size: meta.size,
+          chunkSize: meta.chunkSize,
+          chunks: Buffer.from(meta.chunks, 'base64'),
+          stopAtFirstBad: true,
+        })
+      } catch (e) {
+        const raw = e as { code?: string; errno?: number; message: string }
+        // The data file is missing, not a file, the wrong size or a link: damage.
+        if (raw.code === 'ESIZE' || raw.code === 'ETABLE' || raw.errno !== undefined && ['open', 'fstat', 'pread', 'read'].includes((e as { syscall?: string }).syscall ?? '')) {
+          throw new DamagedError(`segment ${meta.key} (saved id ${meta.id}): ${state.path(name, meta.data)}: ${(systemError(e, meta.data) as Error).message}`)
+        }
+        throw systemError(e, `segment ${meta.key}, id ${id}`)
+      }
+      out.bytesRead = check.bytesRead
+      out.durationMs = performance.now() - started
+      if (check.badChunks.length) {
+        const reason = `chunk ${check.badChunks.join(', ')} of ${meta.data} fails its checksum`
+        if (!options.partial) throw new DamagedError(`segment ${meta.key} (saved id ${meta.id}): ${reason}`)
+        out.status = 'failed'
+        out.reason = reason
+        shm.remove(id, { asUid: who.uid, asGid: who.gid })
+        created.pop()
+        log.log('error', 'restore.bad-segment', `segment ${meta.key} not restored: ${reason}`, { key: meta.key })
+        continue
+      }
+      out.status = 'restored'
+    }
+    // Every chunk verified: now, and only now, the segments get their real mode and owner.
+    for (const { meta, out } of todo) {
+      if (out.status !== 'restored') continue
+      const c = created.find((x) => x.id === out.id)!
+      shm.set(out.id!, { uid: meta.uid, gid: meta.gid, mode: meta.mode, asUid: c.as.uid, asGid: c.as.gid })
+    }
+  } catch (e) {
+    removeCreated()
+    for (const o of outcomes) if (o.status === 'restored') o.status = 'not-restored'
+    state.clearRestoring()
+    throw e
+  }
+  state.clearRestoring()
+  state.setLive(ns, name)
+  report.generation = name
+}
+
+/** Candidates in order: the one asked for; else CURRENT then older main-line generations. */
+function candidates(state: StateDir, options: RestoreOptions, log: Logger): string[] {
+  if (options.generation) return [options.generation]
+  const gens = state.generations()
+  const current = state.readCurrent()
+  const main = (limit: number) =>
+    gens
+      .filter((g) => g.seq < limit)
+      .filter((g) => {
+        try {
+          return !state.readGeneration(g.name).side
+        } catch {
+          return true // damaged: it will be tried, fail verification and be quarantined
+        }
+      })
+      .map((g) => g.name)
+      .reverse()
+  if ('error' in current) {
+    log.log('error', 'restore.current', `${current.error}; falling back to the newest generation that verifies`)
+    return main(Infinity)
+  }
+  if (current.name === null) {
+    if (gens.length) log.log('warn', 'restore.current', 'no CURRENT although generations exist (a first snapshot was killed before switching it): trying the newest')
+    return main(Infinity)
+  }
+  const seq = gens.find((g) => g.name === current.name)?.seq
+  return [current.name, ...main(seq ?? Infinity).filter((n) => n !== current.name)]
+}
+
+/**
+ * Restore CURRENT (or options.generation) into this IPC namespace. Resolves
+ * with generation null when the state dir holds nothing (a first start).
+ * Throws {@link RestoreError} with the namespace as it was before.
+ */
+export async function restore(options: RestoreOptions): Promise<RestoreReport> {
+  const log = options.log ?? silentLogger
+  const started = performance.now()
+  const state = StateDir.open(options.stateDir, { create: true })
+  const report: RestoreReport = { stateDir: state.dir, generation: null, rejected: [], segments: [], cleanedUp: [], bytes: 0, durationMs: 0 }
+  const lock = await state.lock({ timeoutMs: options.lockTimeoutMs })
+  try {
+    const ns = ipcNamespaceId()
+    report.cleanedUp = undoKilledRestore(state, ns, log)
+    state.removeStaleTemporaries()
+    const powers = currentPowers()
+    for (const name of candidates(state, options, log)) {
+      try {
+        await restoreGeneration(state, name, options, powers, ns, report, log)
+        break
+      } catch (e) {
+        if (!(e instanceof DamagedError)) throw e
+        const rejected: RestoreReport['rejected'][number] = { generation: name, reason: e.message }
+        if (!options.generation) rejected.quarantinedAs = state.quarantine(name)
+        report.rejected.push(rejected)
+        log.log('error', 'restore.rejected', `generation ${name} cannot be restored: ${e.message}${rejected.quarantinedAs ? `; moved aside as ${rejected.quarantinedAs}` : ''}`)
+        if (options.generation || options.partial) throw e
+      }
+    }
+    // After a fallback, CURRENT names a generation that was moved aside (or is
+    // unreadable): point it at what the namespace now holds, so the next
+    // snapshot continues this line instead of being written beside it.
+    if (report.generation && report.rejected.length) {
+      state.writeCurrent(report.generation)
+      log.log('warn', 'restore.fallback', `restored ${report.generation} instead; CURRENT now names it`)
+    }
+    if (report.generation === null && report.rejected.length) {
+      throw new Error(`no generation verifies: ${report.rejected.map((r) => `${r.generation}: ${r.reason}`).join('; ')}`)
+    }
+    report.bytes = report.segments.reduce((n, s) => n + (s.status === 'restored' ? s.size : 0), 0)
+    report.durationMs = performance.now() - started
+    if (report.idsNotKept) {
+      const moved = report.segments.filter((s) => s.status === 'restored' && !s.idKept)
+      if (moved.length) log.log('warn', 'restore.ids', `ids not kept (${report.idsNotKept}): ${moved.map((s) => `${s.key} ${s.savedId}→${s.id}`).join(', ')}`)
+    }
+    return report
+  } catch (e) {
+    report.durationMs = performance.now() - started
+    throw new RestoreError(`restore failed, nothing restored: ${e instanceof Error ? e.message : String(e)}`, report)
+  } finally {
+    lock.release()
+  }
+}

@@ -1,0 +1,357 @@
+/**
+ * Snapshot: save every SysV segment of this IPC namespace into a new
+ * generation of the state dir, durably, then switch CURRENT to it.
+ *
+ * Order of durability (docs/FORMAT.md): each file is written and fsynced; the
+ * generation's directory is fsynced; it is renamed into place; the state dir
+ * is fsynced; CURRENT.tmp is written, fsynced, renamed to CURRENT; the state
+ * dir is fsynced again. Any error abandons the generation: no fsync is ever
+ * retried (after a failed fsync the page cache may have dropped the data).
+ */
+import fs from 'node:fs'
+import os from 'node:os'
+import { hasCode, systemError } from './errors'
+import { segmentPredicate, type SegmentFilter } from './filter'
+import { currentPowers, readIdentity, type Identity } from './identity'
+import { formatKey } from './keys'
+import { silentLogger, type Logger } from './log'
+import { native } from './native'
+import * as shm from './shm'
+import { fsyncDir, encodeCheckedJson, makePrivateDir, writeNewFile } from './state/files'
+import {
+  FORMAT,
+  GENERATION_FILE,
+  generationName,
+  segmentStem,
+  TMP_PREFIX,
+  type GenerationRecord,
+  type SegmentEntry,
+  type SegmentRecord,
+  type SnapshotReason,
+} from './state/format'
+import { prune, type PruneResult } from './state/prune'
+import { StateDir } from './state/statedir'
+import { ipcNamespaceId, segmentMemory } from './system'
+import { version } from './cli/version'
+
+/** Default chunk: large writes, and a small table (1024 entries for 4 GiB). */
+export const DEFAULT_CHUNK_SIZE = 4 << 20
+
+export interface SnapshotOptions {
+  /** The state directory (created 0700 if missing). */
+  stateDir: string
+  /** Which segments (default: all). */
+  filter?: SegmentFilter
+  /** Generations to keep (default 2); 0 keeps all. */
+  keep?: number
+  /** Switch CURRENT even when another writer moved it since our parent. */
+  force?: boolean
+  /** Write the generation beside CURRENT without switching it. */
+  side?: boolean
+  /** Why (recorded in the generation). */
+  reason?: SnapshotReason
+  /** Taken at a clean stop of the app (such a generation is never pruned while it is the newest clean one). */
+  clean?: boolean
+  /** Bytes per chunk (a multiple of the page size; default 4 MiB). */
+  chunkSize?: number
+  /** Segments copied at once (default: the number of CPUs, at most 4). */
+  concurrency?: number
+  /** How long to wait for the state dir's lock (default: forever). */
+  lockTimeoutMs?: number
+  /** Processes other than shmkeep that were attached (marks the generation inconsistent). */
+  attachers?: Array<{ key: string; pid: number; command: string }>
+  log?: Logger
+}
+
+export type SegmentStatus = 'saved' | 'vanished' | 'failed'
+
+export interface SegmentOutcome {
+  key: string
+  id: number
+  size: number
+  status: SegmentStatus
+  /** Why it vanished or failed. */
+  reason?: string
+  /** Who it was read as, e.g. "uid 1000 gid 1000" (when shmkeep switched identity). */
+  readAs?: string
+  bytesWritten: number
+  dataChunks: number
+  zeroChunks: number
+  durationMs: number
+}
+
+export interface SnapshotReport {
+  stateDir: string
+  /** The new generation's name, or null when none was written. */
+  generation: string | null
+  parent: string | null
+  /** Whether CURRENT now names the new generation. */
+  current: boolean
+  side: boolean
+  sideReason?: string
+  segments: SegmentOutcome[]
+  /** Segments that appeared while the snapshot ran (not in it). */
+  appeared: Array<{ key: string; id: number; size: number }>
+  bytes: number
+  bytesWritten: number
+  durationMs: number
+  pruned: PruneResult
+  /** Stale temporary files of a killed writer that were removed. */
+  cleaned: string[]
+}
+
+/** A snapshot that wrote no generation (some segment could not be saved, or an I/O error). */
+export class SnapshotError extends Error {
+  constructor(
+    message: string,
+    readonly report: SnapshotReport,
+  ) {
+    super(message)
+  }
+}
+
+function describeIdentity(who: Identity): string | undefined {
+  if (who.uid < 0 && who.gid < 0) return undefined
+  return `uid ${who.uid} gid ${who.gid}`
+}
+
+/** Run `fn` over `items` with at most `limit` at once, keeping order of results. */
+async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length)
+  let next = 0
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++
+      out[i] = await fn(items[i]!)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+  return out
+}
+
+/** Save one segment's data and metadata into `dir`. */
+async function saveOne(
+  dir: string,
+  seg: shm.ShmStat,
+  who: Identity,
+  chunkSize: number,
+  skipAbsent: boolean,
+): Promise<{ outcome: SegmentOutcome; entry?: SegmentEntry }> {
+  const key = formatKey(seg.key)
+  const stem = segmentStem(seg.key, seg.id)
+  const base = { key, id: seg.id, size: seg.size, readAs: describeIdentity(who), bytesWritten: 0, dataChunks: 0, zeroChunks: 0 }
+  const started = performance.now()
+  const dataPath = `${dir}/${stem}.data`
+  let size = chunkSize
+  for (;;) {
+    let result
+    try {
+      result = await native.saveSegment({ id: seg.id, uid: who.uid, gid: who.gid, path: dataPath, chunkSize: size, skipAbsent, fsync: true })
+    } catch (e) {
+      fs.rmSync(dataPath, { force: true })
+      const raw = e as { errno?: number; syscall?: string; message: string }
+      // Removed between listing and attaching: not a failure of the snapshot.
+      if (raw.syscall === 'shmat' && (raw.errno === os.constants.errno.EIDRM || raw.errno === os.constants.errno.EINVAL)) {
+        return { outcome: { ...base, status: 'vanished', reason: 'removed before it could be attached', durationMs: performance.now() - started } }
+      }
+      throw systemError(e, `segment ${key}, id ${seg.id}`)
+    }
+    const st = result.stat
+    if ((st.key >>> 0) !== seg.key || st.id !== seg.id || st.size !== seg.size) {
+      fs.rmSync(dataPath, { force: true })
+      return {
+        outcome: {
+          ...base,
+          status: 'vanished',
+          reason: `id ${seg.id} now belongs to another segment (key ${formatKey(st.key)}, ${st.size} bytes)`,
+          durationMs: performance.now() - started,
+        },
+      }
+    }
+    // A hugetlb segment: chunks must be whole huge pages. Rare; redo with the page size.
+    if (result.kernelPageSize > 0 && size % result.kernelPageSize !== 0) {
+      fs.rmSync(dataPath, { force: true })
+      size = Math.ceil(size / result.kernelPageSize) * result.kernelPageSize
+      continue
+    }
+    const record: SegmentRecord = {
+      format: FORMAT,
+      key,
+      id: seg.id,
+      size: seg.size,
+      mode: seg.mode,
+      uid: seg.uid,
+      gid: seg.gid,
+      cuid: seg.cuid,
+      cgid: seg.cgid,
+      pageSize: result.kernelPageSize || shm.pageSize,
+      hugetlb: result.kernelPageSize > shm.pageSize,
+      info: { cpid: seg.cpid, lpid: seg.lpid, nattch: seg.nattch, atime: seg.atime, dtime: seg.dtime, ctime: seg.ctime },
+      chunkSize: size,
+      chunkCount: Math.ceil(seg.size / size),
+      dataChunks: result.dataChunks,
+      zeroChunks: result.zeroChunks,
+      chunks: result.chunks.toString('base64'),
+      data: `${stem}.data`,
+    }
+    writeNewFile(`${dir}/${stem}.meta`, encodeCheckedJson(FORMAT, record))
+    return {
+      outcome: {
+        ...base,
+        status: 'saved',
+        bytesWritten: result.bytesWritten,
+        dataChunks: result.dataChunks,
+        zeroChunks: result.zeroChunks,
+        durationMs: performance.now() - started,
+      },
+      entry: { key, id: seg.id, size: seg.size, meta: `${stem}.meta`, data: `${stem}.data` },
+    }
+  }
+}
+
+/**
+ * Save every segment (that the filter takes) into a new generation and make
+ * it CURRENT. Throws {@link SnapshotError} (with the report) when any segment
+ * could not be saved: then no generation is written and CURRENT is untouched.
+ */
+export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport> {
+  const log = options.log ?? silentLogger
+  const started = performance.now()
+  const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE
+  if (!Number.isInteger(chunkSize) || chunkSize <= 0 || chunkSize % shm.pageSize !== 0) {
+    throw new RangeError(`chunkSize must be a positive multiple of the page size (${shm.pageSize})`)
+  }
+  const keep = options.keep ?? 2
+  const take = segmentPredicate(options.filter)
+  const state = StateDir.open(options.stateDir, { create: true })
+  const lock = await state.lock({ timeoutMs: options.lockTimeoutMs })
+  const report: SnapshotReport = {
+    stateDir: state.dir,
+    generation: null,
+    parent: null,
+    current: false,
+    side: false,
+    segments: [],
+    appeared: [],
+    bytes: 0,
+    bytesWritten: 0,
+    durationMs: 0,
+    pruned: { removed: [], kept: [] },
+    cleaned: [],
+  }
+  let tmp: string | undefined
+  try {
+    report.cleaned = state.removeStaleTemporaries()
+    if (report.cleaned.length) log.log('info', 'state.cleaned', `removed what a killed writer left: ${report.cleaned.join(', ')}`)
+
+    const scan = shm.scan()
+    if (!scan.complete) log.log('warn', 'snapshot.incomplete-list', 'this kernel has no SHM_STAT_ANY (Linux < 4.17): segments shmkeep may not read are not listed')
+    const listed = scan.segments.filter((s) => !s.dest && take(s)).sort((a, b) => a.id - b.id)
+    const memory = segmentMemory()
+    const powers = currentPowers()
+
+    const ns = ipcNamespaceId()
+    report.parent = state.liveParent(ns)
+    const seq = state.nextSeq()
+    const name = generationName(seq)
+    tmp = state.path(TMP_PREFIX + name)
+    makePrivateDir(tmp)
+
+    const copyStarted = performance.now()
+    const failures: string[] = []
+    const results = await mapLimit(listed, options.concurrency ?? Math.min(4, os.availableParallelism()), async (seg) => {
+      const who = readIdentity(seg, powers)
+      if ('error' in who) {
+        failures.push(`${formatKey(seg.key)} (id ${seg.id}): ${who.error}`)
+        return { outcome: { key: formatKey(seg.key), id: seg.id, size: seg.size, status: 'failed' as const, reason: who.error, bytesWritten: 0, dataChunks: 0, zeroChunks: 0, durationMs: 0 } }
+      }
+      // mincore() tells never-touched pages from written ones only while
+      // nothing is swapped out: a swapped page is "absent" too, but has data.
+      const skipAbsent = (memory.get(seg.id)?.swap ?? 1) === 0
+      try {
+        return await saveOne(tmp!, seg, who, chunkSize, skipAbsent)
+      } catch (e) {
+        const reason = e instanceof Error ? e.message : String(e)
+        failures.push(reason)
+        return { outcome: { key: formatKey(seg.key), id: seg.id, size: seg.size, status: 'failed' as const, reason, bytesWritten: 0, dataChunks: 0, zeroChunks: 0, durationMs: 0 } }
+      }
+    })
+    const copyMs = performance.now() - copyStarted
+    report.segments = results.map((r) => r.outcome)
+    for (const o of report.segments) {
+      if (o.status === 'vanished') log.log('info', 'snapshot.vanished', `segment ${o.key} (id ${o.id}) vanished during the snapshot: ${o.reason}`, { key: o.key, id: o.id })
+      if (o.status === 'failed') log.log('error', 'snapshot.failed-segment', `segment ${o.key} (id ${o.id}) could not be saved: ${o.reason}`, { key: o.key, id: o.id })
+    }
+    if (failures.length) {
+      throw new SnapshotError(`snapshot failed, no generation written (CURRENT unchanged): ${failures.join('; ')}`, report)
+    }
+    const entries = results.flatMap((r) => (r.entry ? [r.entry] : []))
+    report.bytes = entries.reduce((n, e) => n + e.size, 0)
+    report.bytesWritten = report.segments.reduce((n, o) => n + o.bytesWritten, 0)
+
+    // Decide CURRENT before writing GENERATION, so the record says whether it is a side generation.
+    const current = state.readCurrent()
+    const currentName = 'name' in current ? current.name : null
+    if (options.side) {
+      report.side = true
+      report.sideReason = 'asked to write beside CURRENT'
+    } else if (currentName !== null && currentName !== report.parent && !options.force) {
+      report.side = true
+      report.sideReason = `CURRENT names ${currentName}, not this state's parent (${report.parent ?? 'none: this state was not restored from this state dir'}): another writer may share this state dir`
+    } else if ('error' in current && !options.force) {
+      report.side = true
+      report.sideReason = `CURRENT is unreadable (${current.error})`
+    }
+
+    const record: GenerationRecord = {
+      format: FORMAT,
+      tool: 'shmkeep',
+      toolVersion: version,
+      name,
+      seq,
+      parent: report.parent,
+      createdAt: new Date().toISOString(),
+      hostname: os.hostname(),
+      kernel: `${os.type()} ${os.release()} ${os.arch()}`,
+      reason: options.reason ?? 'manual',
+      clean: options.clean ?? false,
+      side: report.side,
+      ...(report.sideReason ? { sideReason: report.sideReason } : {}),
+      ...(options.attachers?.length ? { inconsistent: { attachers: options.attachers } } : {}),
+      bytes: report.bytes,
+      bytesWritten: report.bytesWritten,
+      durationMs: { total: Math.round(performance.now() - started), copy: Math.round(copyMs) },
+      segments: entries,
+    }
+    writeNewFile(`${tmp}/${GENERATION_FILE}`, encodeCheckedJson(FORMAT, record))
+    fsyncDir(tmp)
+    fs.renameSync(tmp, state.path(name))
+    tmp = undefined
+    fsyncDir(state.dir)
+    report.generation = name
+    if (report.side) {
+      log.log('error', 'snapshot.side', `generation ${name} written BESIDE CURRENT, which still names ${currentName ?? '(unreadable)'}: ${report.sideReason}. Use --force to switch anyway.`, { generation: name })
+    } else {
+      state.writeCurrent(name)
+      report.current = true
+      state.setLive(ns, name)
+    }
+
+    const seen = new Set(scan.segments.map((s) => s.id))
+    report.appeared = shm.list().filter((s) => !seen.has(s.id) && !s.dest && take(s)).map((s) => ({ key: formatKey(s.key), id: s.id, size: s.size }))
+    for (const a of report.appeared) log.log('warn', 'snapshot.appeared', `segment ${a.key} (id ${a.id}) appeared during the snapshot and is not in it`, a)
+
+    report.pruned = prune(state, { keep, protect: [report.parent], log })
+    report.durationMs = performance.now() - started
+    return report
+  } catch (e) {
+    report.durationMs = performance.now() - started
+    if (e instanceof SnapshotError) throw e
+    const reason = hasCode(e, 'ENOSPC', 'EIO', 'EDQUOT') ? ' (the disk refused the write; the previous generation is intact)' : ''
+    throw new SnapshotError(`snapshot failed, no generation written (CURRENT unchanged): ${e instanceof Error ? e.message : String(e)}${reason}`, report)
+  } finally {
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true })
+    lock.release()
+  }
+}
+

@@ -1,0 +1,124 @@
+/**
+ * Durable, checked files in the state dir (the way Redis' rdb.c writes):
+ * write to a temporary name, fsync the file, rename it into place, fsync the
+ * directory. Metadata files carry a CRC-32C header so a flipped byte or a
+ * truncation is an error naming the file, never a silent misread.
+ *
+ * Every file is created 0600 with O_EXCL|O_NOFOLLOW, every directory 0700:
+ * shared memory often holds private data, and a symlink planted in the state
+ * dir must not redirect a write.
+ */
+import fs from 'node:fs'
+import path from 'node:path'
+import { native } from '../native'
+
+const O = fs.constants
+
+/** A problem with a state file: what is wrong and which file. */
+export class StateFileError extends Error {
+  constructor(
+    readonly file: string,
+    message: string,
+    readonly code = 'EBADSTATE',
+  ) {
+    super(`${file}: ${message}`)
+  }
+}
+
+/** fsync a directory, so that the names created or renamed in it are durable. */
+export function fsyncDir(dir: string): void {
+  const fd = fs.openSync(dir, O.O_RDONLY | O.O_DIRECTORY)
+  try {
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+/** Create a new file (never an existing one, never through a symlink), write, fsync, close. */
+export function writeNewFile(file: string, data: string | Uint8Array): void {
+  const fd = fs.openSync(file, O.O_WRONLY | O.O_CREAT | O.O_EXCL | O.O_NOFOLLOW, 0o600)
+  try {
+    fs.writeFileSync(fd, data)
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+/**
+ * Replace `file` atomically: write `file.tmp`, fsync, rename over `file`,
+ * fsync the directory. A leftover `.tmp` from a killed writer is ours to remove.
+ */
+export function replaceFile(file: string, data: string | Uint8Array): void {
+  const tmp = file + '.tmp'
+  fs.rmSync(tmp, { force: true })
+  writeNewFile(tmp, data)
+  fs.renameSync(tmp, file)
+  fsyncDir(path.dirname(file))
+}
+
+/** Read a regular file without following a symlink; a clear error for anything else. */
+export function readRegularFile(file: string, maxBytes: number): Buffer {
+  let fd: number
+  try {
+    fd = fs.openSync(file, O.O_RDONLY | O.O_NOFOLLOW)
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code
+    if (code === 'ELOOP') throw new StateFileError(file, 'is a symbolic link; shmkeep never follows links in the state dir', 'ELOOP')
+    if (code === 'ENOENT') throw new StateFileError(file, 'is missing', 'ENOENT')
+    throw e
+  }
+  try {
+    const st = fs.fstatSync(fd)
+    if (!st.isFile()) throw new StateFileError(file, 'is not a regular file', 'EISDIR')
+    if (st.size > maxBytes) throw new StateFileError(file, `is ${st.size} bytes, more than a ${path.basename(file)} can be (${maxBytes})`)
+    return fs.readFileSync(fd)
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+const HEADER = /^shmkeep-json (\d+) crc32c=([0-9a-f]{8}) length=(\d+)\n/
+
+/** Largest metadata file we read (a 64 TiB segment in 1 MiB chunks fits). */
+const MAX_META_BYTES = 1 << 30
+
+/**
+ * Write JSON with a checking header:
+ * `shmkeep-json <format> crc32c=<hex> length=<bytes>\n<json>`.
+ */
+export function encodeCheckedJson(format: number, value: unknown): Buffer {
+  const body = Buffer.from(JSON.stringify(value, null, 1) + '\n')
+  const crc = native.crc32c(body).toString(16).padStart(8, '0')
+  return Buffer.concat([Buffer.from(`shmkeep-json ${format} crc32c=${crc} length=${body.length}\n`), body])
+}
+
+/**
+ * Read what {@link encodeCheckedJson} wrote. A format this reader does not
+ * know is refused (it may mean something else), as is any damage.
+ */
+export function readCheckedJson<T>(file: string, knownFormat: number): T {
+  const data = readRegularFile(file, MAX_META_BYTES)
+  const newline = data.indexOf(10)
+  const m = HEADER.exec(data.subarray(0, newline + 1).toString('latin1'))
+  if (!m) throw new StateFileError(file, 'has no shmkeep header (damaged, or not written by shmkeep)')
+  const format = Number(m[1])
+  if (format !== knownFormat) {
+    throw new StateFileError(file, `is format ${format}; this shmkeep reads format ${knownFormat} only (use the shmkeep version that wrote it)`, 'EFORMAT')
+  }
+  const body = data.subarray(newline + 1)
+  if (body.length !== Number(m[3])) throw new StateFileError(file, `is truncated or padded: ${body.length} bytes of data, header says ${m[3]}`)
+  const crc = native.crc32c(body).toString(16).padStart(8, '0')
+  if (crc !== m[2]) throw new StateFileError(file, `checksum mismatch (crc32c ${crc}, header says ${m[2]}): the file is damaged`)
+  try {
+    return JSON.parse(body.toString('utf8')) as T
+  } catch {
+    throw new StateFileError(file, 'checksum matches but the JSON does not parse')
+  }
+}
+
+/** mkdir 0700 that fails if the name exists (we never write into what we did not create). */
+export function makePrivateDir(dir: string): void {
+  fs.mkdirSync(dir, { mode: 0o700 })
+}

@@ -1,0 +1,113 @@
+/**
+ * Facts about this process and its IPC namespace, read from /proc and /sys:
+ * capabilities, the namespace's identity, per-segment rss/swap, the id
+ * counter, shm_rmid_forced and the memory cgroup's limit.
+ */
+import fs from 'node:fs'
+
+/** Capability numbers we care about (linux/capability.h). */
+export const CAP = {
+  CHOWN: 0,
+  DAC_OVERRIDE: 1,
+  SETGID: 6,
+  SETUID: 7,
+  IPC_LOCK: 14,
+  IPC_OWNER: 15,
+  SYS_ADMIN: 21,
+  CHECKPOINT_RESTORE: 40,
+} as const
+
+/** The effective capability set of this process (CapEff in /proc/self/status). */
+export function effectiveCapabilities(): bigint {
+  const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))
+  return m ? BigInt('0x' + m[1]) : 0n
+}
+
+export function hasCapability(cap: number, caps = effectiveCapabilities()): boolean {
+  return (caps & (1n << BigInt(cap))) !== 0n
+}
+
+/**
+ * A name for this IPC namespace that is unique on this host across reboots:
+ * the boot id and the namespace's inode ("ipc:[4026531839]").
+ */
+export function ipcNamespaceId(): string {
+  let boot = 'unknown-boot'
+  try {
+    boot = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()
+  } catch {
+    // Without it the inode alone still tells namespaces of one boot apart.
+  }
+  return `${boot}/${fs.readlinkSync('/proc/self/ns/ipc')}`
+}
+
+/** rss and swap (bytes) of each segment by id, from /proc/sysvipc/shm. */
+export function segmentMemory(): Map<number, { rss: number; swap: number }> {
+  const out = new Map<number, { rss: number; swap: number }>()
+  let text: string
+  try {
+    text = fs.readFileSync('/proc/sysvipc/shm', 'utf8')
+  } catch {
+    return out
+  }
+  const lines = text.trim().split('\n')
+  const head = lines.shift()?.trim().split(/\s+/) ?? []
+  const col = (name: string) => head.indexOf(name)
+  const [iId, iRss, iSwap] = [col('shmid'), col('rss'), col('swap')]
+  if (iId < 0 || iRss < 0 || iSwap < 0) return out
+  for (const line of lines) {
+    const f = line.trim().split(/\s+/)
+    out.set(Number(f[iId]), { rss: Number(f[iRss]), swap: Number(f[iSwap]) })
+  }
+  return out
+}
+
+/** kernel.shm_rmid_forced of this namespace: segments die with their last attacher. */
+export function shmRmidForced(): boolean {
+  try {
+    return fs.readFileSync('/proc/sys/kernel/shm_rmid_forced', 'utf8').trim() === '1'
+  } catch {
+    return false
+  }
+}
+
+const NEXT_ID = '/proc/sys/kernel/shm_next_id'
+
+/**
+ * Whether we can choose the id of the next segment: writing shm_next_id needs
+ * CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE and a writable /proc/sys (not the
+ * case in an ordinary Docker container). Returns the reason when we cannot.
+ */
+export function nextIdControl(): { ok: true } | { ok: false; reason: string } {
+  try {
+    const fd = fs.openSync(NEXT_ID, 'w')
+    fs.closeSync(fd)
+    const caps = effectiveCapabilities()
+    if (!hasCapability(CAP.SYS_ADMIN, caps) && !hasCapability(CAP.CHECKPOINT_RESTORE, caps)) {
+      return { ok: false, reason: 'no CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE to write kernel.shm_next_id' }
+    }
+    return { ok: true }
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code
+    if (code === 'EROFS') return { ok: false, reason: '/proc/sys is read-only here (as in an unprivileged container)' }
+    if (code === 'ENOENT') return { ok: false, reason: 'this kernel has no kernel.shm_next_id' }
+    return { ok: false, reason: `kernel.shm_next_id cannot be written (${code})` }
+  }
+}
+
+/** Arm the id counter for the next shmget (-1 disarms it). */
+export function setNextId(id: number): void {
+  fs.writeFileSync(NEXT_ID, `${id}\n`)
+}
+
+/** The memory cgroup's memory.max for this process in bytes, or undefined when unlimited/unknown. */
+export function memoryLimit(): number | undefined {
+  try {
+    const line = fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'))
+    if (!line) return undefined
+    const value = fs.readFileSync(`/sys/fs/cgroup${line.slice(3)}/memory.max`, 'utf8').trim()
+    return value === 'max' ? undefined : Number(value)
+  } catch {
+    return undefined
+  }
+}
