@@ -37,7 +37,11 @@ export const stateDirOption = {
  * Parse argv; each option's environment variable (SHMKEEP_<NAME>, e.g.
  * SHMKEEP_STATE_DIR) is its default. Unknown options are usage errors.
  */
-export function parse<O extends Options>(argv: string[], options: O, { positionals = false } = {}) {
+export type Values<O extends Options> = {
+  [K in keyof O]?: O[K] extends { type: 'boolean' } ? boolean : O[K] extends { multiple: true } ? string[] : string
+}
+
+export function parse<O extends Options>(argv: string[], options: O, { positionals = false } = {}): { values: Values<O>; positionals: string[] } {
   try {
     const { values, positionals: rest } = parseArgs({ args: argv, options, allowPositionals: positionals, strict: true })
     const v = values as Record<string, unknown>
@@ -48,7 +52,7 @@ export function parse<O extends Options>(argv: string[], options: O, { positiona
       if (spec.type === 'boolean') v[name] = !['0', 'false', 'no', 'off'].includes(env.toLowerCase())
       else v[name] = spec.multiple ? env.split(/\s*;\s*/) : env
     }
-    return { values: values as typeof values, positionals: rest }
+    return { values: v as Values<O>, positionals: rest }
   } catch (e) {
     throw new UsageError((e as Error).message)
   }
