@@ -6,7 +6,7 @@
 import { execFileSync, spawnSync } from 'node:child_process'
 import os from 'node:os'
 
-const prebuildify = ['node_modules/.bin/prebuildify', '--napi', '--strip', '--target', 'node@20.0.0']
+const prebuildify = ['node_modules/.bin/prebuildify', '--napi', '--strip', '--tag-libc', '--target', 'node@20.0.0']
 const run = (args, env = {}) => execFileSync(args[0], args.slice(1), { stdio: 'inherit', env: { ...process.env, ...env } })
 
 run(prebuildify)
