@@ -1,4 +1,148 @@
+// Process helpers for `shmkeep run`: start the app in its own process group
+// (setpgid, and the terminal's foreground group when asked — as tini does),
+// reap exactly the pids we are told to, become a child subreaper.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+
+#include <string>
+#include <vector>
+
 #include "common.h"
+
 namespace shmkeep {
-void InitProc(Napi::Env, Napi::Object) {}
+namespace {
+
+std::vector<std::string> Strings(const Napi::Value& v) {
+  Napi::Array a = v.As<Napi::Array>();
+  std::vector<std::string> out;
+  for (uint32_t i = 0; i < a.Length(); i++) out.push_back(a.Get(i).As<Napi::String>());
+  return out;
+}
+
+std::vector<char*> Pointers(std::vector<std::string>& s) {
+  std::vector<char*> p;
+  for (auto& x : s) p.push_back(&x[0]);
+  p.push_back(nullptr);
+  return p;
+}
+
+// spawnApp(file, argv, env, foregroundTtyFd) -> pid. file is a resolved path
+// (the PATH search is TypeScript's). The child calls only async-signal-safe
+// functions between fork and execve. An execve failure comes back through a
+// close-on-exec pipe as an errno error with syscall "execve".
+Napi::Value SpawnApp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string file = info[0].As<Napi::String>();
+  std::vector<std::string> argv = Strings(info[1]);
+  std::vector<std::string> envs = Strings(info[2]);
+  int ttyFd = I32(info[3]);
+  std::vector<char*> argvp = Pointers(argv);
+  std::vector<char*> envp = Pointers(envs);
+
+  int pipefd[2];
+  if (pipe2(pipefd, O_CLOEXEC) != 0) ThrowErrno(env, "pipe2", errno);
+  sigset_t all, old;
+  sigfillset(&all);
+  // Block signals around fork so the child cannot run Node's handlers.
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pid_t pid = fork();
+  if (pid == 0) {
+    // Child: default dispositions (Node ignores SIGPIPE; an ignored signal
+    // would stay ignored across execve), empty mask, own process group.
+    for (int sig = 1; sig < NSIG; sig++) {
+      if (sig == SIGKILL || sig == SIGSTOP) continue;
+      struct sigaction sa;
+      memset(&sa, 0, sizeof sa);
+      sa.sa_handler = SIG_DFL;
+      sigaction(sig, &sa, nullptr);
+    }
+    setpgid(0, 0);
+    if (ttyFd >= 0) {
+      // SIGTTOU would stop us: we are a background group until this call.
+      // It is still blocked here, so tcsetpgrp goes through.
+      tcsetpgrp(ttyFd, getpid());
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, nullptr);
+    execve(file.c_str(), argvp.data(), envp.data());
+    int err = errno;
+    ssize_t ignored = write(pipefd[1], &err, sizeof err);
+    (void)ignored;
+    _exit(127);
+  }
+  int forkErr = errno;
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  close(pipefd[1]);
+  if (pid < 0) {
+    close(pipefd[0]);
+    ThrowErrno(env, "fork", forkErr);
+  }
+  // Also from the parent: whichever runs first, the group exists before we signal it.
+  setpgid(pid, pid);
+  int execErr = 0;
+  ssize_t n;
+  do n = read(pipefd[0], &execErr, sizeof execErr);
+  while (n < 0 && errno == EINTR);
+  close(pipefd[0]);
+  if (n == sizeof execErr) {
+    int status;
+    waitpid(pid, &status, 0);  // the child _exit()ed: reap it here
+    ThrowErrno(env, "execve", execErr);
+  }
+  return Napi::Number::New(env, pid);
+}
+
+// waitPid(pid) -> null while it runs, {code} or {signal} once it exited, and
+// reaps it. Only the pid given: never a blanket wait, which would steal exit
+// statuses from libuv's own child handling.
+Napi::Value WaitPid(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int status;
+  pid_t r;
+  do r = waitpid(I32(info[0]), &status, WNOHANG);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) ThrowErrno(env, "waitpid", errno);
+  if (r == 0) return env.Null();
+  Napi::Object o = Napi::Object::New(env);
+  if (WIFEXITED(status)) o.Set("code", WEXITSTATUS(status));
+  else if (WIFSIGNALED(status)) o.Set("signal", WTERMSIG(status));
+  return o;
+}
+
+Napi::Value SetChildSubreaper(const Napi::CallbackInfo& info) {
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0) ThrowErrno(info.Env(), "prctl", errno);
+  return info.Env().Undefined();
+}
+
+// foregroundGroup(fd) -> the terminal's foreground process group, or -1.
+Napi::Value ForegroundGroup(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), tcgetpgrp(I32(info[0])));
+}
+
+// setForeground(fd, pgid): give the terminal back (SIGTTOU ignored around it).
+Napi::Value SetForeground(const Napi::CallbackInfo& info) {
+  struct sigaction ign, old;
+  memset(&ign, 0, sizeof ign);
+  ign.sa_handler = SIG_IGN;
+  sigaction(SIGTTOU, &ign, &old);
+  int rc = tcsetpgrp(I32(info[0]), I32(info[1]));
+  int err = errno;
+  sigaction(SIGTTOU, &old, nullptr);
+  if (rc != 0) ThrowErrno(info.Env(), "tcsetpgrp", err);
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void InitProc(Napi::Env env, Napi::Object exports) {
+  exports.Set("spawnApp", Napi::Function::New(env, SpawnApp, "spawnApp"));
+  exports.Set("waitPid", Napi::Function::New(env, WaitPid, "waitPid"));
+  exports.Set("setChildSubreaper", Napi::Function::New(env, SetChildSubreaper, "setChildSubreaper"));
+  exports.Set("foregroundGroup", Napi::Function::New(env, ForegroundGroup, "foregroundGroup"));
+  exports.Set("setForeground", Napi::Function::New(env, SetForeground, "setForeground"));
+}
+
 }  // namespace shmkeep

@@ -83,6 +83,12 @@ export interface Binding {
   saveSegment(o: { id: number; uid: number; gid: number; path: string | null; chunkSize: number; skipAbsent: boolean; fsync: boolean }): Promise<RawSaveResult>
   restoreSegment(o: { id: number; uid: number; gid: number; path: string; size: number; chunkSize: number; chunks: ChunkTable; stopAtFirstBad: boolean }): Promise<RawCheckResult>
   verifyFile(o: { path: string; size: number; chunkSize: number; chunks: ChunkTable }): Promise<RawCheckResult>
+
+  spawnApp(file: string, argv: string[], env: string[], foregroundTtyFd: number): number
+  waitPid(pid: number): { code: number } | { signal: number } | null
+  setChildSubreaper(): void
+  foregroundGroup(fd: number): number
+  setForeground(fd: number, pgid: number): void
 }
 
 // dist/native.js and src/native.ts both sit one level below the package root.

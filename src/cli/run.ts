@@ -1,0 +1,101 @@
+/** `shmkeep run -- COMMAND`: thin over runApp() in src/run/supervisor.ts. */
+import { parseDuration } from '../run/deadline'
+import { parseRewrites } from '../run/signals'
+import { RUN_EXIT, runApp } from '../run/supervisor'
+import { COMMON_HELP, FILTER_HELP, commonOptions, filterFrom, filterOptions, makeLogger, parse, requireStateDir, stateDirOption, UsageError } from './common'
+
+const HELP = `Usage: shmkeep run [options] -- COMMAND [ARGS...]
+
+The container's entrypoint: restore the saved segments, start COMMAND (no
+shell; its own process group), forward signals to it, and when the container
+stops (TERM or INT) let it finish, snapshot every segment, and exit with its
+status. Runs as PID 1 or under tini / docker run --init.
+
+  -s, --state-dir DIR           where generations live (a volume); SHMKEEP_STATE_DIR
+  --grace SEC                   the orchestrator's grace period (docker stop -t;
+                                Kubernetes terminationGracePeriodSeconds); default 10
+  --stop-timeout SEC            how long the app gets to stop before SIGKILL
+                                (default: grace - max(2 s, 2 x last snapshot time))
+  --signal-group                send signals to the app's whole process group
+  --rewrite FROM:TO             forward signal FROM as TO, e.g. TERM:QUIT (repeatable)
+  --on-restore-error exit|start exit without starting the app (default), or start it
+  --accept-new-state            with start: its snapshots may replace CURRENT
+  --snapshot-on-exit always|success|never
+                                when the app exits on its own (default always)
+  --keep N                      generations to keep (default 2)
+FILTERS
+COMMON
+
+Exit status: the app's (its code, or 128 + the signal that killed it);
+125 the restore failed (the app was not started); 124 the final snapshot
+failed (the app's status is in the log); 126 / 127 COMMAND cannot be run /
+was not found; 2 usage.
+
+Dockerfile:
+  VOLUME /var/lib/shmkeep
+  ENTRYPOINT ["shmkeep", "run", "--state-dir", "/var/lib/shmkeep", "--grace", "10", "--", "/app/server"]
+  # docker stop -t 10 gives the app the rest of those 10 s, then the snapshot runs`
+
+const options = {
+  ...commonOptions,
+  ...stateDirOption,
+  ...filterOptions,
+  grace: { type: 'string' },
+  'stop-timeout': { type: 'string' },
+  'signal-group': { type: 'boolean' },
+  rewrite: { type: 'string', multiple: true },
+  'on-restore-error': { type: 'string' },
+  'accept-new-state': { type: 'boolean' },
+  'snapshot-on-exit': { type: 'string' },
+  keep: { type: 'string' },
+} as const
+
+function seconds(name: string, value: string | undefined, fallback?: number): number | undefined {
+  if (value === undefined) return fallback
+  try {
+    return parseDuration(value)
+  } catch (e) {
+    throw new UsageError(`--${name}: ${(e as Error).message}`)
+  }
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const dash = argv.indexOf('--')
+  const own = dash < 0 ? argv : argv.slice(0, dash)
+  const command = dash < 0 ? [] : argv.slice(dash + 1)
+  const { values } = parse(own, options)
+  if (values.help) {
+    process.stdout.write(HELP.replace('FILTERS', FILTER_HELP).replace('COMMON', COMMON_HELP) + '\n')
+    return 0
+  }
+  if (command.length === 0) throw new UsageError('no command: shmkeep run [options] -- COMMAND [ARGS...]')
+  const onRestoreError = values['on-restore-error'] ?? 'exit'
+  if (onRestoreError !== 'exit' && onRestoreError !== 'start') throw new UsageError('--on-restore-error must be exit or start')
+  const snapshotOnExit = values['snapshot-on-exit'] ?? 'always'
+  if (!['always', 'success', 'never'].includes(snapshotOnExit)) throw new UsageError('--snapshot-on-exit must be always, success or never')
+  const keep = values.keep === undefined ? 2 : Number(values.keep)
+  if (!Number.isInteger(keep) || keep < 0) throw new UsageError('--keep must be a whole number')
+  let rewrite
+  try {
+    rewrite = parseRewrites(values.rewrite ?? [])
+  } catch (e) {
+    throw new UsageError((e as Error).message)
+  }
+  const code = await runApp({
+    command,
+    stateDir: requireStateDir(values),
+    grace: seconds('grace', values.grace, 10)!,
+    stopTimeout: seconds('stop-timeout', values['stop-timeout']),
+    signalGroup: values['signal-group'],
+    rewrite,
+    onRestoreError,
+    acceptNewState: values['accept-new-state'],
+    snapshotOnExit: snapshotOnExit as 'always' | 'success' | 'never',
+    keep,
+    filter: filterFrom(values),
+    log: makeLogger(values),
+  })
+  return code
+}
+
+export { RUN_EXIT }

@@ -1,0 +1,306 @@
+/**
+ * `shmkeep run`: the container's entrypoint. Restore, start the app, forward
+ * signals, and at stop let the app finish, snapshot, and exit with the app's
+ * status. Correct as PID 1 (handlers for every forwarded signal, orphans
+ * reaped) and as the child of tini / `docker run --init` (a child subreaper).
+ */
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { SegmentFilter } from '../filter'
+import { formatKey } from '../keys'
+import type { Logger } from '../log'
+import { native } from '../native'
+import { restore, RestoreError } from '../restore'
+import * as shm from '../shm'
+import { snapshot, SnapshotError } from '../snapshot'
+import { StateDir } from '../state/statedir'
+import { ipcNamespaceId } from '../system'
+import { childPids, exitStatus, reap, startApp, StartError, type Ending } from './app'
+import { attachersById } from './attachers'
+import { stopDeadline } from './deadline'
+import { Pins } from './pins'
+import { forwardableSignals, signalName, signalNumber } from './signals'
+
+/** shmkeep's own exit codes (the app's status passes through otherwise). */
+export const RUN_EXIT = {
+  usage: 2,
+  /** The final snapshot failed (the app's status is in the log). */
+  snapshotFailed: 124,
+  /** The restore failed; the app was not started. */
+  restoreFailed: 125,
+  /** The command exists but cannot be run. */
+  notExecutable: 126,
+  /** The command was not found. */
+  notFound: 127,
+} as const
+
+export interface RunOptions {
+  /** The app and its arguments (no shell). */
+  command: string[]
+  stateDir: string
+  /** Seconds between the orchestrator's TERM and its KILL (docker stop -t; Kubernetes terminationGracePeriodSeconds). */
+  grace: number
+  /** Seconds the app gets to stop (default: derived from grace, see src/run/deadline.ts). */
+  stopTimeout?: number
+  /** Send signals to the app's whole process group. */
+  signalGroup?: boolean
+  /** Forward FROM as TO. */
+  rewrite?: Map<NodeJS.Signals, NodeJS.Signals>
+  /** After a failed restore: exit without starting the app (default), or start it anyway. */
+  onRestoreError?: 'exit' | 'start'
+  /** With onRestoreError 'start': let the new state's snapshots move CURRENT. */
+  acceptNewState?: boolean
+  /** Snapshot when the app exits on its own: always (default), only on status 0, never. */
+  snapshotOnExit?: 'always' | 'success' | 'never'
+  keep?: number
+  filter?: SegmentFilter
+  log: Logger
+  env?: NodeJS.ProcessEnv
+}
+
+const STOP_SIGNALS = new Set<NodeJS.Signals>(['SIGTERM', 'SIGINT'])
+
+/** Seconds the newest final snapshot (reason "stop") took, from its generation. */
+function lastFinalSnapshotSeconds(stateDir: string): number | undefined {
+  try {
+    const state = StateDir.open(stateDir)
+    for (const g of state.generations().reverse()) {
+      try {
+        const r = state.readGeneration(g.name)
+        if (r.reason === 'stop') return r.durationMs.total / 1000
+      } catch {
+        // unreadable: look further back
+      }
+    }
+  } catch {
+    // no state dir yet
+  }
+  return undefined
+}
+
+/**
+ * Warm start: this IPC namespace already holds saved keys (a Kubernetes
+ * container restart inside its pod), and no killed restore is recorded for
+ * it. The live segments are at least as new as any snapshot: keep them.
+ */
+function liveSavedKeys(stateDir: string): string[] {
+  const state = StateDir.open(stateDir, { create: true })
+  const restoring = state.readRestoring()
+  if (restoring && restoring.ns === ipcNamespaceId()) return []
+  const current = state.readCurrent()
+  if (!('name' in current) || current.name === null) return []
+  let saved: Set<string>
+  try {
+    saved = new Set(state.readGeneration(current.name).segments.map((s) => s.key).filter((k) => k !== formatKey(0)))
+  } catch {
+    return []
+  }
+  return shm
+    .list()
+    .filter((s) => !s.dest && saved.has(formatKey(s.key)))
+    .map((s) => `${formatKey(s.key)} (id ${s.id})`)
+}
+
+export async function runApp(o: RunOptions): Promise<number> {
+  const { log } = o
+  const isInit = process.pid === 1
+  const pins = new Pins(log)
+
+  // Signals first: anything that arrives before the app runs is remembered.
+  let app: number | undefined
+  let phase: 'starting' | 'running' | 'stopping' | 'saving' = 'starting'
+  let stopRequest: NodeJS.Signals | undefined
+  let onStop: ((sig: NodeJS.Signals) => void) | undefined
+  const forward = (sig: NodeJS.Signals) => {
+    if (app === undefined) return
+    const to = o.rewrite?.get(sig) ?? sig
+    try {
+      process.kill(o.signalGroup ? -app : app, to)
+      log.log('info', 'signal', `forwarded ${sig}${to !== sig ? ` as ${to}` : ''} to the app${o.signalGroup ? "'s process group" : ''} (pid ${app})`, { signal: sig, to })
+    } catch (e) {
+      log.log('debug', 'signal', `could not forward ${sig}: ${(e as Error).message}`)
+    }
+  }
+  const listeners = forwardableSignals().map((sig) => {
+    const listener = () => {
+      if (STOP_SIGNALS.has(sig)) {
+        if (phase === 'starting') stopRequest ??= sig
+        else if (phase === 'running') onStop?.(sig)
+        else if (phase === 'stopping') forward(sig)
+        else log.log('info', 'signal', `${sig} during the final snapshot: ignored, the snapshot goes on`)
+        return
+      }
+      forward(sig)
+    }
+    process.on(sig, listener)
+    return [sig, listener] as const
+  })
+
+  try {
+    if (!isInit) {
+      try {
+        native.setChildSubreaper()
+      } catch (e) {
+        log.log('warn', 'subreaper', `cannot become a child subreaper (${(e as Error).message}): orphans of the app will not be reaped by shmkeep`)
+      }
+    }
+
+    // 1. Restore (or keep a warm namespace).
+    let side = false
+    const warm = liveSavedKeys(o.stateDir)
+    if (warm.length) {
+      for (const k of warm) log.log('info', 'restore.warm', `segment ${k} is live in this IPC namespace already (a restart inside the same pod): kept, not restored`)
+    } else {
+      try {
+        const r = await restore({ stateDir: o.stateDir, onConflict: 'fail', log })
+        const done = r.segments.filter((s) => s.status === 'restored')
+        log.log('info', 'restore', r.generation ? `restored ${done.length} segment(s) from ${r.generation} (${r.bytes} bytes, ${Math.round(r.durationMs)} ms)` : 'nothing to restore (empty state dir): a first start', {
+          generation: r.generation,
+          segments: done.length,
+          bytes: r.bytes,
+          ms: Math.round(r.durationMs),
+        })
+        const moved = done.filter((s) => !s.idKept)
+        if (r.idsNotKept && moved.length) {
+          log.log('warn', 'restore.ids', `segment ids could not be kept (${r.idsNotKept}): ${moved.map((s) => `${s.key} was id ${s.savedId}, now ${s.id}`).join('; ')}. Keys, sizes, modes and owners are back; an app that stored ids must look them up by key.`)
+        }
+      } catch (e) {
+        if (!(e instanceof RestoreError)) throw e
+        if (o.onRestoreError !== 'start') {
+          log.log('error', 'restore.failed', `${e.message}. The app is not started: starting it on empty state and snapshotting later would bury the saved state. See \`shmkeep verify\`; --on-restore-error=start starts it anyway.`)
+          return RUN_EXIT.restoreFailed
+        }
+        side = !o.acceptNewState
+        log.log('error', 'restore.failed', `${e.message}. Starting the app anyway (--on-restore-error=start)${side ? '; its snapshots are written beside CURRENT and never replace it (--accept-new-state to let them)' : ''}`)
+      }
+    }
+    if (stopRequest) {
+      log.log('info', 'stop', `${stopRequest} arrived before the app started: not starting it`)
+      return 128 + signalNumber(stopRequest)
+    }
+    const lastSeconds = lastFinalSnapshotSeconds(o.stateDir)
+    const deadline = stopDeadline(o.grace, lastSeconds, 0, o.stopTimeout)
+    log.log('info', 'deadline', deadline.explain, { stopTimeout: deadline.stopTimeout, grace: o.grace })
+    if (deadline.warning) log.log('warn', 'deadline', deadline.warning)
+    if (pins.scan()) log.log('info', 'pin', 'kernel.shm_rmid_forced is 1: shmkeep keeps one attachment on every segment until the final snapshot (attach counts are one higher)')
+
+    // 2. Start the app.
+    try {
+      app = startApp(o.command, o.env ?? process.env, process.stdin.isTTY === true)
+    } catch (e) {
+      if (!(e instanceof StartError)) throw e
+      log.log('error', 'start', e.message)
+      return e.status
+    }
+    phase = 'running'
+    log.log('info', 'start', `app started: ${o.command.join(' ')} (pid ${app})`, { pid: app })
+
+    // 3. Reap: the app (its status is ours) and orphans that come to us.
+    const appPid = app
+    let ended: (e: Ending) => void
+    const appEnded = new Promise<Ending>((resolve) => (ended = resolve))
+    let appEnding: Ending | undefined
+    const reapAll = () => {
+      if (!appEnding) {
+        const e = reap(appPid)
+        if (e) {
+          appEnding = e
+          ended(e)
+        }
+      }
+      for (const pid of childPids()) {
+        if (pid === appPid) continue
+        const e = reap(pid)
+        if (e) log.log('debug', 'reap', `reaped orphan ${pid} (status ${exitStatus(e)})`)
+      }
+    }
+    process.on('SIGCHLD', reapAll)
+    const poll = setInterval(() => {
+      reapAll()
+      pins.scan()
+    }, 1000)
+    reapAll()
+
+    // 4. Wait for a stop signal or for the app to end on its own.
+    const stopSignal = new Promise<NodeJS.Signals>((resolve) => (onStop = resolve))
+    const first = await Promise.race([appEnded.then((e) => ({ ended: e })), stopSignal.then((s) => ({ signal: s }))])
+    let ending: Ending
+    let killed = false
+    let reason: 'stop' | 'exit'
+    if ('signal' in first) {
+      phase = 'stopping'
+      reason = 'stop'
+      pins.scan()
+      forward(first.signal)
+      const timeout = sleep(deadline.stopTimeout * 1000, 'timeout' as const)
+      const r = await Promise.race([appEnded, timeout])
+      if (r === 'timeout') {
+        killed = true
+        log.log('warn', 'stop', `the app did not stop within ${deadline.stopTimeout.toFixed(1)} s: SIGKILL`)
+        try {
+          process.kill(o.signalGroup ? -appPid : appPid, 'SIGKILL')
+        } catch {
+          // ended meanwhile
+        }
+        ending = await appEnded
+      } else {
+        ending = r
+      }
+    } else {
+      reason = 'exit'
+      ending = first.ended
+    }
+    phase = 'saving'
+    const status = exitStatus(ending)
+    log.log('info', 'exit', `app exited with status ${status}${'signal' in ending ? ` (${signalName(ending.signal)})` : ''}`, { status })
+
+    // 5. Final snapshot.
+    const policy = o.snapshotOnExit ?? 'always'
+    const take = reason === 'stop' || policy === 'always' || (policy === 'success' && status === 0)
+    if (take) {
+      const own = pins.ids
+      const attached = attachersById(new Set([process.pid]))
+      const attachers: Array<{ key: string; pid: number; command: string }> = []
+      for (const s of shm.list()) {
+        if (s.dest || s.nattch <= (own.has(s.id) ? 1 : 0)) continue
+        for (const a of attached.get(s.id) ?? [{ pid: 0, command: 'unknown (not visible in this PID namespace)' }]) attachers.push({ key: formatKey(s.key), ...a })
+      }
+      for (const a of attachers) log.log('warn', 'snapshot.inconsistent', `segment ${a.key} is still attached by pid ${a.pid} (${a.command}): the generation is marked inconsistent`, a)
+      try {
+        const r = await snapshot({
+          stateDir: o.stateDir,
+          reason,
+          clean: reason === 'stop' && !killed && attachers.length === 0,
+          side,
+          keep: o.keep,
+          filter: o.filter,
+          attachers,
+          log,
+        })
+        const saved = r.segments.filter((s) => s.status === 'saved')
+        log.log('info', 'snapshot', `snapshot ${r.generation}: ${saved.length} segment(s), ${r.bytes} bytes in ${Math.round(r.durationMs)} ms${r.current ? '' : ' (beside CURRENT)'}`, {
+          generation: r.generation,
+          segments: saved.length,
+          bytes: r.bytes,
+          ms: Math.round(r.durationMs),
+        })
+        if (saved.length === 0) log.log('warn', 'snapshot.empty', 'no segment to save: an app that removes its segments (IPC_RMID) at exit leaves nothing for shmkeep (see docs/OPERATIONS.md)')
+        if (r.durationMs / 1000 > o.grace / 2) log.log('warn', 'deadline', `this snapshot took ${(r.durationMs / 1000).toFixed(1)} s, more than half of the ${o.grace} s grace period: the next stop may be cut off by SIGKILL`)
+      } catch (e) {
+        if (!(e instanceof SnapshotError)) throw e
+        log.log('error', 'snapshot.failed', `${e.message} (the app exited with status ${status})`)
+        return RUN_EXIT.snapshotFailed
+      } finally {
+        clearInterval(poll)
+        process.removeListener('SIGCHLD', reapAll)
+      }
+    } else {
+      clearInterval(poll)
+      process.removeListener('SIGCHLD', reapAll)
+      log.log('info', 'snapshot.skipped', `no snapshot: --snapshot-on-exit=${policy} and the app exited with status ${status}`)
+    }
+    return status
+  } finally {
+    pins.release()
+    for (const [sig, l] of listeners) process.removeListener(sig, l)
+  }
+}

@@ -1,0 +1,159 @@
+/**
+ * The packaged install: the tarball that `npm pack` makes (with the prebuild
+ * that `npm run prebuild` makes) installs into an empty folder with
+ * `npm install --ignore-scripts ./shmkeep-*.tgz` and loads its addon with no
+ * compiler and no install script — from CommonJS, from ESM and as a command.
+ *
+ * Nothing is built in /work/main: the package's files are copied to a temp
+ * staging folder (node_modules linked), and `npm run prebuild` and `npm pack`
+ * run there. Keys of this file: 0x5400xxxx.
+ */
+import fs from 'node:fs'
+import path from 'node:path'
+import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { root, run, tempDir, type ChildResult } from './helpers'
+
+const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')) as { name: string; version: string; files: string[] }
+
+let tmp: { dir: string; cleanup(): void }
+let stage: string
+let app: string
+let tarball = ''
+let tarList: string[] = []
+/** Why the install could not be tested (the registry is unreachable), or '' when it was. */
+let skipReason = ''
+let setupLog = ''
+
+const env = (): NodeJS.ProcessEnv => {
+  const e: NodeJS.ProcessEnv = { ...process.env, npm_config_audit: 'false', npm_config_fund: 'false', npm_config_update_notifier: 'false' }
+  // node-gyp builds against the installed headers, never downloads them (as .ci does).
+  if (!e.npm_config_nodedir && fs.existsSync('/usr/include/node/node_api.h')) e.npm_config_nodedir = '/usr'
+  // Not the test runner's namespace marker: these are plain npm runs.
+  return e
+}
+
+function npm(args: string[], cwd: string): ChildResult {
+  const r = run('npm', args, { cwd, env: env(), timeout: 150_000 })
+  setupLog += `\n$ npm ${args.join(' ')}  (in ${cwd})\n${r.stdout}\n${r.stderr}`
+  return r
+}
+
+const networkError = /ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENETUNREACH|EHOSTUNREACH|network|request to .* failed/i
+
+beforeAll(() => {
+  tmp = tempDir()
+  stage = path.join(tmp.dir, 'stage')
+  app = path.join(tmp.dir, 'app')
+  const packDir = path.join(tmp.dir, 'pack')
+  fs.mkdirSync(stage)
+  fs.mkdirSync(app)
+  fs.mkdirSync(packDir)
+
+  // The package's sources, as a clean clone would have them (plus node_modules).
+  const sources = ['package.json', 'package-lock.json', 'tsconfig.json', 'binding.gyp', '.gitignore', 'README.md', 'LICENSE', 'src', 'native', 'bin', 'docs', 'examples']
+  for (const name of sources) {
+    const from = path.join(root, name)
+    if (fs.existsSync(from)) fs.cpSync(from, path.join(stage, name), { recursive: true })
+  }
+  fs.symlinkSync(path.join(root, 'node_modules'), path.join(stage, 'node_modules'))
+
+  const prebuild = npm(['run', 'prebuild'], stage)
+  if (prebuild.status !== 0) throw new Error(`npm run prebuild failed:${setupLog}`)
+  const pack = npm(['pack', '--json', '--pack-destination', packDir], stage) // runs "prepare" (tsc)
+  if (pack.status !== 0) throw new Error(`npm pack failed:${setupLog}`)
+  const packed = JSON.parse(pack.stdout.slice(pack.stdout.indexOf('['))) as Array<{ filename: string; files: Array<{ path: string }> }>
+  tarball = path.join(packDir, packed[0]!.filename)
+  tarList = packed[0]!.files.map((f) => f.path)
+
+  npm(['init', '-y'], app)
+  const install = npm(['install', '--ignore-scripts', '--no-audit', '--no-fund', tarball], app)
+  if (install.status !== 0) {
+    if (networkError.test(install.stderr)) skipReason = `the npm registry is unreachable for the tarball's dependencies: ${install.stderr.trim().split('\n').slice(-3).join(' ')}`
+    else throw new Error(`npm install of the tarball failed:${setupLog}`)
+  }
+}, 180_000)
+
+afterAll(() => {
+  tmp?.cleanup()
+})
+
+/** node -e CODE in the app folder; `input-type=module` for ESM. */
+function nodeInApp(code: string, { esm = false, env: extra = {} as NodeJS.ProcessEnv } = {}): ChildResult {
+  const args = esm ? ['--input-type=module', '-e', code] : ['-e', code]
+  return run(process.execPath, args, { cwd: app, env: { ...process.env, ...extra } })
+}
+
+describe('the packed tarball', () => {
+  test('holds the prebuild, the compiled JS, the types, the command and the addon sources; no build/, src/ or tests', () => {
+    expect(path.basename(tarball)).toBe(`${pkg.name}-${pkg.version}.tgz`)
+    expect(tarList).toContain('prebuilds/linux-x64/shmkeep.node')
+    for (const f of ['package.json', 'dist/index.js', 'dist/index.d.ts', 'dist/native.js', 'bin/shmkeep.js', 'binding.gyp', 'native/shm.cc']) {
+      expect(tarList, f).toContain(f)
+    }
+    expect(tarList.filter((f) => /^(build|src|test|node_modules)\//.test(f))).toEqual([])
+  })
+
+  test('the prebuild is an N-API addon for this machine', () => {
+    const node = fs.readFileSync(path.join(stage, 'prebuilds', 'linux-x64', 'shmkeep.node'))
+    expect(node.subarray(0, 4).toString('latin1')).toBe('\x7fELF')
+  })
+})
+
+describe('installed into an empty folder with --ignore-scripts', () => {
+  test('the addon comes from prebuilds/ (nothing was compiled)', (ctx) => {
+    if (skipReason) ctx.skip(skipReason)
+    const installed = path.join(app, 'node_modules', 'shmkeep')
+    expect(fs.existsSync(path.join(installed, 'prebuilds', 'linux-x64', 'shmkeep.node'))).toBe(true)
+    expect(fs.existsSync(path.join(installed, 'build'))).toBe(false)
+    expect(fs.existsSync(path.join(app, 'node_modules', 'node-gyp-build'))).toBe(true)
+    const r = nodeInApp(`console.log(require('node-gyp-build').resolve(require('node:path').dirname(require.resolve('shmkeep/package.json'))))`)
+    expect(r.status, r.stderr).toBe(0)
+    expect(r.stdout.trim()).toBe(path.join(installed, 'prebuilds', 'linux-x64', 'shmkeep.node'))
+  })
+
+  test('require("shmkeep") creates, attaches, writes, reads back and removes a segment — no compiler on PATH', (ctx) => {
+    if (skipReason) ctx.skip(skipReason)
+    const r = nodeInApp(
+      `const { shm, formatKey } = require('shmkeep');
+       const id = shm.get(0x54000001, { size: 4096, create: true, exclusive: true });
+       const b = shm.attach(id);
+       b.write('from the tarball');
+       const again = shm.attach(id, { readonly: true });
+       const out = { key: formatKey(shm.stat(id).key), nattch: shm.stat(id).nattch, text: again.toString('latin1', 0, 16) };
+       shm.detach(b); shm.detach(again); shm.remove(id);
+       out.gone = (() => { try { shm.get(0x54000001); return false } catch (e) { return e.code } })();
+       out.addon = Object.keys(require.cache).find((f) => f.endsWith('.node'));
+       console.log(JSON.stringify(out))`,
+      { env: { PATH: path.dirname(process.execPath) } },
+    )
+    expect(r.status, r.stderr).toBe(0)
+    expect(r.json).toMatchObject({ key: '0x54000001', nattch: 2, text: 'from the tarball', gone: 'ENOENT' })
+    expect(r.json.addon).toBe(path.join(app, 'node_modules', 'shmkeep', 'prebuilds', 'linux-x64', 'shmkeep.node'))
+  })
+
+  test('ESM: import { shm, mmap } from "shmkeep" works', (ctx) => {
+    if (skipReason) ctx.skip(skipReason)
+    const file = path.join(tmp.dir, 'esm.bin')
+    const r = nodeInApp(
+      `import { shm, mmap, lockFile, parseKey, formatKey, KeyRanges, IPC_PRIVATE } from 'shmkeep';
+       import fs from 'node:fs';
+       const id = shm.get(IPC_PRIVATE, { size: 4096 });
+       const b = shm.attach(id); b.write('esm'); const text = b.toString('latin1', 0, 3); shm.detach(b); shm.remove(id);
+       const m = mmap.map(${JSON.stringify(file)}, { length: 10, write: true, create: true }); m.write('mapped'); mmap.sync(m); mmap.unmap(m);
+       const lock = await lockFile(${JSON.stringify(file + '.lock')}); lock.release();
+       console.log(JSON.stringify({ text, file: fs.readFileSync(${JSON.stringify(file)}, 'latin1').slice(0, 6), key: formatKey(parseKey('0x162e')), has: new KeyRanges('1-3').has(2) }))`,
+      { esm: true },
+    )
+    expect(r.status, r.stderr).toBe(0)
+    expect(r.json).toEqual({ text: 'esm', file: 'mapped', key: '0x0000162e', has: true })
+  })
+
+  test('npx shmkeep --version prints the package version', (ctx) => {
+    if (skipReason) ctx.skip(skipReason)
+    const r = run('npx', ['--no', 'shmkeep', '--version'], { cwd: app, env: env() })
+    expect(r.status, r.stderr).toBe(0)
+    expect(r.stdout.trim()).toBe(pkg.version)
+    const bin = run(path.join(app, 'node_modules', '.bin', 'shmkeep'), ['-V'], { cwd: app })
+    expect(bin.stdout.trim()).toBe(pkg.version)
+  })
+})
