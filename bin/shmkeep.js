@@ -3,4 +3,6 @@
 // Without a USR1 listener Node starts its inspector on SIGUSR1; `shmkeep run`
 // forwards USR1 to the app instead, so a listener goes in before anything else.
 process.on('SIGUSR1', () => {})
-require('../dist/cli/main.js').main(process.argv.slice(2))
+// Exit as soon as the command is done (pipes and files are written
+// synchronously on Linux, so nothing printed is lost).
+require('../dist/cli/main.js').main(process.argv.slice(2)).then(() => process.exit())
