@@ -1,4 +1,687 @@
+// Segment <-> file copies with a chunk table, on libuv's thread pool.
+//
+// Chunk table: 8 bytes per chunk: u32 LE CRC-32C of the chunk's bytes, u8 type
+// (0 = ZERO: all bytes zero, a hole in the data file; 1 = DATA), 3 zero bytes.
+// Chunk i covers [i * chunkSize, min(size, (i + 1) * chunkSize)).
+//
+// Each operation is an AsyncWorker that settles a promise: Execute() does only
+// system calls and byte loops, OnOK() builds the JS result or the rejection.
+// The policy (file names, chunk size, what to do with bad chunks or a partial
+// file) is src/'s.
+#include <fcntl.h>
+#include <sys/ipc.h>
+#include <sys/mman.h>
+#include <sys/shm.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "common.h"
+#include "crc32c.h"
+
 namespace shmkeep {
-void InitCopy(Napi::Env, Napi::Object) {}
+namespace {
+
+constexpr int kMadvPopulateRead = 22;   // MADV_POPULATE_READ, Linux >= 5.14
+constexpr int kMadvPopulateWrite = 23;  // MADV_POPULATE_WRITE, Linux >= 5.14
+constexpr size_t kMaxIo = size_t{64} << 20;      // one pwrite at most
+constexpr size_t kVerifyBuffer = size_t{8} << 20;  // verifyFile's read buffer at most
+constexpr size_t kEntry = 8;
+constexpr uint8_t kZero = 0;
+constexpr uint8_t kData = 1;
+
+struct Fd {
+  int fd = -1;
+  ~Fd() {
+    if (fd >= 0) close(fd);
+  }
+  // close() whose error counts (the last chance to hear of a failed write).
+  int Close() {
+    int rc = close(fd);
+    fd = -1;
+    return rc == 0 ? 0 : errno;
+  }
+};
+
+struct Attachment {
+  void* addr = nullptr;
+  ~Attachment() {
+    if (addr) shmdt(addr);
+  }
+  uint8_t* bytes() const { return static_cast<uint8_t*>(addr); }
+};
+
+struct AlignedBuffer {
+  void* p = nullptr;
+  ~AlignedBuffer() { free(p); }
+};
+
+uint64_t ChunkCount(uint64_t size, uint64_t chunkSize) { return size / chunkSize + (size % chunkSize != 0); }
+
+bool IsZero(const uint8_t* p, size_t n) {
+  // Blocks of 256 bytes OR-ed together (the compiler vectorizes the inner
+  // loop), so a non-zero byte is found within a block of where it is.
+  for (; n >= 256; p += 256, n -= 256) {
+    uint64_t acc = 0;
+    for (size_t i = 0; i < 256; i += 8) {
+      uint64_t w;
+      memcpy(&w, p + i, 8);
+      acc |= w;
+    }
+    if (acc) return false;
+  }
+  for (; n; n--) {
+    if (*p++) return false;
+  }
+  return true;
+}
+
+void PutEntry(uint8_t* e, uint32_t crc, uint8_t type) {
+  e[0] = static_cast<uint8_t>(crc);
+  e[1] = static_cast<uint8_t>(crc >> 8);
+  e[2] = static_cast<uint8_t>(crc >> 16);
+  e[3] = static_cast<uint8_t>(crc >> 24);
+  e[4] = type;
+  e[5] = e[6] = e[7] = 0;
+}
+
+uint32_t EntryCrc(const uint8_t* e) {
+  return static_cast<uint32_t>(e[0]) | static_cast<uint32_t>(e[1]) << 8 | static_cast<uint32_t>(e[2]) << 16 |
+         static_cast<uint32_t>(e[3]) << 24;
+}
+
+// MADV_POPULATE_*: fault the range in up front. A kernel without it (< 5.14:
+// EINVAL) or a mapping it does not apply to is fine, we then fault as we go.
+// EFAULT/ENOMEM/EHWPOISON mean that touching the memory would raise SIGBUS
+// (e.g. an empty hugetlb pool) or go out of memory: returns that errno so the
+// caller stops before it touches the range; 0 otherwise.
+int Populate(void* addr, size_t len, int advice) {
+  while (madvise(addr, len, advice) != 0) {
+    if (errno == EINTR) continue;
+    if (errno == EFAULT || errno == ENOMEM || errno == EHWPOISON) return errno;
+    return 0;
+  }
+  return 0;
+}
+
+// Drop our page-table entries for a range of a shared mapping: the segment
+// keeps its pages, our resident set stays bounded. A hint: failures (e.g. a
+// hugetlb range not aligned to its page size) only cost memory.
+void DropMapping(void* addr, size_t len) { madvise(addr, len, MADV_DONTNEED); }
+
+int WriteAll(int fd, const uint8_t* p, size_t n, uint64_t offset) {
+  while (n > 0) {
+    ssize_t w = pwrite(fd, p, std::min(n, kMaxIo), static_cast<off_t>(offset));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (w == 0) return EIO;
+    p += w;
+    n -= static_cast<size_t>(w);
+    offset += static_cast<uint64_t>(w);
+  }
+  return 0;
+}
+
+// pread until n bytes or end of file. Returns bytes read, or -errno.
+int64_t ReadFull(int fd, uint8_t* p, size_t n, uint64_t offset) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r = pread(fd, p + done, std::min(n - done, kMaxIo), static_cast<off_t>(offset + done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return -errno;
+    }
+    if (r == 0) break;
+    done += static_cast<size_t>(r);
+  }
+  return static_cast<int64_t>(done);
+}
+
+// KernelPageSize of the mapping starting at addr, from /proc/self/smaps, in
+// bytes; 0 when not found. Tells a hugetlb attachment from a normal one.
+uint64_t KernelPageSize(const void* addr) {
+  Fd f{open("/proc/self/smaps", O_RDONLY | O_CLOEXEC)};
+  if (f.fd < 0) return 0;
+  std::string text;
+  char buf[65536];
+  for (;;) {
+    ssize_t r = read(f.fd, buf, sizeof buf);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) break;
+    text.append(buf, static_cast<size_t>(r));
+  }
+  const uintptr_t want = reinterpret_cast<uintptr_t>(addr);
+  static const char kField[] = "KernelPageSize:";
+  bool ours = false;
+  for (size_t pos = 0; pos < text.size();) {
+    size_t eol = text.find('\n', pos);
+    if (eol == std::string::npos) eol = text.size();
+    // A mapping's header starts "start-end perms ...", start in lower-case hex;
+    // the fields under it start with a capitalized "Name:".
+    uintptr_t start = 0;
+    size_t i = pos;
+    for (; i < eol; i++) {
+      char c = text[i];
+      if (c >= '0' && c <= '9') start = start << 4 | static_cast<uintptr_t>(c - '0');
+      else if (c >= 'a' && c <= 'f') start = start << 4 | static_cast<uintptr_t>(c - 'a' + 10);
+      else break;
+    }
+    if (i > pos && i < eol && text[i] == '-') {
+      ours = start == want;
+    } else if (ours && text.compare(pos, sizeof kField - 1, kField) == 0) {
+      uint64_t kb = 0;
+      for (i = pos + sizeof kField - 1; i < eol && text[i] == ' '; i++) {
+      }
+      for (; i < eol && text[i] >= '0' && text[i] <= '9'; i++) kb = kb * 10 + static_cast<uint64_t>(text[i] - '0');
+      return kb * 1024;
+    }
+    pos = eol + 1;
+  }
+  return 0;
+}
+
+// Base of the three workers: the promise, and how the work failed.
+class Job : public Napi::AsyncWorker {
+ public:
+  Job(Napi::Env env, const char* name)
+      : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+
+ protected:
+  virtual Napi::Value Result(Napi::Env env) = 0;
+
+  // The first failure wins; Execute returns right after.
+  void Fail(const char* syscall, int err) {
+    if (err_ == 0) {
+      syscall_ = syscall;
+      err_ = err;
+    }
+  }
+
+  // A failure that is no errno: an Error with this message, code and numbers.
+  void FailWith(std::string message, const char* code, std::vector<std::pair<const char*, double>> props) {
+    if (err_ == 0 && code_ == nullptr) {
+      message_ = std::move(message);
+      code_ = code;
+      props_ = std::move(props);
+    }
+  }
+
+  // open + fstat + size check of a data file we read (restore, verify).
+  // O_NONBLOCK: a FIFO at the path must not hang the worker in open().
+  bool OpenForRead(const std::string& path, uint64_t size, Fd& file) {
+    file.fd = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    if (file.fd < 0) return Fail("open", errno), false;
+    struct stat st;
+    if (fstat(file.fd, &st) != 0) return Fail("fstat", errno), false;
+    if (!S_ISREG(st.st_mode)) return Fail("fstat", EINVAL), false;
+    if (static_cast<uint64_t>(st.st_size) != size) {
+      FailWith("the data file has " + std::to_string(st.st_size) + " bytes, the chunk table describes " +
+                   std::to_string(size),
+               "ESIZE", {{"fileSize", static_cast<double>(st.st_size)}, {"expectedSize", static_cast<double>(size)}});
+      return false;
+    }
+    posix_fadvise(file.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    return true;
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    try {
+      if (err_ != 0) {
+        deferred_.Reject(ErrnoError(env, syscall_, err_).Value());
+      } else if (code_ != nullptr) {
+        Napi::Error e = Napi::Error::New(env, message_);
+        e.Value().Set("code", Napi::String::New(env, code_));
+        for (const auto& prop : props_) e.Value().Set(prop.first, Napi::Number::New(env, prop.second));
+        deferred_.Reject(e.Value());
+      } else {
+        deferred_.Resolve(Result(env));
+      }
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    }
+  }
+
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+  Napi::Value BadChunksResult(Napi::Env env, const std::vector<uint64_t>& bad, uint64_t bytesRead) {
+    Napi::Array list = Napi::Array::New(env, bad.size());
+    for (size_t i = 0; i < bad.size(); i++) list.Set(static_cast<uint32_t>(i), Napi::Number::New(env, static_cast<double>(bad[i])));
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("badChunks", list);
+    o.Set("bytesRead", Napi::Number::New(env, static_cast<double>(bytesRead)));
+    return o;
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  const char* syscall_ = "";
+  int err_ = 0;
+  std::string message_;
+  const char* code_ = nullptr;
+  std::vector<std::pair<const char*, double>> props_;
+};
+
+// An already-settled promise for argument errors found on the JS thread.
+Napi::Value Rejected(Napi::Env env, Napi::Error e) {
+  Napi::Promise::Deferred d = Napi::Promise::Deferred::New(env);
+  d.Reject(e.Value());
+  return d.Promise();
+}
+
+Napi::Value TableError(Napi::Env env, const std::string& message) {
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Value().Set("code", Napi::String::New(env, "ETABLE"));
+  return Rejected(env, e);
+}
+
+bool PathGiven(const Napi::Value& v) { return !v.IsUndefined() && !v.IsNull(); }
+
+// The chunk table of restore/verify, checked against size/chunkSize and
+// copied (the worker must not read a JS Buffer the program may change).
+// Returns false after having set *rejection.
+bool TakeTable(Napi::Env env, const Napi::Object& o, uint64_t size, uint64_t chunkSize, std::vector<uint8_t>& table,
+               Napi::Value* rejection) {
+  Napi::Value v = o.Get("chunks");
+  if (!v.IsTypedArray()) {
+    *rejection = TableError(env, "chunks must be a Buffer");
+    return false;
+  }
+  Napi::TypedArray t = v.As<Napi::TypedArray>();
+  size_t bytes = t.ByteLength();
+  uint64_t expected = ChunkCount(size, chunkSize) * kEntry;
+  if (bytes != expected) {
+    *rejection = TableError(env, "the chunk table has " + std::to_string(bytes) + " bytes; " + std::to_string(size) +
+                                     " bytes in chunks of " + std::to_string(chunkSize) + " need " +
+                                     std::to_string(expected));
+    return false;
+  }
+  const uint8_t* data = static_cast<const uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
+  table.assign(data, data + bytes);
+  for (size_t i = 0; i < bytes; i += kEntry) {
+    if (table[i + 4] != kZero && table[i + 4] != kData) {
+      *rejection = TableError(env, "chunk " + std::to_string(i / kEntry) + " has the unknown type " +
+                                       std::to_string(table[i + 4]));
+      return false;
+    }
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// saveSegment({id, uid, gid, path, chunkSize, skipAbsent, fsync})
+
+class SaveWorker : public Job {
+ public:
+  SaveWorker(Napi::Env env, const Napi::Object& o)
+      : Job(env, "shmkeep.saveSegment"),
+        id_(I32(o.Get("id"))),
+        uid_(I64(o.Get("uid"))),
+        gid_(I64(o.Get("gid"))),
+        toFile_(PathGiven(o.Get("path"))),
+        path_(toFile_ ? o.Get("path").As<Napi::String>().Utf8Value() : std::string()),
+        chunkSize_(static_cast<uint64_t>(I64(o.Get("chunkSize")))),
+        skipAbsent_(o.Get("skipAbsent").ToBoolean()),
+        fsync_(o.Get("fsync").ToBoolean()) {}
+
+  void Execute() override {
+    Attachment seg;
+    {
+      // IPC_STAT before shmat: the stat is the segment as its users left it
+      // (nattch without us, their atime and lpid).
+      ThreadIdentity as(uid_, gid_);
+      if (as.error()) return Fail(as.failedSyscall(), as.error());
+      if (shmctl(id_, IPC_STAT, &ds_) != 0) return Fail("shmctl", errno);
+      void* a = shmat(id_, nullptr, SHM_RDONLY);
+      if (a == reinterpret_cast<void*>(-1)) return Fail("shmat", errno);
+      seg.addr = a;
+    }
+    const uint64_t size = ds_.shm_segsz;
+    kernelPageSize_ = KernelPageSize(seg.addr);
+
+    Fd file;
+    if (toFile_) {
+      file.fd = open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+      if (file.fd < 0) return Fail("open", errno);
+      if (ftruncate(file.fd, static_cast<off_t>(size)) != 0) return Fail("ftruncate", errno);
+    }
+
+    const uint64_t chunks = ChunkCount(size, chunkSize_);
+    table_.resize(chunks * kEntry);
+    const uint64_t lastLen = chunks ? size - (chunks - 1) * chunkSize_ : 0;
+    const uint32_t zeroFull = Crc32cZeros(0, chunkSize_);
+    const uint32_t zeroLast = Crc32cZeros(0, lastLen);
+    const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    // mincore() tells whether the segment has a page only for normal (shmem)
+    // segments, where it looks the page up in the segment's page cache. For
+    // a hugetlb segment it only sees our own page tables, which are empty:
+    // every chunk would look absent. There (or when smaps did not say) read
+    // every chunk.
+    const bool skipAbsent = skipAbsent_ && kernelPageSize_ == page;
+    std::vector<unsigned char> resident;
+    if (skipAbsent) resident.resize((std::min(chunkSize_, size) + page - 1) / page);
+
+    for (uint64_t i = 0; i < chunks; i++) {
+      const uint64_t off = i * chunkSize_;
+      const size_t len = static_cast<size_t>(i + 1 == chunks ? lastLen : chunkSize_);
+      const uint32_t zeroCrc = i + 1 == chunks ? zeroLast : zeroFull;
+      uint8_t* p = seg.bytes() + off;
+      uint8_t* entry = &table_[i * kEntry];
+      if (skipAbsent && !AnyResident(p, len, page, resident)) {
+        // No page of the chunk was ever written, or (mincore cannot tell
+        // them apart) every page of it is swapped out: src/ decides when to
+        // ask, absentChunks says how many chunks this answer made ZERO.
+        PutEntry(entry, zeroCrc, kZero);
+        zeroChunks_++;
+        absentChunks_++;
+        continue;
+      }
+      if (int err = Populate(p, len, kMadvPopulateRead)) return Fail("madvise", err);
+      const uint32_t crc = Crc32c(0, p, len);
+      if (crc == zeroCrc && IsZero(p, len)) {
+        PutEntry(entry, crc, kZero);
+        zeroChunks_++;
+      } else {
+        if (file.fd >= 0) {
+          if (int err = WriteAll(file.fd, p, len, off)) return Fail("pwrite", err);
+        }
+        PutEntry(entry, crc, kData);
+        dataChunks_++;
+        bytesWritten_ += len;
+      }
+      DropMapping(p, len);
+    }
+
+    if (file.fd >= 0) {
+      if (fsync_ && fsync(file.fd) != 0) return Fail("fsync", errno);
+      if (int err = file.Close()) return Fail("close", err);
+    }
+  }
+
+ protected:
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("chunks", Napi::Buffer<uint8_t>::Copy(env, table_.data(), table_.size()));
+    o.Set("stat", ShmStatObject(env, id_, ds_));
+    o.Set("kernelPageSize", Napi::Number::New(env, static_cast<double>(kernelPageSize_)));
+    o.Set("bytesWritten", Napi::Number::New(env, static_cast<double>(bytesWritten_)));
+    o.Set("dataChunks", Napi::Number::New(env, static_cast<double>(dataChunks_)));
+    o.Set("zeroChunks", Napi::Number::New(env, static_cast<double>(zeroChunks_)));
+    o.Set("absentChunks", Napi::Number::New(env, static_cast<double>(absentChunks_)));
+    return o;
+  }
+
+ private:
+  // Whether mincore() finds any page of [p, p + len) in the segment's memory.
+  // When mincore fails we cannot know: say yes, and read the chunk.
+  static bool AnyResident(uint8_t* p, size_t len, size_t page, std::vector<unsigned char>& vec) {
+    if (mincore(p, len, vec.data()) != 0) return true;
+    size_t pages = (len + page - 1) / page;
+    for (size_t k = 0; k < pages; k++) {
+      if (vec[k] & 1) return true;
+    }
+    return false;
+  }
+
+  const int id_;
+  const int64_t uid_, gid_;
+  const bool toFile_;
+  const std::string path_;
+  const uint64_t chunkSize_;
+  const bool skipAbsent_, fsync_;
+  struct shmid_ds ds_ {};
+  std::vector<uint8_t> table_;
+  uint64_t kernelPageSize_ = 0;
+  uint64_t bytesWritten_ = 0, dataChunks_ = 0, zeroChunks_ = 0, absentChunks_ = 0;
+};
+
+Napi::Value SaveSegment(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = info[0].As<Napi::Object>();
+  if (I64(o.Get("chunkSize")) <= 0) return Rejected(env, Napi::RangeError::New(env, "chunkSize must be positive"));
+  auto* w = new SaveWorker(env, o);
+  Napi::Promise promise = w->Promise();
+  w->Queue();
+  return promise;
+}
+
+// ---------------------------------------------------------------------------
+// restoreSegment({id, uid, gid, path, size, chunkSize, chunks, stopAtFirstBad})
+
+class RestoreWorker : public Job {
+ public:
+  RestoreWorker(Napi::Env env, const Napi::Object& o, std::vector<uint8_t> table)
+      : Job(env, "shmkeep.restoreSegment"),
+        id_(I32(o.Get("id"))),
+        uid_(I64(o.Get("uid"))),
+        gid_(I64(o.Get("gid"))),
+        path_(o.Get("path").As<Napi::String>().Utf8Value()),
+        size_(static_cast<uint64_t>(I64(o.Get("size")))),
+        chunkSize_(static_cast<uint64_t>(I64(o.Get("chunkSize")))),
+        stopAtFirstBad_(o.Get("stopAtFirstBad").ToBoolean()),
+        table_(std::move(table)) {}
+
+  void Execute() override {
+    Attachment seg;
+    uint64_t segSize;
+    {
+      ThreadIdentity as(uid_, gid_);
+      if (as.error()) return Fail(as.failedSyscall(), as.error());
+      void* a = shmat(id_, nullptr, 0);
+      if (a == reinterpret_cast<void*>(-1)) return Fail("shmat", errno);
+      seg.addr = a;
+      // The segment's size, so that a segment smaller than the snapshot is an
+      // error rather than SIGSEGV. Attaching read-write took read permission,
+      // which is all IPC_STAT needs.
+      struct shmid_ds ds;
+      if (shmctl(id_, IPC_STAT, &ds) != 0) return Fail("shmctl", errno);
+      segSize = ds.shm_segsz;
+    }
+    if (segSize < size_) {
+      return FailWith("the segment has " + std::to_string(segSize) + " bytes, the snapshot " + std::to_string(size_),
+                      "ESEGSIZE", {{"segmentSize", static_cast<double>(segSize)}, {"expectedSize", static_cast<double>(size_)}});
+    }
+
+    Fd file;
+    if (!OpenForRead(path_, size_, file)) return;
+
+    const uint64_t chunks = ChunkCount(size_, chunkSize_);
+    for (uint64_t i = 0; i < chunks; i++) {
+      const uint64_t off = i * chunkSize_;
+      const size_t len = static_cast<size_t>(std::min(chunkSize_, size_ - off));
+      const uint8_t* entry = &table_[i * kEntry];
+      bool good;
+      if (entry[4] == kZero) {
+        // A fresh segment is zero already: leave its memory untouched. The
+        // entry's CRC must still be the CRC of zeros.
+        good = EntryCrc(entry) == Crc32cZeros(0, len);
+      } else {
+        uint8_t* p = seg.bytes() + off;
+        if (int err = Populate(p, len, kMadvPopulateWrite)) return Fail("madvise", err);
+        int64_t got = ReadFull(file.fd, p, len, off);
+        if (got < 0) return Fail("pread", static_cast<int>(-got));
+        bytesRead_ += static_cast<uint64_t>(got);
+        good = static_cast<size_t>(got) == len && Crc32c(0, p, len) == EntryCrc(entry);
+        DropMapping(p, len);
+        posix_fadvise(file.fd, static_cast<off_t>(off), static_cast<off_t>(len), POSIX_FADV_DONTNEED);
+      }
+      if (!good) {
+        bad_.push_back(i);
+        if (stopAtFirstBad_) break;
+      }
+    }
+    // Read-only: close's error tells nothing about the data.
+  }
+
+ protected:
+  Napi::Value Result(Napi::Env env) override { return BadChunksResult(env, bad_, bytesRead_); }
+
+ private:
+  const int id_;
+  const int64_t uid_, gid_;
+  const std::string path_;
+  const uint64_t size_, chunkSize_;
+  const bool stopAtFirstBad_;
+  const std::vector<uint8_t> table_;
+  std::vector<uint64_t> bad_;
+  uint64_t bytesRead_ = 0;
+};
+
+// size/chunkSize/chunks of restore and verify; false with *rejection set.
+bool CheckGeometry(Napi::Env env, const Napi::Object& o, std::vector<uint8_t>& table, Napi::Value* rejection) {
+  int64_t size = I64(o.Get("size"));
+  int64_t chunkSize = I64(o.Get("chunkSize"));
+  if (size < 0 || chunkSize <= 0) {
+    *rejection = Rejected(env, Napi::RangeError::New(env, "size must be >= 0 and chunkSize > 0"));
+    return false;
+  }
+  return TakeTable(env, o, static_cast<uint64_t>(size), static_cast<uint64_t>(chunkSize), table, rejection);
+}
+
+Napi::Value RestoreSegment(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = info[0].As<Napi::Object>();
+  std::vector<uint8_t> table;
+  Napi::Value rejection;
+  if (!CheckGeometry(env, o, table, &rejection)) return rejection;
+  auto* w = new RestoreWorker(env, o, std::move(table));
+  Napi::Promise promise = w->Promise();
+  w->Queue();
+  return promise;
+}
+
+// ---------------------------------------------------------------------------
+// verifyFile({path, size, chunkSize, chunks})
+
+class VerifyWorker : public Job {
+ public:
+  VerifyWorker(Napi::Env env, const Napi::Object& o, std::vector<uint8_t> table)
+      : Job(env, "shmkeep.verifyFile"),
+        path_(o.Get("path").As<Napi::String>().Utf8Value()),
+        size_(static_cast<uint64_t>(I64(o.Get("size")))),
+        chunkSize_(static_cast<uint64_t>(I64(o.Get("chunkSize")))),
+        table_(std::move(table)) {}
+
+  void Execute() override {
+    Fd file;
+    if (!OpenForRead(path_, size_, file)) return;
+    const size_t bufSize = static_cast<size_t>((std::min<uint64_t>(chunkSize_, kVerifyBuffer) + 4095) & ~uint64_t{4095});
+    AlignedBuffer buf;
+    if (int err = posix_memalign(&buf.p, 4096, bufSize)) return Fail("posix_memalign", err);
+    uint8_t* b = static_cast<uint8_t*>(buf.p);
+
+    const uint64_t chunks = ChunkCount(size_, chunkSize_);
+    for (uint64_t i = 0; i < chunks; i++) {
+      const uint64_t off = i * chunkSize_;
+      const uint64_t end = off + std::min(chunkSize_, size_ - off);
+      const uint8_t* entry = &table_[i * kEntry];
+      int verdict;  // 1 good, 0 bad, -1 failed (Fail was called)
+      if (entry[4] == kZero) {
+        verdict = EntryCrc(entry) == Crc32cZeros(0, end - off) ? ZeroRange(file.fd, off, end, b, bufSize) : 0;
+      } else {
+        uint32_t crc = 0;
+        verdict = ReadRange(file.fd, off, end, b, bufSize, [&crc](const uint8_t* p, size_t n) {
+          crc = Crc32c(crc, p, n);
+          return true;
+        });
+        if (verdict == 1 && crc != EntryCrc(entry)) verdict = 0;
+      }
+      if (verdict < 0) return;
+      if (verdict == 0) bad_.push_back(i);
+      posix_fadvise(file.fd, static_cast<off_t>(off), static_cast<off_t>(end - off), POSIX_FADV_DONTNEED);
+    }
+  }
+
+ protected:
+  Napi::Value Result(Napi::Env env) override { return BadChunksResult(env, bad_, bytesRead_); }
+
+ private:
+  // Read [from, to) piece by piece into buf and hand each piece to fn, which
+  // returns false to stop. 1: all read and accepted, 0: short (end of file) or
+  // refused, -1: a read error (Fail called).
+  template <typename Fn>
+  int ReadRange(int fd, uint64_t from, uint64_t to, uint8_t* buf, size_t bufSize, Fn fn) {
+    for (uint64_t pos = from; pos < to;) {
+      size_t want = static_cast<size_t>(std::min<uint64_t>(bufSize, to - pos));
+      int64_t got = ReadFull(fd, buf, want, pos);
+      if (got < 0) return Fail("pread", static_cast<int>(-got)), -1;
+      bytesRead_ += static_cast<uint64_t>(got);
+      if (!fn(buf, static_cast<size_t>(got)) || static_cast<size_t>(got) < want) return 0;
+      pos += want;
+    }
+    return 1;
+  }
+
+  // A ZERO chunk: holes are fine; whatever data the file has there must be
+  // zero bytes. 1 good, 0 bad, -1 failed.
+  int ZeroRange(int fd, uint64_t from, uint64_t to, uint8_t* buf, size_t bufSize) {
+    for (uint64_t pos = from; pos < to;) {
+      off_t data = lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
+      if (data < 0) {
+        if (errno == ENXIO) return 1;  // no data from pos to the end of the file
+        return Fail("lseek", errno), -1;
+      }
+      if (static_cast<uint64_t>(data) >= to) return 1;
+      off_t hole = lseek(fd, data, SEEK_HOLE);
+      if (hole < 0) return Fail("lseek", errno), -1;
+      uint64_t stop = std::min<uint64_t>(static_cast<uint64_t>(hole), to);
+      int r = ReadRange(fd, static_cast<uint64_t>(data), stop, buf, bufSize,
+                        [](const uint8_t* p, size_t n) { return IsZero(p, n); });
+      if (r != 1) return r;
+      pos = stop;
+    }
+    return 1;
+  }
+
+  const std::string path_;
+  const uint64_t size_, chunkSize_;
+  const std::vector<uint8_t> table_;
+  std::vector<uint64_t> bad_;
+  uint64_t bytesRead_ = 0;
+};
+
+Napi::Value VerifyFile(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = info[0].As<Napi::Object>();
+  std::vector<uint8_t> table;
+  Napi::Value rejection;
+  if (!CheckGeometry(env, o, table, &rejection)) return rejection;
+  auto* w = new VerifyWorker(env, o, std::move(table));
+  Napi::Promise promise = w->Promise();
+  w->Queue();
+  return promise;
+}
+
+// ---------------------------------------------------------------------------
+
+// crc32c(buf, seed = 0) -> number, on the JS thread: for small metadata.
+Napi::Value Crc32cJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsTypedArray()) throw Napi::TypeError::New(env, "crc32c expects a Uint8Array");
+  Napi::TypedArray t = info[0].As<Napi::TypedArray>();
+  uint32_t seed = info.Length() > 1 && !info[1].IsUndefined() ? U32(info[1]) : 0;
+  size_t n = t.ByteLength();
+  const uint8_t* data = n ? static_cast<const uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset() : nullptr;
+  return Napi::Number::New(env, Crc32c(seed, data, n));
+}
+
+Napi::Value Crc32cImplJs(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), Crc32cImpl()); }
+
+}  // namespace
+
+void InitCopy(Napi::Env env, Napi::Object exports) {
+  exports.Set("crc32c", Napi::Function::New(env, Crc32cJs, "crc32c"));
+  exports.Set("crc32cImpl", Napi::Function::New(env, Crc32cImplJs, "crc32cImpl"));
+  exports.Set("saveSegment", Napi::Function::New(env, SaveSegment, "saveSegment"));
+  exports.Set("restoreSegment", Napi::Function::New(env, RestoreSegment, "restoreSegment"));
+  exports.Set("verifyFile", Napi::Function::New(env, VerifyFile, "verifyFile"));
+}
+
 }  // namespace shmkeep

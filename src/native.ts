@@ -51,6 +51,8 @@ export interface RawSaveResult {
   bytesWritten: number
   dataChunks: number
   zeroChunks: number
+  /** Chunks marked zero only because mincore found none of their pages (never read). */
+  absentChunks: number
 }
 
 export interface RawCheckResult {

@@ -16,9 +16,9 @@ export function checkCount(what: string, value: unknown, { min = 0, max = Number
   return value
 }
 
-/** A user or group id, or -1 when not given. */
+/** A user or group id; -1 (or undefined) means "not given". */
 export function checkId(what: string, value: unknown): number {
-  return value === undefined ? -1 : checkCount(what, value, { max: 0xfffffffe })
+  return value === undefined || value === -1 ? -1 : checkCount(what, value, { max: 0xfffffffe })
 }
 
 /** A permission mode 0..0o777. */

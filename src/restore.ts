@@ -189,7 +189,10 @@ async function restoreGeneration(
   }
 
   const onConflict = options.onConflict ?? 'fail'
-  const live = new Map(shm.list().filter((s) => !s.dest && s.key !== 0).map((s) => [s.key, s]))
+  const segmentsHere = shm.list().filter((s) => !s.dest)
+  const live = new Map(segmentsHere.filter((s) => s.key !== 0).map((s) => [s.key, s]))
+  // An IPC_PRIVATE segment is "the same" only by its id.
+  const livePrivate = new Map(segmentsHere.filter((s) => s.key === 0).map((s) => [s.id, s]))
   const outcomes: SegmentRestore[] = metas.map((m) => ({ key: m.key, savedId: m.id, size: m.size, status: 'not-restored', bytesRead: 0, durationMs: 0 }))
   const todo: Array<{ meta: SegmentRecord; out: SegmentRestore; replace?: shm.ShmStat }> = []
   const conflicts: string[] = []
@@ -197,7 +200,7 @@ async function restoreGeneration(
   metas.forEach((meta, i) => {
     const out = outcomes[i]!
     const key = parseKey(meta.key)
-    const existing = live.get(key)
+    const existing = key === 0 ? livePrivate.get(meta.id) : live.get(key)
     if (key === 0 && !ids.ok) {
       out.reason = `an IPC_PRIVATE segment can only be found again by its id, and ids cannot be kept here (${ids.reason})`
       return
