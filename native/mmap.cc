@@ -16,7 +16,7 @@ struct Fd {
   ~Fd() { if (fd >= 0) close(fd); }
 };
 
-// mmapMap(path, offset, length|-1, write, create, mode) -> {buffer, handle, fileSize}
+// mmapMap(path, offset, length|-1, write, create, mode, maxLength) -> {buffer, handle, fileSize}
 Napi::Value Map(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = info[0].As<Napi::String>();
@@ -51,7 +51,7 @@ Napi::Value Map(const Napi::CallbackInfo& info) {
   void* base = mmap(nullptr, mapLength, PROT_READ | (write ? PROT_WRITE : 0), MAP_SHARED, file.fd, aligned);
   if (base == MAP_FAILED) ThrowErrno(env, "mmap", errno);
   auto region = std::make_shared<Region>(Region::Kind::kFile, base, mapLength);
-  Napi::Object out = WrapRegion(env, region, static_cast<size_t>(offset - aligned), static_cast<size_t>(length));
+  Napi::Object out = WrapRegion(env, region, static_cast<size_t>(offset - aligned), static_cast<size_t>(length), info[6].As<Napi::Number>().DoubleValue());
   out.Set("fileSize", Napi::Number::New(env, static_cast<double>(end > st.st_size ? end : st.st_size)));
   return out;
 }

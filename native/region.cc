@@ -31,7 +31,18 @@ void FinalizeHandle(Napi::Env, RegionRef* ref) { delete ref; }
 
 }  // namespace
 
-Napi::Object WrapRegion(Napi::Env env, RegionRef region, size_t offset, size_t length) {
+Napi::Object WrapRegion(Napi::Env env, RegionRef region, size_t offset, size_t length, double maxLength) {
+  // Check the engine's limit first: when napi_create_external_buffer fails,
+  // Node has already run (or queued) the finalizer, so the failure path below
+  // must not free anything itself.
+  if (static_cast<double>(length) > maxLength) {
+    {
+      std::lock_guard<std::mutex> lock(region->mu);
+      region->UnmapLocked();
+    }
+    throw Napi::RangeError::New(env, "a Buffer of " + std::to_string(length) + " bytes is above the largest Node can make (" +
+                                         std::to_string(static_cast<uint64_t>(maxLength)) + "); map a smaller window (offset, length)");
+  }
   auto* bufferRef = new RegionRef(region);
   napi_value buffer;
   napi_status status = napi_create_external_buffer(
@@ -39,16 +50,9 @@ Napi::Object WrapRegion(Napi::Env env, RegionRef region, size_t offset, size_t l
       [](napi_env e, void* data, void* hint) { FinalizeBuffer(Napi::Env(e), data, static_cast<RegionRef*>(hint)); },
       bufferRef, &buffer);
   if (status != napi_ok) {
-    delete bufferRef;
-    {
-      std::lock_guard<std::mutex> lock(region->mu);
-      region->UnmapLocked();
-    }
-    // A pending exception (e.g. the engine's own RangeError) is cleared so that
-    // ours, with the length, is the one the caller sees.
+    // The finalizer owns bufferRef now and unmaps the region when it runs.
     if (env.IsExceptionPending()) env.GetAndClearPendingException();
-    throw Napi::RangeError::New(env, "cannot make a Buffer of " + std::to_string(length) +
-                                         " bytes over the mapping; map a smaller window");
+    throw Napi::RangeError::New(env, "cannot make a Buffer of " + std::to_string(length) + " bytes over the mapping");
   }
   Napi::Object out = Napi::Object::New(env);
   out.Set("buffer", Napi::Value(env, buffer));

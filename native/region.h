@@ -32,9 +32,10 @@ struct Region {
 using RegionRef = std::shared_ptr<Region>;
 
 // Buffer over [base + offset, +length) whose finalizer releases the region if it
-// is still mapped. Returns {buffer, handle}; the handle (an External) is what
+// is still mapped; maxLength is Node's Buffer limit (buffer.constants.MAX_LENGTH).
+// Returns {buffer, handle}; the handle (an External) is what
 // unmap/detach/sync take. On failure the region is unmapped before throwing.
-Napi::Object WrapRegion(Napi::Env env, RegionRef region, size_t offset, size_t length);
+Napi::Object WrapRegion(Napi::Env env, RegionRef region, size_t offset, size_t length, double maxLength);
 
 // The region behind a handle made by WrapRegion.
 RegionRef RegionFromHandle(const Napi::Value& handle);

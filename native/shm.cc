@@ -55,7 +55,7 @@ Napi::Value Get(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, id);
 }
 
-// shmAttach(id, readonly, offset, length|-1, uid, gid) -> {buffer, handle, size}
+// shmAttach(id, readonly, offset, length|-1, uid, gid, maxLength) -> {buffer, handle, size}
 Napi::Value Attach(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int id = I32(info[0]);
@@ -89,7 +89,7 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
     throw Napi::RangeError::New(env, "window [" + std::to_string(offset) + ", +" + std::to_string(length) +
                                          ") is outside the segment of " + std::to_string(size) + " bytes");
   }
-  Napi::Object out = WrapRegion(env, region, static_cast<size_t>(offset), static_cast<size_t>(length));
+  Napi::Object out = WrapRegion(env, region, static_cast<size_t>(offset), static_cast<size_t>(length), info[6].As<Napi::Number>().DoubleValue());
   out.Set("size", Napi::Number::New(env, static_cast<double>(size)));
   return out;
 }

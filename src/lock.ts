@@ -7,7 +7,7 @@ import fs from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { sys } from './errors'
 import { native } from './native'
-import { checkOptions } from './options'
+import { checkBool, checkCount, checkOptions } from './options'
 
 export interface LockOptions {
   /** Exclusive (default) or shared. */
@@ -27,7 +27,8 @@ export interface FileLock {
 /** Take a flock on `path` (created 0600 if missing; a symlink is not followed). */
 export async function lockFile(path: string, options: LockOptions = {}): Promise<FileLock> {
   checkOptions('lockFile', options, ['exclusive', 'timeoutMs', 'signal'])
-  const exclusive = options.exclusive ?? true
+  const exclusive = checkBool('exclusive', options.exclusive, true)
+  if (options.timeoutMs !== undefined) checkCount('timeoutMs', options.timeoutMs)
   const fd = sys(path, () => fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600))
   const deadline = options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs
   let wait = 5

@@ -47,6 +47,7 @@ function mappingOf(what: string, buffer: Buffer): Mapping {
 export function map(path: string, options: MapOptions = {}): Buffer {
   checkOptions('mmap.map', options, ['length', 'offset', 'write', 'create', 'mode'])
   if (typeof path !== 'string' || path === '') throw new TypeError('mmap.map: path must be a non-empty string')
+  if (path.includes('\0')) throw new TypeError('mmap.map: path must not contain a NUL byte')
   const offset = checkCount('offset', options.offset ?? 0)
   const length = options.length === undefined ? -1 : checkCount('length', options.length, { min: 1 })
   if (length > bufferConstants.MAX_LENGTH) {
@@ -57,7 +58,7 @@ export function map(path: string, options: MapOptions = {}): Buffer {
   if (create && !write) throw new TypeError('mmap.map: create needs write: true')
   if (create && length < 0) throw new TypeError('mmap.map: create needs a length')
   const mode = checkMode('mode', options.mode ?? 0o600)
-  const raw = sys(path, () => native.mmapMap(path, offset, length, write, create, mode))
+  const raw = sys(path, () => native.mmapMap(path, offset, length, write, create, mode, bufferConstants.MAX_LENGTH))
   mappings.set(raw.buffer, { handle: raw.handle, path })
   markAsUntransferable(raw.buffer.buffer)
   return raw.buffer
@@ -74,7 +75,7 @@ export function sync(buffer: Buffer, options: { async?: boolean } = {}): void {
 /** madvise over the whole mapping. */
 export function advise(buffer: Buffer, advice: Advice): void {
   const m = mappingOf('mmap.advise', buffer)
-  const n = native.madvice[advice]
+  const n = Object.hasOwn(native.madvice, advice) ? native.madvice[advice] : undefined
   if (n === undefined) throw new TypeError(`mmap.advise: unknown advice "${String(advice)}" (known: ${Object.keys(native.madvice).join(', ')})`)
   sys(m.path, () => native.mmapAdvise(m.handle, n))
 }

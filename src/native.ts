@@ -62,7 +62,7 @@ export interface RawCheckResult {
 
 export interface Binding {
   shmGet(key: number, size: number, flags: number, uid: number, gid: number): number
-  shmAttach(id: number, readonly: boolean, offset: number, length: number, uid: number, gid: number): RawMapping & { size: number }
+  shmAttach(id: number, readonly: boolean, offset: number, length: number, uid: number, gid: number, maxLength: number): RawMapping & { size: number }
   shmDetach(handle: object, buffer: Buffer): void
   shmStat(id: number): RawShmStat
   shmList(): { segments: RawShmStat[]; statAny: boolean; usedIds: number }
@@ -71,7 +71,7 @@ export interface Binding {
   shmLimits(): RawLimits
   shmConstants: Record<'IPC_PRIVATE' | 'IPC_CREAT' | 'IPC_EXCL' | 'SHM_HUGETLB' | 'SHM_NORESERVE' | 'SHM_HUGE_SHIFT' | 'SHM_DEST' | 'SHM_LOCKED' | 'PAGE_SIZE', number>
 
-  mmapMap(path: string, offset: number, length: number, write: boolean, create: boolean, mode: number): RawMapping & { fileSize: number }
+  mmapMap(path: string, offset: number, length: number, write: boolean, create: boolean, mode: number, maxLength: number): RawMapping & { fileSize: number }
   mmapSync(handle: object, async: boolean): void
   mmapAdvise(handle: object, advice: number): void
   mmapUnmap(handle: object, buffer: Buffer): void

@@ -160,7 +160,7 @@ export function attach(id: number, options: AttachOptions = {}): Buffer {
   }
   const uid = checkId('uid', options.uid)
   const gid = checkId('gid', options.gid)
-  const raw = sys(`id ${id}`, () => native.shmAttach(id, readonly, offset, length, uid, gid))
+  const raw = sys(`id ${id}`, () => native.shmAttach(id, readonly, offset, length, uid, gid, bufferConstants.MAX_LENGTH))
   attachments.set(raw.buffer, { handle: raw.handle, id })
   markAsUntransferable(raw.buffer.buffer)
   return raw.buffer
