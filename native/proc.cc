@@ -58,6 +58,16 @@ Napi::Value SpawnApp(const Napi::CallbackInfo& info) {
       sa.sa_handler = SIG_DFL;
       sigaction(sig, &sa, nullptr);
     }
+    // Node marks its stdio close-on-exec and libuv puts the pipes it touches
+    // in O_NONBLOCK mode: the app would lose its stdio at execve, or get
+    // EAGAIN on a plain write. libuv's own spawn clears both on fds 0-2 for
+    // its children; so do we.
+    for (int fd = 0; fd <= 2; fd++) {
+      int fdFlags = fcntl(fd, F_GETFD);
+      if (fdFlags >= 0 && (fdFlags & FD_CLOEXEC)) fcntl(fd, F_SETFD, fdFlags & ~FD_CLOEXEC);
+      int fl = fcntl(fd, F_GETFL);
+      if (fl >= 0 && (fl & O_NONBLOCK)) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    }
     setpgid(0, 0);
     if (ttyFd >= 0) {
       // SIGTTOU would stop us: we are a background group until this call.

@@ -270,30 +270,41 @@ describe('lockFile: bad arguments', () => {
     expect(fs.existsSync(p)).toBe(false)
   })
 
-  // BUG (src/lock.ts lockFile): timeoutMs, exclusive and signal are not
-  // checked. timeoutMs: 'soon' makes `Date.now() + 'soon'` a string, so the
-  // deadline is never reached (NaN likewise: waits forever under contention);
-  // exclusive: 'no' silently takes an exclusive lock. The issue asks for a
-  // TypeError / RangeError before any system call. Fix: checkCount('timeoutMs', …),
-  // checkBool('exclusive', …), and `signal instanceof AbortSignal` up front.
-  test.fails('timeoutMs that is not a number → TypeError', async () => {
+  // The issue: bad arguments throw TypeError / RangeError before any system
+  // call — here: before open(2) creates the lock file. (timeoutMs: 'soon' used
+  // to make the deadline a string, so the wait never ended under contention.)
+  test('timeoutMs that is not a number → TypeError, before the file is touched', async () => {
     const p = path.join(dir, 'lock')
-    const got = await lockFile(p, { timeoutMs: 'soon' as never }).then((l) => (l.release(), 'a lock'), (e) => e)
-    expect(got).toBeInstanceOf(TypeError)
+    for (const timeoutMs of ['soon', '100', null, {}]) {
+      const got = await lockFile(p, { timeoutMs: timeoutMs as never }).then((l) => (l.release(), 'a lock'), (e) => e)
+      expect(got, String(timeoutMs)).toBeInstanceOf(TypeError)
+    }
+    expect(fs.existsSync(p)).toBe(false)
   })
 
-  // (Today the addon's own "A boolean was expected" TypeError comes, but only
-  // after open(2) has created the file.)
-  test.fails('exclusive that is not a boolean → TypeError before the file is touched', async () => {
+  test('exclusive that is not a boolean → TypeError before the file is touched', async () => {
     const p = path.join(dir, 'lock')
     const got = await lockFile(p, { exclusive: 'no' as never }).then((l) => (l.release(), 'a lock'), (e) => e)
     expect(got).toBeInstanceOf(TypeError)
     expect(fs.existsSync(p)).toBe(false)
   })
 
-  test.fails('timeoutMs NaN → RangeError (it would otherwise wait forever under contention)', async () => {
+  test('timeoutMs NaN, fractional or negative → TypeError / RangeError (NaN would wait forever)', async () => {
     const p = path.join(dir, 'lock')
-    const got = await lockFile(p, { timeoutMs: NaN }).then((l) => (l.release(), 'a lock'), (e) => e)
-    expect(got).toBeInstanceOf(RangeError)
+    for (const [timeoutMs, kind] of [[NaN, TypeError], [1.5, TypeError], [-1, RangeError]] as const) {
+      const got = await lockFile(p, { timeoutMs }).then((l) => (l.release(), 'a lock'), (e) => e)
+      expect(got, String(timeoutMs)).toBeInstanceOf(kind)
+    }
+    expect(fs.existsSync(p)).toBe(false)
+  })
+
+  // BUG (src/lock.ts lockFile): `signal` is not checked. Uncontended, {} is
+  // silently accepted; contended, the wait dies with "throwIfAborted is not a
+  // function" after open(2). Fix: `if (options.signal !== undefined &&
+  // !(options.signal instanceof AbortSignal)) throw new TypeError(...)` up front.
+  test.fails('signal that is not an AbortSignal → TypeError', async () => {
+    const p = path.join(dir, 'lock')
+    const got = await lockFile(p, { signal: {} as never }).then((l) => (l.release(), 'a lock'), (e) => e)
+    expect(got).toBeInstanceOf(TypeError)
   })
 })

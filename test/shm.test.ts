@@ -362,12 +362,10 @@ describe('shm.attach: a Buffer over the segment’s own memory', () => {
     expect(shm.stat(id).nattch).toBe(0)
   })
 
-  // BUG (native/region.cc WrapRegion): when napi_create_external_buffer fails
-  // (here: 5 GiB > Node 20's 4 GiB Buffer limit) Node has already called the
-  // finalizer (FinalizeBuffer), which deleted the hint and unmapped; WrapRegion
-  // then deletes bufferRef a second time and unmaps again → SIGSEGV in
-  // shared_ptr release. Run in a child so the crash does not take this file down.
-  test.fails('a segment above 4 GiB attached whole → RangeError, and the attachment is released', () => {
+  // Was a crash: when napi_create_external_buffer refused the 5 GiB Buffer,
+  // Node had already run the finalizer and WrapRegion freed its hint a second
+  // time (SIGSEGV). Kept in a child so a regression cannot take this file down.
+  test('a segment above 4 GiB attached whole → RangeError, and the attachment is released', () => {
     const r = runNode(
       `const id = lib.shm.get(0x51000019, { size: 5 * 2 ** 30, create: true });
        let error;

@@ -5,6 +5,7 @@
  * reaped) and as the child of tini / `docker run --init` (a child subreaper).
  */
 import { setTimeout as sleep } from 'node:timers/promises'
+import { isatty } from 'node:tty'
 import type { SegmentFilter } from '../filter'
 import { formatKey } from '../keys'
 import type { Logger } from '../log'
@@ -185,7 +186,8 @@ export async function runApp(o: RunOptions): Promise<number> {
 
     // 2. Start the app.
     try {
-      app = startApp(o.command, o.env ?? process.env, process.stdin.isTTY === true)
+      // tty.isatty, not process.stdin.isTTY: the latter opens stdin as a stream.
+      app = startApp(o.command, o.env ?? process.env, isatty(0))
     } catch (e) {
       if (!(e instanceof StartError)) throw e
       log.log('error', 'start', e.message)
