@@ -316,7 +316,10 @@ bool TakeTable(Napi::Env env, const Napi::Object& o, uint64_t size, uint64_t chu
 }
 
 // ---------------------------------------------------------------------------
-// saveSegment({id, uid, gid, path, chunkSize, skipAbsent, fsync})
+// saveSegment({id, uid, gid, path, chunkSize, skipAbsent, fsync, fd?})
+// With fd (an open, empty file of the caller's), writes there and leaves it
+// open: the caller fsyncs that same descriptor later. A descriptor opened
+// after a failed write-back would not hear of the error.
 
 class SaveWorker : public Job {
  public:
@@ -329,7 +332,8 @@ class SaveWorker : public Job {
         path_(toFile_ ? o.Get("path").As<Napi::String>().Utf8Value() : std::string()),
         chunkSize_(static_cast<uint64_t>(I64(o.Get("chunkSize")))),
         skipAbsent_(o.Get("skipAbsent").ToBoolean()),
-        fsync_(o.Get("fsync").ToBoolean()) {}
+        fsync_(o.Get("fsync").ToBoolean()),
+        callerFd_(o.Get("fd").IsNumber() ? I32(o.Get("fd")) : -1) {}
 
   void Execute() override {
     Attachment seg;
@@ -347,11 +351,13 @@ class SaveWorker : public Job {
     kernelPageSize_ = KernelPageSize(seg.addr);
 
     Fd file;
-    if (toFile_) {
+    int out = callerFd_;
+    if (out < 0 && toFile_) {
       file.fd = open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
       if (file.fd < 0) return Fail("open", errno);
-      if (ftruncate(file.fd, static_cast<off_t>(size)) != 0) return Fail("ftruncate", errno);
+      out = file.fd;
     }
+    if (out >= 0 && ftruncate(out, static_cast<off_t>(size)) != 0) return Fail("ftruncate", errno);
 
     const uint64_t chunks = ChunkCount(size, chunkSize_);
     table_.resize(chunks * kEntry);
@@ -389,8 +395,8 @@ class SaveWorker : public Job {
         PutEntry(entry, crc, kZero);
         zeroChunks_++;
       } else {
-        if (file.fd >= 0) {
-          if (int err = WriteAll(file.fd, p, len, off)) return Fail("pwrite", err);
+        if (out >= 0) {
+          if (int err = WriteAll(out, p, len, off)) return Fail("pwrite", err);
         }
         PutEntry(entry, crc, kData);
         dataChunks_++;
@@ -399,8 +405,8 @@ class SaveWorker : public Job {
       DropMapping(p, len);
     }
 
+    if (out >= 0 && fsync_ && fsync(out) != 0) return Fail("fsync", errno);
     if (file.fd >= 0) {
-      if (fsync_ && fsync(file.fd) != 0) return Fail("fsync", errno);
       if (int err = file.Close()) return Fail("close", err);
     }
   }
@@ -436,6 +442,7 @@ class SaveWorker : public Job {
   const std::string path_;
   const uint64_t chunkSize_;
   const bool skipAbsent_, fsync_;
+  const int callerFd_;
   struct shmid_ds ds_ {};
   std::vector<uint8_t> table_;
   uint64_t kernelPageSize_ = 0;

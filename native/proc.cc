@@ -28,7 +28,7 @@ std::vector<char*> Pointers(std::vector<std::string>& s) {
   return p;
 }
 
-// spawnApp(file, argv, env, foregroundTtyFd) -> pid. file is a resolved path
+// spawnApp(file, argv, env, foregroundTtyFd, cgroupProcs) -> pid. file is a resolved path
 // (the PATH search is TypeScript's). The child calls only async-signal-safe
 // functions between fork and execve. An execve failure comes back through a
 // close-on-exec pipe as an errno error with syscall "execve".
@@ -38,6 +38,7 @@ Napi::Value SpawnApp(const Napi::CallbackInfo& info) {
   std::vector<std::string> argv = Strings(info[1]);
   std::vector<std::string> envs = Strings(info[2]);
   int ttyFd = I32(info[3]);
+  std::string cgroupProcs = info[4].IsString() ? info[4].As<Napi::String>().Utf8Value() : std::string();
   std::vector<char*> argvp = Pointers(argv);
   std::vector<char*> envp = Pointers(envs);
 
@@ -68,6 +69,19 @@ Napi::Value SpawnApp(const Napi::CallbackInfo& info) {
       int fl = fcntl(fd, F_GETFL);
       if (fl >= 0 && (fl & O_NONBLOCK)) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
     }
+    // Report a failure as {stage, errno}: 0 = execve, 1 = joining the cgroup.
+    auto fail = [&](int stage) {
+      int report[2] = {stage, errno};
+      ssize_t ignored = write(pipefd[1], report, sizeof report);
+      (void)ignored;
+      _exit(127);
+    };
+    if (!cgroupProcs.empty()) {
+      // Join the app's cgroup before exec, so that nothing it forks escapes it.
+      int cg = open(cgroupProcs.c_str(), O_WRONLY | O_CLOEXEC);
+      if (cg < 0 || write(cg, "0", 1) != 1) fail(1);
+      close(cg);
+    }
     setpgid(0, 0);
     if (ttyFd >= 0) {
       // SIGTTOU would stop us: we are a background group until this call.
@@ -78,10 +92,7 @@ Napi::Value SpawnApp(const Napi::CallbackInfo& info) {
     sigemptyset(&none);
     pthread_sigmask(SIG_SETMASK, &none, nullptr);
     execve(file.c_str(), argvp.data(), envp.data());
-    int err = errno;
-    ssize_t ignored = write(pipefd[1], &err, sizeof err);
-    (void)ignored;
-    _exit(127);
+    fail(0);
   }
   int forkErr = errno;
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
@@ -92,15 +103,15 @@ Napi::Value SpawnApp(const Napi::CallbackInfo& info) {
   }
   // Also from the parent: whichever runs first, the group exists before we signal it.
   setpgid(pid, pid);
-  int execErr = 0;
+  int report[2] = {0, 0};
   ssize_t n;
-  do n = read(pipefd[0], &execErr, sizeof execErr);
+  do n = read(pipefd[0], report, sizeof report);
   while (n < 0 && errno == EINTR);
   close(pipefd[0]);
-  if (n == sizeof execErr) {
+  if (n == sizeof report) {
     int status;
     waitpid(pid, &status, 0);  // the child _exit()ed: reap it here
-    ThrowErrno(env, "execve", execErr);
+    ThrowErrno(env, report[0] == 1 ? "cgroup.procs" : "execve", report[1]);
   }
   return Napi::Number::New(env, pid);
 }

@@ -29,6 +29,8 @@ export async function lockFile(path: string, options: LockOptions = {}): Promise
   checkOptions('lockFile', options, ['exclusive', 'timeoutMs', 'signal'])
   const exclusive = checkBool('exclusive', options.exclusive, true)
   if (options.timeoutMs !== undefined) checkCount('timeoutMs', options.timeoutMs)
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new TypeError('lockFile: signal must be an AbortSignal')
+  options.signal?.throwIfAborted()
   const fd = sys(path, () => fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600))
   const deadline = options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs
   let wait = 5

@@ -82,11 +82,11 @@ export interface Binding {
 
   crc32c(data: Uint8Array, seed?: number): number
   crc32cImpl(): string
-  saveSegment(o: { id: number; uid: number; gid: number; path: string | null; chunkSize: number; skipAbsent: boolean; fsync: boolean }): Promise<RawSaveResult>
+  saveSegment(o: { id: number; uid: number; gid: number; path: string | null; chunkSize: number; skipAbsent: boolean; fsync: boolean; fd?: number }): Promise<RawSaveResult>
   restoreSegment(o: { id: number; uid: number; gid: number; path: string; size: number; chunkSize: number; chunks: ChunkTable; stopAtFirstBad: boolean }): Promise<RawCheckResult>
   verifyFile(o: { path: string; size: number; chunkSize: number; chunks: ChunkTable }): Promise<RawCheckResult>
 
-  spawnApp(file: string, argv: string[], env: string[], foregroundTtyFd: number): number
+  spawnApp(file: string, argv: string[], env: string[], foregroundTtyFd: number, cgroupProcs: string | null): number
   waitPid(pid: number): { code: number } | { signal: number } | null
   setChildSubreaper(): void
   foregroundGroup(fd: number): number

@@ -109,10 +109,6 @@ export function get(key: KeyLike, options: GetOptions = {}): number {
   const exclusive = checkBool('exclusive', options.exclusive, false)
   const size = checkCount('size', options.size ?? 0)
   if (create && size === 0) throw new RangeError(`shm.get(${formatKey(k)}): size is required to create a segment`)
-  if (size > 0) {
-    const { shmmax } = limits()
-    if (size > shmmax) throw new RangeError(`size ${size} is above this namespace's SHMMAX (${shmmax}); raise kernel.shmmax`)
-  }
   const mode = checkMode('mode', options.mode ?? 0o600)
   const flags =
     mode |
@@ -122,6 +118,11 @@ export function get(key: KeyLike, options: GetOptions = {}): number {
     (checkBool('noreserve', options.noreserve, false) ? C.SHM_NORESERVE : 0)
   const uid = checkId('uid', options.uid)
   const gid = checkId('gid', options.gid)
+  // Last, as it reads the namespace's limits: every argument is checked first.
+  if (size > 0) {
+    const { shmmax } = limits()
+    if (size > shmmax) throw new RangeError(`size ${size} is above this namespace's SHMMAX (${shmmax}); raise kernel.shmmax`)
+  }
   return sys(`key ${formatKey(k)}`, () => native.shmGet(k, size, flags, uid, gid))
 }
 

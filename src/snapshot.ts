@@ -17,7 +17,7 @@ import { formatKey } from './keys'
 import { silentLogger, type Logger } from './log'
 import { native } from './native'
 import * as shm from './shm'
-import { fsyncDir, encodeCheckedJson, makePrivateDir, writeNewFile } from './state/files'
+import { fsyncDir, encodeCheckedJson, makePrivateDir, openNewFile, writeNewFile } from './state/files'
 import {
   FORMAT,
   GENERATION_FILE,
@@ -58,6 +58,13 @@ export interface SnapshotOptions {
   concurrency?: number
   /** How long to wait for the state dir's lock (default: forever). */
   lockTimeoutMs?: number
+  /**
+   * Called once every segment is copied (to the page cache), before any file
+   * is fsynced: a checkpoint resumes the frozen app here.
+   */
+  afterCopy?: () => void
+  /** Abandon the snapshot (no generation is written) when this aborts. */
+  signal?: AbortSignal
   /** Processes other than shmkeep that were attached (marks the generation inconsistent). */
   attachers?: Array<{ key: string; pid: number; command: string }>
   log?: Logger
@@ -136,6 +143,8 @@ async function saveOne(
   who: Identity,
   chunkSize: number,
   skipAbsent: boolean,
+  fsync: boolean,
+  pending: number[],
 ): Promise<{ outcome: SegmentOutcome; entry?: SegmentEntry }> {
   const key = formatKey(seg.key)
   const stem = segmentStem(seg.key, seg.id)
@@ -145,8 +154,12 @@ async function saveOne(
   let size = chunkSize
   for (;;) {
     let result
+    // Deferred fsync: the file stays open until it is fsynced, through the
+    // same descriptor (one opened later would not hear of a failed write-back).
+    const fd = fsync ? undefined : openNewFile(dataPath)
+    if (fd !== undefined) pending.push(fd)
     try {
-      result = await native.saveSegment({ id: seg.id, uid: who.uid, gid: who.gid, path: dataPath, chunkSize: size, skipAbsent, fsync: true })
+      result = await native.saveSegment({ id: seg.id, uid: who.uid, gid: who.gid, path: dataPath, chunkSize: size, skipAbsent, fsync, fd })
     } catch (e) {
       fs.rmSync(dataPath, { force: true })
       const raw = e as { errno?: number; syscall?: string; message: string }
@@ -194,7 +207,13 @@ async function saveOne(
       chunks: result.chunks.toString('base64'),
       data: `${stem}.data`,
     }
-    writeNewFile(`${dir}/${stem}.meta`, encodeCheckedJson(FORMAT, record))
+    if (fsync) {
+      writeNewFile(`${dir}/${stem}.meta`, encodeCheckedJson(FORMAT, record))
+    } else {
+      const metaFd = openNewFile(`${dir}/${stem}.meta`)
+      pending.push(metaFd)
+      fs.writeFileSync(metaFd, encodeCheckedJson(FORMAT, record))
+    }
     return {
       outcome: {
         ...base,
@@ -240,6 +259,7 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
     cleaned: [],
   }
   let tmp: string | undefined
+  const pendingFds: number[] = []
   try {
     report.cleaned = state.removeStaleTemporaries()
     if (report.cleaned.length) log.log('info', 'state.cleaned', `removed what a killed writer left: ${report.cleaned.join(', ')}`)
@@ -257,6 +277,10 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
     tmp = state.path(TMP_PREFIX + name)
     makePrivateDir(tmp)
 
+    // With afterCopy (a checkpoint of a frozen app), files are fsynced after
+    // the app is resumed: the freeze lasts only as long as the copy.
+    const deferSync = options.afterCopy !== undefined
+    const pending = pendingFds
     const copyStarted = performance.now()
     const failures: string[] = []
     const results = await mapLimit(listed, options.concurrency ?? Math.min(4, os.availableParallelism()), async (seg) => {
@@ -269,7 +293,7 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
       // nothing is swapped out: a swapped page is "absent" too, but has data.
       const skipAbsent = (memory.get(seg.id)?.swap ?? 1) === 0
       try {
-        return await saveOne(tmp!, seg, who, chunkSize, skipAbsent)
+        return await saveOne(tmp!, seg, who, chunkSize, skipAbsent, !deferSync, pending)
       } catch (e) {
         const reason = e instanceof Error ? e.message : String(e)
         failures.push(reason)
@@ -277,6 +301,20 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
       }
     })
     const copyMs = performance.now() - copyStarted
+    if (options.afterCopy) {
+      options.afterCopy()
+      options.signal?.throwIfAborted()
+      // Not retried: an fsync error abandons the generation (the catch below).
+      while (pending.length) {
+        const fd = pending.shift()!
+        try {
+          fs.fsyncSync(fd)
+        } finally {
+          fs.closeSync(fd)
+        }
+      }
+    }
+    options.signal?.throwIfAborted()
     report.segments = results.map((r) => r.outcome)
     for (const o of report.segments) {
       if (o.status === 'vanished') log.log('info', 'snapshot.vanished', `segment ${o.key} (id ${o.id}) vanished during the snapshot: ${o.reason}`, { key: o.key, id: o.id })
@@ -325,6 +363,7 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
     }
     writeNewFile(`${tmp}/${GENERATION_FILE}`, encodeCheckedJson(FORMAT, record))
     fsyncDir(tmp)
+    options.signal?.throwIfAborted()
     fs.renameSync(tmp, state.path(name))
     tmp = undefined
     fsyncDir(state.dir)
@@ -347,9 +386,11 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
   } catch (e) {
     report.durationMs = performance.now() - started
     if (e instanceof SnapshotError) throw e
+    if (options.signal?.aborted && e === options.signal.reason) throw new SnapshotError('snapshot abandoned (no generation written, CURRENT unchanged)', report)
     const reason = hasCode(e, 'ENOSPC', 'EIO', 'EDQUOT') ? ' (the disk refused the write; the previous generation is intact)' : ''
     throw new SnapshotError(`snapshot failed, no generation written (CURRENT unchanged): ${e instanceof Error ? e.message : String(e)}${reason}`, report)
   } finally {
+    for (const fd of pendingFds) fs.closeSync(fd)
     if (tmp) fs.rmSync(tmp, { recursive: true, force: true })
     lock.release()
   }

@@ -449,7 +449,7 @@ describe('the mapped ArrayBuffer cannot move to another thread', () => {
     const b = map(f, { write: true })
     let clone: ArrayBuffer | undefined
     try {
-      clone = structuredClone(b.buffer, { transfer: [b.buffer] })
+      clone = structuredClone(b.buffer as ArrayBuffer, { transfer: [b.buffer as ArrayBuffer] })
     } catch (e) {
       expect((e as Error).name).toBe('DataCloneError')
     }

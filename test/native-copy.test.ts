@@ -62,7 +62,7 @@ function create(size: number, uid = -1, gid = -1): number {
 }
 
 function attach(id: number, readonly = false): Buffer {
-  const a = native.shmAttach(id, readonly, 0, -1, -1, -1)
+  const a = native.shmAttach(id, readonly, 0, -1, -1, -1, 2 ** 32)
   attachments.push(a)
   return a.buffer
 }
@@ -495,7 +495,7 @@ describe('saveSegment / restoreSegment / verifyFile', () => {
     const size = 96 * MiB
     const chunkSize = 2 * MiB
     const id = create(size)
-    const w = native.shmAttach(id, false, 0, -1, -1, -1)
+    const w = native.shmAttach(id, false, 0, -1, -1, -1, 2 ** 32)
     w.buffer.fill(0x77)
     native.shmDetach(w.handle, w.buffer)
     const peak = () => {

@@ -14,7 +14,7 @@ import path from 'node:path'
 import { Worker } from 'node:worker_threads'
 import { afterEach, describe, expect, test } from 'vitest'
 import { formatKey, IPC_PRIVATE, KeyRanges, parseKey, shm } from '../src/index'
-import { canUnshare, have, run, runNode, shmpeer, tempDir } from './helpers'
+import { binDir, canUnshare, have, run, runNode, shmpeer, tempDir } from './helpers'
 
 const GiB = 2 ** 30
 /** Tests that switch to uid 1000/2000 need real root (not `unshare -U -r`, where only uid 0 is mapped). */
@@ -476,7 +476,7 @@ describe('the attached ArrayBuffer cannot move to another thread', () => {
     const id = create(0x51000030, 4096)
     const b = attach(id)
     b.write('stay here')
-    const clone = expectCloneRefusedOrCopied(() => structuredClone(b.buffer, { transfer: [b.buffer] })) as ArrayBuffer | undefined
+    const clone = expectCloneRefusedOrCopied(() => structuredClone(b.buffer as ArrayBuffer, { transfer: [b.buffer as ArrayBuffer] })) as ArrayBuffer | undefined
     expect(b.length).toBe(4096)
     expect(b.buffer.byteLength).toBe(4096)
     expect(shm.isAttached(b)).toBe(true)
@@ -488,7 +488,7 @@ describe('the attached ArrayBuffer cannot move to another thread', () => {
     }
     // The Buffer still is the segment's memory.
     expect(peer('read', String(id), '0', '9').stdout).toBe('stay here')
-    expectCloneRefusedOrCopied(() => structuredClone(b, { transfer: [b.buffer] }))
+    expectCloneRefusedOrCopied(() => structuredClone(b, { transfer: [b.buffer as ArrayBuffer] }))
     expect(b.length).toBe(4096)
   })
 
@@ -513,7 +513,7 @@ describe('the attached ArrayBuffer cannot move to another thread', () => {
       })
       let threw = false
       try {
-        worker.postMessage(b, [b.buffer])
+        worker.postMessage(b, [b.buffer as ArrayBuffer])
       } catch (e) {
         threw = true
         expect((e as Error).name).toBe('DataCloneError')
@@ -600,6 +600,17 @@ describe('shm.stat', () => {
     expect(e.errno).toBe(-22)
     expect(e.syscall).toBe('shmctl')
     expect(e.message).toContain(`id ${id}`)
+  })
+
+  test('locked: what the kernel reports after SHM_LOCK (done by a C helper), in stat and list', () => {
+    const id = create(0x51000044, 4096)
+    const lock = run(path.join(binDir, 'shmlock'), ['lock', String(id)])
+    expect(lock.status, lock.stderr).toBe(0)
+    expect(shm.stat(id).locked).toBe(true)
+    expect(shm.stat(id).mode).toBe(0o600) // the flag is not mixed into mode
+    expect(shm.list().find((s) => s.id === id)?.locked).toBe(true)
+    expect(run(path.join(binDir, 'shmlock'), ['unlock', String(id)]).status).toBe(0)
+    expect(shm.stat(id).locked).toBe(false)
   })
 
   test('stat of an id that does not exist → EINVAL with the id in the message', () => {
@@ -789,6 +800,24 @@ describe('shm.limits', () => {
   })
 })
 
+describe('limits the kernel enforces come back as errors with a code', () => {
+  test.skipIf(!canUnshare('--ipc'))('over SHMALL → ENOSPC from shmget (namespace of its own with shmall = 2 pages)', () => {
+    const r = runNode(
+      `require('node:fs').writeFileSync('/proc/sys/kernel/shmall', '2');
+       const { shm } = lib; const out = { shmall: shm.limits().shmall };
+       const a = shm.get(0x51000093, { size: 2 * 4096, create: true });
+       try { shm.get(0x51000094, { size: 4096, create: true }) } catch (e) { out.error = { code: e.code, errno: e.errno, syscall: e.syscall, message: e.message } }
+       shm.remove(a);
+       console.log(JSON.stringify(out))`,
+      { prefix: ['unshare', '--ipc'] },
+    )
+    expect(r.status, r.stderr).toBe(0)
+    expect(r.json.shmall).toBe(2)
+    expect(r.json.error).toMatchObject({ code: 'ENOSPC', errno: -28, syscall: 'shmget' })
+    expect(r.json.error.message).toContain('0x51000094')
+  })
+})
+
 describe('bad arguments → TypeError / RangeError', () => {
   const key = 0x510000a0
 
@@ -873,11 +902,8 @@ describe('bad arguments → TypeError / RangeError', () => {
     }
   })
 
-  // The issue: "…throw TypeError / RangeError before any system call". shm.get
-  // checks mode/hugetlb/noreserve/uid/gid only after limits() (shmctl IPC_INFO
-  // and SHM_INFO). Harmless reads, but a system call all the same; moving those
-  // checks above `limits()` in src/shm.ts get() would make this pass.
-  test.fails.skipIf(!have('strace') || !canUnshare('--ipc'))('a bad mode is refused with no system call at all', () => {
+  // The issue: "…throw TypeError / RangeError before any system call".
+  test.skipIf(!have('strace') || !canUnshare('--ipc'))('a bad mode is refused with no system call at all', () => {
     const { dir, cleanup } = tempDir()
     try {
       const trace = path.join(dir, 'trace')

@@ -23,6 +23,12 @@ status. Runs as PID 1 or under tini / docker run --init.
   --snapshot-on-exit always|success|never
                                 when the app exits on its own (default always)
   --keep N                      generations to keep (default 2)
+  --checkpoint-interval SEC     also snapshot every SEC seconds while the app runs
+                                (bounds what a SIGKILL or a lost node can lose)
+  --freeze sigstop|cgroup|none  how a checkpoint gets an image of one instant:
+                                SIGSTOP the app's processes (default), freeze its
+                                cgroup v2, or not at all (the image may tear)
+  --freeze-timeout SEC          how long the processes may take to stop (default 2)
 FILTERS
 COMMON
 
@@ -48,6 +54,9 @@ const options = {
   'accept-new-state': { type: 'boolean' },
   'snapshot-on-exit': { type: 'string' },
   keep: { type: 'string' },
+  'checkpoint-interval': { type: 'string' },
+  freeze: { type: 'string' },
+  'freeze-timeout': { type: 'string' },
 } as const
 
 function seconds(name: string, value: string | undefined, fallback?: number): number | undefined {
@@ -75,6 +84,10 @@ export async function run(argv: string[]): Promise<number> {
   if (!['always', 'success', 'never'].includes(snapshotOnExit)) throw new UsageError('--snapshot-on-exit must be always, success or never')
   const keep = values.keep === undefined ? 2 : Number(values.keep)
   if (!Number.isInteger(keep) || keep < 0) throw new UsageError('--keep must be a whole number')
+  const freeze = values.freeze ?? 'sigstop'
+  if (!['sigstop', 'cgroup', 'none'].includes(freeze)) throw new UsageError('--freeze must be sigstop, cgroup or none')
+  const checkpointInterval = seconds('checkpoint-interval', values['checkpoint-interval'])
+  if (checkpointInterval !== undefined && !(checkpointInterval > 0)) throw new UsageError('--checkpoint-interval must be more than 0')
   let rewrite
   try {
     rewrite = parseRewrites(values.rewrite ?? [])
@@ -93,6 +106,9 @@ export async function run(argv: string[]): Promise<number> {
     snapshotOnExit: snapshotOnExit as 'always' | 'success' | 'never',
     keep,
     filter: filterFrom(values),
+    checkpointInterval,
+    freeze: freeze as 'sigstop' | 'cgroup' | 'none',
+    freezeTimeoutMs: seconds('freeze-timeout', values['freeze-timeout'], 2)! * 1000,
     log: makeLogger(values),
   })
   return code

@@ -57,13 +57,14 @@ export function resolveCommand(command: string, envPath = process.env.PATH ?? '/
  * foreground group, so Ctrl-C reaches the app once and it is never stopped by
  * SIGTTOU/SIGTTIN.
  */
-export function startApp(argv: string[], env: NodeJS.ProcessEnv, foreground: boolean): number {
+export function startApp(argv: string[], env: NodeJS.ProcessEnv, foreground: boolean, cgroupProcs?: string): number {
   const file = resolveCommand(argv[0]!, env.PATH)
   const envList = Object.entries(env).flatMap(([k, v]) => (v === undefined ? [] : [`${k}=${v}`]))
   try {
-    return native.spawnApp(file, argv, envList, foreground ? 0 : -1)
+    return native.spawnApp(file, argv, envList, foreground ? 0 : -1, cgroupProcs ?? null)
   } catch (e) {
-    const errno = (e as { errno?: number }).errno
+    const { errno, syscall } = e as { errno?: number; syscall?: string }
+    if (syscall === 'cgroup.procs') throw new StartError(`cannot move ${argv[0]} into its cgroup (${cgroupProcs}): ${(e as Error).message}`, 126)
     if (errno === 2) throw new StartError(`cannot run ${argv[0]}: not found`, 127)
     throw new StartError(`cannot run ${argv[0]}: ${(e as Error).message}`, 126)
   }

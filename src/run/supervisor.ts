@@ -18,6 +18,7 @@ import { ipcNamespaceId } from '../system'
 import { childPids, exitStatus, reap, startApp, StartError, type Ending } from './app'
 import { attachersById } from './attachers'
 import { stopDeadline } from './deadline'
+import { CgroupFreezer, SigstopFreezer, type Freezer } from './freeze'
 import { Pins } from './pins'
 import { forwardableSignals, signalName, signalNumber } from './signals'
 
@@ -54,6 +55,12 @@ export interface RunOptions {
   snapshotOnExit?: 'always' | 'success' | 'never'
   keep?: number
   filter?: SegmentFilter
+  /** Seconds between periodic checkpoints (default: none). */
+  checkpointInterval?: number
+  /** How checkpoints keep the image consistent (default sigstop). */
+  freeze?: 'sigstop' | 'cgroup' | 'none'
+  /** How long processes may take to stop for a checkpoint, ms (default 2000). */
+  freezeTimeoutMs?: number
   log: Logger
   env?: NodeJS.ProcessEnv
 }
@@ -184,10 +191,21 @@ export async function runApp(o: RunOptions): Promise<number> {
     if (deadline.warning) log.log('warn', 'deadline', deadline.warning)
     if (pins.scan()) log.log('info', 'pin', 'kernel.shm_rmid_forced is 1: shmkeep keeps one attachment on every segment until the final snapshot (attach counts are one higher)')
 
+    // The cgroup freezer is refused at start when it cannot work here.
+    let cgroup: CgroupFreezer | undefined
+    if (o.checkpointInterval && o.freeze === 'cgroup') {
+      try {
+        cgroup = CgroupFreezer.create(o.freezeTimeoutMs)
+      } catch (e) {
+        log.log('error', 'freeze', `--freeze=cgroup cannot work here: ${(e as Error).message}`)
+        return RUN_EXIT.usage
+      }
+    }
+
     // 2. Start the app.
     try {
       // tty.isatty, not process.stdin.isTTY: the latter opens stdin as a stream.
-      app = startApp(o.command, o.env ?? process.env, isatty(0))
+      app = startApp(o.command, o.env ?? process.env, isatty(0), cgroup?.procsFile)
     } catch (e) {
       if (!(e instanceof StartError)) throw e
       log.log('error', 'start', e.message)
@@ -222,12 +240,77 @@ export async function runApp(o: RunOptions): Promise<number> {
     }, 1000)
     reapAll()
 
+    // Periodic checkpoints, never overlapping each other or the final snapshot.
+    let checkpoint: { abort: AbortController; freezer?: Freezer; done: Promise<void> } | undefined
+    let checkpointTimer: NodeJS.Timeout | undefined
+    const freezer: Freezer | undefined =
+      o.freeze === 'none' ? undefined : cgroup ?? SigstopFreezer.forContainer(isInit, appPid, () => new Set(), o.freezeTimeoutMs)
+    const scheduleCheckpoint = () => {
+      if (!o.checkpointInterval || phase !== 'running') return
+      checkpointTimer = setTimeout(() => {
+        const abort = new AbortController()
+        checkpoint = { abort, freezer, done: takeCheckpoint(abort) }
+      }, o.checkpointInterval * 1000)
+    }
+    const takeCheckpoint = async (abort: AbortController): Promise<void> => {
+      const started = performance.now()
+      let pauseMs = 0
+      try {
+        if (freezer) {
+          const f = await freezer.freeze()
+          if (!f.ok) {
+            log.log('warn', 'checkpoint.skipped', `checkpoint skipped, the app was resumed: ${f.reason}`)
+            return
+          }
+          if (abort.signal.aborted) return
+        }
+        const r = await snapshot({
+          stateDir: o.stateDir,
+          reason: 'checkpoint',
+          side,
+          keep: o.keep,
+          filter: o.filter,
+          log,
+          signal: abort.signal,
+          afterCopy: freezer
+            ? () => {
+                freezer.thaw()
+                pauseMs = performance.now() - started
+              }
+            : undefined,
+        })
+        log.log(
+          'info',
+          'checkpoint',
+          `checkpoint ${r.generation}: ${r.segments.filter((x) => x.status === 'saved').length} segment(s), ${r.bytes} bytes in ${Math.round(r.durationMs)} ms; ${freezer ? `app paused ${Math.round(pauseMs)} ms` : 'app not paused (--freeze=none: not an image of one instant)'}`,
+          { generation: r.generation, bytes: r.bytes, ms: Math.round(r.durationMs), pauseMs: Math.round(pauseMs) },
+        )
+      } catch (e) {
+        log.log(abort.signal.aborted ? 'info' : 'error', 'checkpoint.failed', abort.signal.aborted ? 'checkpoint abandoned: the container is stopping' : `checkpoint failed: ${(e as Error).message}`)
+      } finally {
+        freezer?.thaw()
+        checkpoint = undefined
+        scheduleCheckpoint()
+      }
+    }
+    scheduleCheckpoint()
+
     // 4. Wait for a stop signal or for the app to end on its own.
     const stopSignal = new Promise<NodeJS.Signals>((resolve) => (onStop = resolve))
     const first = await Promise.race([appEnded.then((e) => ({ ended: e })), stopSignal.then((s) => ({ signal: s }))])
+    phase = 'stopping'
     let ending: Ending
     let killed = false
     let reason: 'stop' | 'exit'
+    clearTimeout(checkpointTimer)
+    if (checkpoint) {
+      // A checkpoint never overlaps the final snapshot: resume the app first,
+      // abandon the checkpoint, and wait for it to let go of the state dir.
+      const c = checkpoint
+      c.freezer?.thaw()
+      c.abort.abort()
+      await c.done
+    }
     if ('signal' in first) {
       phase = 'stopping'
       reason = 'stop'
@@ -252,6 +335,7 @@ export async function runApp(o: RunOptions): Promise<number> {
       ending = first.ended
     }
     phase = 'saving'
+    cgroup?.remove()
     const status = exitStatus(ending)
     log.log('info', 'exit', `app exited with status ${status}${'signal' in ending ? ` (${signalName(ending.signal)})` : ''}`, { status })
 

@@ -35,9 +35,14 @@ export function fsyncDir(dir: string): void {
   }
 }
 
-/** Create a new file (never an existing one, never through a symlink), write, fsync, close. */
+/** Open a new file for writing: never an existing one, never through a symlink; 0600. */
+export function openNewFile(file: string): number {
+  return fs.openSync(file, O.O_WRONLY | O.O_CREAT | O.O_EXCL | O.O_NOFOLLOW, 0o600)
+}
+
+/** Create a new file, write, fsync, close. */
 export function writeNewFile(file: string, data: string | Uint8Array): void {
-  const fd = fs.openSync(file, O.O_WRONLY | O.O_CREAT | O.O_EXCL | O.O_NOFOLLOW, 0o600)
+  const fd = openNewFile(file)
   try {
     fs.writeFileSync(fd, data)
     fs.fsyncSync(fd)
