@@ -35,7 +35,8 @@ export class Container {
     this.child.stdout!.on('data', (d) => (this.stdout += d))
     this.child.stderr!.on('data', (d) => (this.stderr += d))
     this.exited = new Promise((resolve) => {
-      this.child.on('exit', (code, signal) => {
+      // 'close', not 'exit': at 'exit' the last lines of the log may still be in the pipe.
+      this.child.on('close', (code, signal) => {
         const status = code ?? 128 + (signal ? (require('node:os').constants.signals[signal] as number) : 0)
         resolve({ status, stdout: this.stdout, stderr: this.stderr })
       })

@@ -1,0 +1,99 @@
+/**
+ * `--freeze=sigstop` makes every periodic checkpoint an image of one instant.
+ * A writer sweeps a 64 MiB segment again and again, stamping one word per
+ * page with the sweep number: any instant's memory holds pages 0..k stamped n
+ * and the rest n−1. Every image saved under sigstop has that shape; under
+ * --freeze=none the writer completes sweeps during the copy, and images tear.
+ */
+import { spawnSync } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { afterEach, describe, expect, test } from 'vitest'
+import { binDir } from '../helpers'
+import { Container } from './container'
+
+const sweep = path.join(binDir, 'sweep')
+const dirs: string[] = []
+afterEach(() => {
+  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true })
+})
+
+/** Check each new generation's image as it appears (before pruning takes it). */
+async function watchImages(stateDir: string, wanted: number, container: Container) {
+  const seen = new Set<string>()
+  const results: Array<{ ok: boolean; sweep?: number; text: string }> = []
+  const until = Date.now() + 240_000
+  while (results.length < wanted && Date.now() < until) {
+    if (container.child.exitCode !== null) throw new Error(`container exited: ${container.stderr}`)
+    for (const name of fs.readdirSync(stateDir).filter((n) => /^gen-\d+$/.test(n)).sort()) {
+      if (seen.has(name)) continue
+      const dir = path.join(stateDir, name)
+      let data: string | undefined
+      try {
+        data = fs.readdirSync(dir).find((f) => f.endsWith('.data'))
+      } catch {
+        seen.add(name) // pruned before we looked
+        continue
+      }
+      if (!data) continue
+      seen.add(name)
+      const r = spawnSync(sweep, ['check', path.join(dir, data)], { encoding: 'utf8' })
+      if (r.status === 2) continue // pruned while we read it
+      results.push({ ok: r.status === 0, sweep: r.status === 0 ? Number(r.stdout.split(' ')[1]) : undefined, text: r.stdout.trim() })
+    }
+    await new Promise((r) => setTimeout(r, 5))
+  }
+  return results
+}
+
+describe('periodic checkpoints of a running writer', () => {
+  test('sigstop: 200 checkpoints, every image is one instant and the writer kept going; none: images tear', async () => {
+    const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmkeep-freeze-'))
+    dirs.push(stateDir)
+    const frozen = Container.shmkeep(stateDir, [sweep, '0x5eed', String(64 << 20)], ['--checkpoint-interval', '0.02', '--keep', '6', '--freeze', 'sigstop', '-q'])
+    const images = await watchImages(stateDir, 200, frozen)
+    await frozen.stop(20)
+    expect(images.length).toBe(200)
+    const torn = images.filter((i) => !i.ok)
+    expect(torn.map((t) => t.text)).toEqual([])
+    // The writer made progress across the checkpoints (it was resumed each time).
+    const sweeps = images.map((i) => i.sweep!)
+    expect(new Set(sweeps).size).toBeGreaterThan(100)
+
+    const loose = fs.mkdtempSync(path.join(os.tmpdir(), 'shmkeep-freeze-'))
+    dirs.push(loose)
+    const unfrozen = Container.shmkeep(loose, [sweep, '0x5eed', String(64 << 20)], ['--checkpoint-interval', '0.02', '--keep', '6', '--freeze', 'none', '-q'])
+    const looseImages = await watchImages(loose, 10, unfrozen)
+    await unfrozen.stop(20)
+    expect(looseImages.length).toBe(10)
+    // Without a freeze the copy of 64 MiB spans several sweeps: images tear.
+    expect(looseImages.filter((i) => !i.ok).length).toBeGreaterThan(0)
+  }, 300_000)
+})
+
+describe('a container killed during a periodic checkpoint', () => {
+  test('the next start restores the last complete checkpoint, not an older one and not a torn one', async () => {
+    const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmkeep-freeze-'))
+    dirs.push(stateDir)
+    const app = path.join(binDir, 'legacy_app')
+    const c = Container.shmkeep(stateDir, [app, 'serve', '0x99'], ['--checkpoint-interval', '0.05', '--keep', '3'])
+    await c.waitFor(/checkpoint gen-000000000005/)
+    // SIGKILL the whole container at some instant of the checkpoint cycle.
+    await new Promise((r) => setTimeout(r, 37))
+    c.child.kill('SIGKILL')
+    await c.exited
+    // What CURRENT names now is a complete generation: its data is what must come back.
+    const current = fs.readFileSync(path.join(stateDir, 'CURRENT'), 'utf8').trim()
+    const gen = path.join(stateDir, current)
+    const data = fs.readdirSync(gen).find((f) => f.endsWith('.data'))!
+    const saved = fs.readFileSync(path.join(gen, data)).subarray(0, 64).toString('latin1').replace(/\0.*$/s, '')
+    expect(saved).toMatch(/^count:\d+$/)
+
+    const reader = Container.shmkeep(stateDir, [path.join(binDir, 'shmpeer'), 'read', 'key:0x99', '0', '64'], ['--snapshot-on-exit', 'never'])
+    const r = await reader.exited
+    expect(r.status, r.stderr).toBe(0)
+    expect(r.stdout.replace(/\0.*$/s, '')).toBe(saved)
+    expect(r.stderr).toContain(`from ${current}`)
+  }, 60_000)
+})
