@@ -205,7 +205,9 @@ export async function runApp(o: RunOptions): Promise<number> {
     // 2. Start the app.
     try {
       // tty.isatty, not process.stdin.isTTY: the latter opens stdin as a stream.
-      app = startApp(o.command, o.env ?? process.env, isatty(0), cgroup?.procsFile)
+      // SHMKEEP_RUN tells a Node app using the library that `run` takes the
+      // final snapshot (one snapshot, not two).
+      app = startApp(o.command, { ...(o.env ?? process.env), SHMKEEP_RUN: String(process.pid) }, isatty(0), cgroup?.procsFile)
     } catch (e) {
       if (!(e instanceof StartError)) throw e
       log.log('error', 'start', e.message)
