@@ -1,10 +1,18 @@
 /**
- * Looking at a state dir: its generations, and whether their bytes verify.
+ * Looking at a state dir and at the live namespace: generations, their
+ * metadata, whether their bytes verify, pruning, and live-versus-saved.
  */
+import { segmentPredicate, type SegmentFilter } from './filter'
+import { currentPowers, readIdentity } from './identity'
+import { formatKey, parseKey } from './keys'
+import type { Logger } from './log'
 import { native } from './native'
+import * as shm from './shm'
 import { StateFileError } from './state/files'
 import type { GenerationRecord, SegmentRecord } from './state/format'
+import { prune as pruneGenerations, type PruneResult } from './state/prune'
 import { StateDir, safeName } from './state/statedir'
+import { ipcNamespaceId, segmentMemory } from './system'
 
 export interface GenerationSummary {
   name: string
@@ -122,4 +130,115 @@ export async function verify(stateDir: string, generation?: string | 'all'): Pro
   const generations: GenerationVerification[] = []
   for (const name of names) generations.push(await verifyOne(state, name))
   return { ok: generations.every((g) => g.ok), generations }
+}
+
+/** One generation with its segments' saved metadata (the chunk tables left out). */
+export interface GenerationDetail {
+  name: string
+  current: boolean
+  generation: Omit<GenerationRecord, 'segments'>
+  segments: Array<Omit<SegmentRecord, 'chunks'> | { key: string; id: number; size: number; error: string }>
+}
+
+/** The saved metadata of one generation (default: CURRENT). */
+export function inspect(stateDir: string, generation?: string): GenerationDetail {
+  const state = StateDir.open(stateDir)
+  const current = state.readCurrent()
+  const currentName = 'name' in current ? current.name : null
+  const name = generation ?? currentName
+  if (!name) throw new StateFileError(state.path('CURRENT'), 'error' in current ? current.error : 'is missing: give a generation', 'ENOENT')
+  const record = state.readGeneration(name)
+  const { segments: entries, ...generationFields } = record
+  const segments = entries.map((entry) => {
+    try {
+      const { chunks: _chunks, ...meta } = state.readSegment(name, entry)
+      return meta
+    } catch (e) {
+      return { key: entry.key, id: entry.id, size: entry.size, error: (e as Error).message }
+    }
+  })
+  return { name, current: name === currentName, generation: generationFields, segments }
+}
+
+/** Remove old generations (never what CURRENT names, nor the newest clean one), under the writer lock. */
+export async function prune(stateDir: string, options: { keep: number; dryRun?: boolean; log?: Logger }): Promise<PruneResult> {
+  if (!Number.isInteger(options.keep) || options.keep < 1) throw new RangeError('keep must be at least 1')
+  const state = StateDir.open(stateDir)
+  const lock = await state.lock()
+  try {
+    return pruneGenerations(state, { keep: options.keep, dryRun: options.dryRun, protect: [state.liveParent(ipcNamespaceId())], log: options.log })
+  } finally {
+    lock.release()
+  }
+}
+
+export type DiffStatus = 'added' | 'removed' | 'changed' | 'unchanged'
+
+export interface SegmentDiff {
+  key: string
+  /** Live id, or the saved one for a removed segment. */
+  id: number
+  status: DiffStatus
+  /** For changed: what differs. */
+  changes?: string[]
+  /** For changed data: how many chunks differ. */
+  chunksChanged?: number
+}
+
+export interface DiffReport {
+  generation: string | null
+  segments: SegmentDiff[]
+}
+
+/**
+ * Live segments against CURRENT: added, removed, changed (size, mode,
+ * owner, or chunk checksums), unchanged. Reads every live segment once
+ * (checksums only, nothing written); pages never touched are not read.
+ */
+export async function diff(stateDir: string, filter?: SegmentFilter): Promise<DiffReport> {
+  const state = StateDir.open(stateDir)
+  const current = state.readCurrent()
+  if ('error' in current) throw new StateFileError(state.path('CURRENT'), current.error)
+  const take = segmentPredicate(filter)
+  const live = shm.list().filter((s) => !s.dest && take(s))
+  const saved = current.name ? state.readGeneration(current.name).segments.map((e) => state.readSegment(current.name!, e)) : []
+  const keyOf = (key: number, id: number) => (key === 0 ? `private:${id}` : formatKey(key))
+  const savedBy = new Map(saved.map((m) => [keyOf(parseKey(m.key), m.id), m]))
+  const powers = currentPowers()
+  const memory = segmentMemory()
+  const out: SegmentDiff[] = []
+  for (const s of live) {
+    const k = keyOf(s.key, s.id)
+    const m = savedBy.get(k)
+    savedBy.delete(k)
+    if (!m) {
+      out.push({ key: formatKey(s.key), id: s.id, status: 'added' })
+      continue
+    }
+    const changes: string[] = []
+    if (m.size !== s.size) changes.push(`size ${m.size} → ${s.size}`)
+    if (m.mode !== s.mode) changes.push(`mode ${m.mode.toString(8)} → ${s.mode.toString(8)}`)
+    if (m.uid !== s.uid || m.gid !== s.gid) changes.push(`owner ${m.uid}:${m.gid} → ${s.uid}:${s.gid}`)
+    let chunksChanged: number | undefined
+    if (m.size === s.size) {
+      const who = readIdentity(s, powers)
+      if ('error' in who) {
+        changes.push(`data not compared: ${who.error}`)
+      } else {
+        const r = await native.saveSegment({ id: s.id, uid: who.uid, gid: who.gid, path: null, chunkSize: m.chunkSize, skipAbsent: (memory.get(s.id)?.swap ?? 1) === 0, fsync: false })
+        const before = Buffer.from(m.chunks, 'base64')
+        chunksChanged = 0
+        for (let i = 0; i < r.chunks.length; i += 8) if (r.chunks.readUInt32LE(i) !== before.readUInt32LE(i)) chunksChanged++
+        if (chunksChanged) changes.push(`${chunksChanged} of ${m.chunkCount} chunk(s) differ`)
+      }
+    }
+    out.push({ key: formatKey(s.key), id: s.id, status: changes.length ? 'changed' : 'unchanged', ...(changes.length ? { changes } : {}), ...(chunksChanged ? { chunksChanged } : {}) })
+  }
+  for (const m of savedBy.values()) out.push({ key: m.key, id: m.id, status: 'removed' })
+  return { generation: current.name, segments: out }
+}
+
+/** The live segments of this IPC namespace that the filter takes (`shmkeep ls`). */
+export function list(filter?: SegmentFilter): shm.ShmStat[] {
+  return shm.list().filter(segmentPredicate(filter)).sort((a, b) => a.id - b.id)
 }

@@ -18,7 +18,11 @@ const commands: Record<string, Command> = {
   run: { summary: 'the container entrypoint: restore, run the app, snapshot at stop', load: () => require('./run') },
   snapshot: { summary: 'save every segment into a new generation of the state dir', load: () => require('./snapshot') },
   restore: { summary: 'recreate the segments of the state dir\'s CURRENT generation', load: () => require('./restore') },
+  ls: { summary: 'the live segments of this IPC namespace', load: () => require('./ls') },
   generations: { summary: 'list the generations of a state dir', load: () => require('./generations') },
+  inspect: { summary: 'the saved metadata of one generation', load: () => require('./inspect') },
+  diff: { summary: 'live segments against the CURRENT generation', load: () => require('./diff') },
+  prune: { summary: 'remove old generations', load: () => require('./prune') },
   verify: { summary: 'check every chunk of a generation against its checksum', load: () => require('./verify') },
 }
 

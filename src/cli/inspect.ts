@@ -1,0 +1,43 @@
+/** `shmkeep inspect`: the saved metadata of one generation. */
+import { humanSize } from '../filter'
+import { inspect } from '../inspect'
+import { COMMON_HELP, commonOptions, parse, printJson, requireStateDir, stateDirOption, UsageError } from './common'
+import { EXIT } from './errors'
+import { table } from './table'
+
+const HELP = `Usage: shmkeep inspect --state-dir DIR [GENERATION] [--json]
+
+The segments of one generation (default: CURRENT) with their saved metadata.
+COMMON`
+
+const options = { ...commonOptions, ...stateDirOption } as const
+
+export async function run(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, options, { positionals: true })
+  if (values.help) {
+    process.stdout.write(HELP.replace('COMMON', COMMON_HELP) + '\n')
+    return EXIT.ok
+  }
+  if (positionals.length > 1) throw new UsageError('give at most one generation')
+  const d = inspect(requireStateDir(values), positionals[0])
+  if (values.json) {
+    printJson('shmkeep.inspect', d)
+    return EXIT.ok
+  }
+  const g = d.generation
+  process.stdout.write(
+    `${d.name}${d.current ? ' (CURRENT)' : ''}: ${g.reason} snapshot at ${g.createdAt} on ${g.hostname}, parent ${g.parent ?? '-'}` +
+      `${g.side ? `, SIDE: ${g.sideReason}` : ''}${g.inconsistent ? `, INCONSISTENT: attached by ${g.inconsistent.attachers.map((a) => a.pid).join(', ')}` : ''}\n`,
+  )
+  process.stdout.write(
+    table(
+      ['KEY', 'ID', 'SIZE', 'MODE', 'OWNER', 'CREATOR', 'PAGE', 'CHUNKS', 'ZERO'],
+      d.segments.map((s) =>
+        'error' in s
+          ? [s.key, String(s.id), humanSize(s.size), `unreadable: ${s.error}`]
+          : [s.key, String(s.id), humanSize(s.size), s.mode.toString(8).padStart(4, '0'), `${s.uid}:${s.gid}`, `${s.cuid}:${s.cgid}`, humanSize(s.pageSize), String(s.chunkCount), String(s.zeroChunks)],
+      ),
+    ),
+  )
+  return d.segments.some((s) => 'error' in s) ? EXIT.failed : EXIT.ok
+}

@@ -1,0 +1,41 @@
+/** `shmkeep ls`: the live segments, like `ipcs -m` plus what matters here. */
+import { humanSize } from '../filter'
+import { list } from '../inspect'
+import { formatKey } from '../keys'
+import { COMMON_HELP, FILTER_HELP, commonOptions, filterFrom, filterOptions, parse, printJson } from './common'
+import { EXIT } from './errors'
+import { table } from './table'
+
+const HELP = `Usage: shmkeep ls [filters] [--json]
+
+The SysV shared memory segments of this IPC namespace: key, id, size, mode,
+owner, attach count, creator pid, last attach/detach times, flags.
+FILTERS
+COMMON`
+
+const options = { ...commonOptions, ...filterOptions } as const
+
+function time(t: number): string {
+  return t === 0 ? '-' : new Date(t * 1000).toISOString().replace('T', ' ').slice(0, 19)
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parse(argv, options)
+  if (values.help) {
+    process.stdout.write(HELP.replace('FILTERS', FILTER_HELP).replace('COMMON', COMMON_HELP) + '\n')
+    return EXIT.ok
+  }
+  const segments = list(filterFrom(values))
+  if (values.json) {
+    printJson('shmkeep.ls', { segments: segments.map((s) => ({ ...s, key: formatKey(s.key) })) })
+    return EXIT.ok
+  }
+  const flags = (s: (typeof segments)[number]) => [s.dest ? 'dest' : '', s.locked ? 'locked' : ''].filter(Boolean).join(',') || '-'
+  process.stdout.write(
+    table(
+      ['KEY', 'ID', 'SIZE', 'BYTES', 'MODE', 'OWNER', 'NATTCH', 'CPID', 'ATTACHED', 'DETACHED', 'FLAGS'],
+      segments.map((s) => [formatKey(s.key), String(s.id), humanSize(s.size), String(s.size), s.mode.toString(8).padStart(4, '0'), `${s.uid}:${s.gid}`, String(s.nattch), String(s.cpid), time(s.atime), time(s.dtime), flags(s)]),
+    ),
+  )
+  return EXIT.ok
+}
