@@ -50,7 +50,8 @@ export function parse<O extends Options>(argv: string[], options: O, { positiona
       const env = process.env[`SHMKEEP_${name.toUpperCase().replace(/-/g, '_')}`]
       if (env === undefined || env === '') continue
       if (spec.type === 'boolean') v[name] = !['0', 'false', 'no', 'off'].includes(env.toLowerCase())
-      else v[name] = spec.multiple ? env.split(/\s*;\s*/) : env
+      // Several values (a list option, or hook commands that contain ';'): one per line.
+      else v[name] = spec.multiple ? env.split('\n').map((x) => x.trim()).filter(Boolean) : env
     }
     return { values: v as Values<O>, positionals: rest }
   } catch (e) {
@@ -108,4 +109,4 @@ export const COMMON_HELP = `Output:
   --log-format FORMAT   text (default) or json lines
   -h, --help            this help
 Every option can also come from the environment: --state-dir as SHMKEEP_STATE_DIR,
---on-conflict as SHMKEEP_ON_CONFLICT, and so on.`
+--on-conflict as SHMKEEP_ON_CONFLICT, and so on (repeatable ones: one value per line).`

@@ -16,7 +16,9 @@ status. Runs as PID 1 or under tini / docker run --init.
                                 Kubernetes terminationGracePeriodSeconds); default 10
   --stop-timeout SEC            how long the app gets to stop before SIGKILL
                                 (default: grace - max(2 s, 2 x last snapshot time))
-  --signal-group                send signals to the app's whole process group
+  --signal-group                send signals to the app's whole process group (as PID 1,
+                                every process of the container gets the stop's TERM and
+                                is waited for anyway)
   --rewrite FROM:TO             forward signal FROM as TO, e.g. TERM:QUIT (repeatable)
   --on-restore-error exit|start exit without starting the app (default), or start it
   --accept-new-state            with start: its snapshots may replace CURRENT
@@ -29,6 +31,14 @@ status. Runs as PID 1 or under tini / docker run --init.
                                 SIGSTOP the app's processes (default), freeze its
                                 cgroup v2, or not at all (the image may tear)
   --freeze-timeout SEC          how long the processes may take to stop (default 2)
+  --post-start CMD              shell command run once the app has started (e.g. register)
+  --pre-stop CMD                run on TERM before it is forwarded (deregister, mark DOWN,
+                                sleep to drain)
+  --post-stop CMD               run after the final snapshot
+                                (each repeatable, run in order; from the environment:
+                                one command per line)
+  --hook-timeout SEC            how long each hook may run (default 5); hooks count
+                                against --grace in the stop timeout
 FILTERS
 COMMON
 
@@ -57,6 +67,10 @@ const options = {
   'checkpoint-interval': { type: 'string' },
   freeze: { type: 'string' },
   'freeze-timeout': { type: 'string' },
+  'post-start': { type: 'string', multiple: true },
+  'pre-stop': { type: 'string', multiple: true },
+  'post-stop': { type: 'string', multiple: true },
+  'hook-timeout': { type: 'string' },
 } as const
 
 function seconds(name: string, value: string | undefined, fallback?: number): number | undefined {
@@ -109,6 +123,8 @@ export async function run(argv: string[]): Promise<number> {
     checkpointInterval,
     freeze: freeze as 'sigstop' | 'cgroup' | 'none',
     freezeTimeoutMs: seconds('freeze-timeout', values['freeze-timeout'], 2)! * 1000,
+    hooks: { postStart: values['post-start'], preStop: values['pre-stop'], postStop: values['post-stop'] },
+    hookTimeout: seconds('hook-timeout', values['hook-timeout'], 5),
     log: makeLogger(values),
   })
   return code

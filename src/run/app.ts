@@ -97,3 +97,36 @@ export function childPids(): number[] {
   }
   return out
 }
+
+/**
+ * Every process of this PID namespace but us, zombies (our orphans, reaped on
+ * SIGCHLD), the pids in `exclude` and the process groups in `excludeGroups`.
+ * As PID 1 that is the whole container.
+ */
+export function otherProcesses(exclude: Set<number>, excludeGroups: Set<number>): number[] {
+  const out: number[] = []
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    const pid = Number(name)
+    if (pid === process.pid || exclude.has(pid)) continue
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+      const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      // A hook's children are in its process group (hooks are group leaders).
+      if (state !== 'Z' && !excludeGroups.has(Number(pgrp))) out.push(pid)
+    } catch {
+      // gone
+    }
+  }
+  return out
+}
+
+/** "1234 (worker --flag)" for the log. */
+export function describeProcess(pid: number): string {
+  try {
+    const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ')
+    return `${pid} (${cmd || '?'})`
+  } catch {
+    return String(pid)
+  }
+}

@@ -67,12 +67,12 @@ export class SigstopFreezer implements Freezer {
     private readonly boundMs = 2000,
   ) {}
 
-  /** As PID 1: every process but shmkeep and `exclude`; else the app's process group. */
-  static forContainer(isInit: boolean, appPgid: number, exclude: () => Set<number>, boundMs?: number): SigstopFreezer {
+  /** As PID 1: every process but shmkeep and the process groups in `excludeGroups` (hooks); else the app's process group. */
+  static forContainer(isInit: boolean, appPgid: number, excludeGroups: () => Set<number>, boundMs?: number): SigstopFreezer {
     const scope = isInit
       ? () => {
-          const skip = exclude()
-          return allPids().filter((p) => p !== process.pid && !skip.has(p))
+          const skip = excludeGroups()
+          return allPids().filter((p) => p !== process.pid && !skip.has(procInfo(p)?.pgrp ?? -1))
         }
       : () => allPids().filter((p) => procInfo(p)?.pgrp === appPgid)
     return new SigstopFreezer(scope, boundMs)

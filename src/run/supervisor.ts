@@ -15,10 +15,11 @@ import * as shm from '../shm'
 import { snapshot, SnapshotError } from '../snapshot'
 import { StateDir } from '../state/statedir'
 import { ipcNamespaceId } from '../system'
-import { childPids, exitStatus, reap, startApp, StartError, type Ending } from './app'
+import { childPids, describeProcess, exitStatus, otherProcesses, reap, startApp, StartError, type Ending } from './app'
 import { attachersById } from './attachers'
 import { stopDeadline } from './deadline'
 import { CgroupFreezer, SigstopFreezer, type Freezer } from './freeze'
+import { Hooks } from './hooks'
 import { Pins } from './pins'
 import { forwardableSignals, signalName, signalNumber } from './signals'
 
@@ -61,6 +62,10 @@ export interface RunOptions {
   freeze?: 'sigstop' | 'cgroup' | 'none'
   /** How long processes may take to stop for a checkpoint, ms (default 2000). */
   freezeTimeoutMs?: number
+  /** Shell commands run after the app started, on TERM before forwarding it, and after the final snapshot. */
+  hooks?: { postStart?: string[]; preStop?: string[]; postStop?: string[] }
+  /** Seconds each hook may run (default 5). */
+  hookTimeout?: number
   log: Logger
   env?: NodeJS.ProcessEnv
 }
@@ -112,6 +117,12 @@ export async function runApp(o: RunOptions): Promise<number> {
   const { log } = o
   const isInit = process.pid === 1
   const pins = new Pins(log)
+  const hooks = new Hooks(
+    { 'post-start': o.hooks?.postStart ?? [], 'pre-stop': o.hooks?.preStop ?? [], 'post-stop': o.hooks?.postStop ?? [] },
+    o.hookTimeout ?? 5,
+    log,
+    o.env ?? process.env,
+  )
 
   // Signals first: anything that arrives before the app runs is remembered.
   let app: number | undefined
@@ -186,7 +197,7 @@ export async function runApp(o: RunOptions): Promise<number> {
       return 128 + signalNumber(stopRequest)
     }
     const lastSeconds = lastFinalSnapshotSeconds(o.stateDir)
-    const deadline = stopDeadline(o.grace, lastSeconds, 0, o.stopTimeout)
+    const deadline = stopDeadline(o.grace, lastSeconds, hooks.stopBudget, o.stopTimeout)
     log.log('info', 'deadline', deadline.explain, { stopTimeout: deadline.stopTimeout, grace: o.grace })
     if (deadline.warning) log.log('warn', 'deadline', deadline.warning)
     if (pins.scan()) log.log('info', 'pin', 'kernel.shm_rmid_forced is 1: shmkeep keeps one attachment on every segment until the final snapshot (attach counts are one higher)')
@@ -230,7 +241,8 @@ export async function runApp(o: RunOptions): Promise<number> {
         }
       }
       for (const pid of childPids()) {
-        if (pid === appPid) continue
+        // Hooks are libuv's children: reaping them here would steal their status.
+        if (pid === appPid || hooks.pids.has(pid)) continue
         const e = reap(pid)
         if (e) log.log('debug', 'reap', `reaped orphan ${pid} (status ${exitStatus(e)})`)
       }
@@ -246,7 +258,7 @@ export async function runApp(o: RunOptions): Promise<number> {
     let checkpoint: { abort: AbortController; freezer?: Freezer; done: Promise<void> } | undefined
     let checkpointTimer: NodeJS.Timeout | undefined
     const freezer: Freezer | undefined =
-      o.freeze === 'none' ? undefined : cgroup ?? SigstopFreezer.forContainer(isInit, appPid, () => new Set(), o.freezeTimeoutMs)
+      o.freeze === 'none' ? undefined : cgroup ?? SigstopFreezer.forContainer(isInit, appPid, () => hooks.pids, o.freezeTimeoutMs)
     const scheduleCheckpoint = () => {
       if (!o.checkpointInterval || phase !== 'running') return
       checkpointTimer = setTimeout(() => {
@@ -296,6 +308,7 @@ export async function runApp(o: RunOptions): Promise<number> {
       }
     }
     scheduleCheckpoint()
+    const postStart = hooks.run('post-start')
 
     // 4. Wait for a stop signal or for the app to end on its own.
     const stopSignal = new Promise<NodeJS.Signals>((resolve) => (onStop = resolve))
@@ -316,19 +329,47 @@ export async function runApp(o: RunOptions): Promise<number> {
     if ('signal' in first) {
       phase = 'stopping'
       reason = 'stop'
+      await hooks.run('pre-stop')
+      // The stop timeout is the app's own share of the grace period (the
+      // hooks' budgets were taken out of it): it starts now.
+      const stopStarted = performance.now()
       pins.scan()
       forward(first.signal)
-      const timeout = sleep(deadline.stopTimeout * 1000, 'timeout' as const)
-      const r = await Promise.race([appEnded, timeout])
+      // As PID 1, the whole container stops before the snapshot: every other
+      // process (workers outside the app's group, setsid daemons) gets TERM too.
+      const others = () => (isInit ? otherProcesses(new Set([appPid]), hooks.pids) : [])
+      for (const pid of others()) {
+        try {
+          process.kill(pid, 'SIGTERM')
+        } catch {
+          // gone
+        }
+      }
+      const left = Math.max(0, deadline.stopTimeout * 1000 - (performance.now() - stopStarted))
+      const allGone = (async () => {
+        const e = await appEnded
+        while (others().length) await sleep(20)
+        return e
+      })()
+      const r = await Promise.race([allGone, sleep(left, 'timeout' as const)])
       if (r === 'timeout') {
         killed = true
-        log.log('warn', 'stop', `the app did not stop within ${deadline.stopTimeout.toFixed(1)} s: SIGKILL`)
+        const running = [...(appEnding ? [] : [appPid]), ...others()]
+        log.log('warn', 'stop', `still running after ${deadline.stopTimeout.toFixed(1)} s, killed with SIGKILL: ${running.map(describeProcess).join(', ')}`)
         try {
           process.kill(o.signalGroup ? -appPid : appPid, 'SIGKILL')
         } catch {
           // ended meanwhile
         }
+        for (const pid of others()) {
+          try {
+            process.kill(pid, 'SIGKILL')
+          } catch {
+            // gone
+          }
+        }
         ending = await appEnded
+        for (let i = 0; i < 100 && others().length; i++) await sleep(10)
       } else {
         ending = r
       }
@@ -376,6 +417,7 @@ export async function runApp(o: RunOptions): Promise<number> {
       } catch (e) {
         if (!(e instanceof SnapshotError)) throw e
         log.log('error', 'snapshot.failed', `${e.message} (the app exited with status ${status})`)
+        await hooks.run('post-stop')
         return RUN_EXIT.snapshotFailed
       } finally {
         clearInterval(poll)
@@ -386,6 +428,8 @@ export async function runApp(o: RunOptions): Promise<number> {
       process.removeListener('SIGCHLD', reapAll)
       log.log('info', 'snapshot.skipped', `no snapshot: --snapshot-on-exit=${policy} and the app exited with status ${status}`)
     }
+    await postStart
+    await hooks.run('post-stop')
     return status
   } finally {
     pins.release()
