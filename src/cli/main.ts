@@ -15,6 +15,7 @@ interface Command {
 
 /* eslint-disable @typescript-eslint/no-require-imports -- lazy loading keeps `run` fast */
 const commands: Record<string, Command> = {
+  demo: { summary: 'see what shmkeep does, in a few seconds (needs root and cc)', load: () => require('./demo') },
   run: { summary: 'the container entrypoint: restore, run the app, snapshot at stop', load: () => require('./run') },
   snapshot: { summary: 'save every segment into a new generation of the state dir', load: () => require('./snapshot') },
   restore: { summary: 'recreate the segments of the state dir\'s CURRENT generation', load: () => require('./restore') },
