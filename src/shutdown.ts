@@ -233,10 +233,12 @@ export function createShutdown(options: ShutdownOptions): Shutdown {
     /** Steps that timed out and have not returned yet: they may still write. */
     const lingering = new Set<string>()
     const budgetEnd = budget * 1000
+    let budgetSpent = false
     for (const [i, step] of steps.entries()) {
       const tag = `step ${i + 1}/${steps.length} "${step.name}"`
       const left = budgetEnd - elapsed()
-      if (left < 1) {
+      // (A timer may fire a millisecond early: a step cut off by the budget spent it.)
+      if (budgetSpent || left < 1) {
         const error = `no time left: the steps' budget of ${s1(budget)} is spent`
         reports.push({ name: step.name, status: 'skipped', ms: 0, error })
         log.log('warn', 'shutdown.step.skipped', `${tag} skipped: ${error}`, { step: step.name })
@@ -266,6 +268,7 @@ export function createShutdown(options: ShutdownOptions): Shutdown {
           ? `cut off after ${s1(limitMs / 1000)}: the steps' budget of ${s1(budget)} is spent (the snapshot keeps its ${s1(reserve)})`
           : `timed out after ${s1(limitMs / 1000)}`
         controller.abort(new DOMException(`shutdown step "${step.name}" ${error}`, 'TimeoutError'))
+        budgetSpent ||= cutShort
         reports.push({ name: step.name, status: 'timed-out', ms, limitMs: Math.round(limitMs), error })
         log.log('warn', 'shutdown.step.timeout', `${tag} ${error}: its AbortSignal is aborted; going on with the next`, { step: step.name, ms, limitMs: Math.round(limitMs) })
         lingering.add(step.name)
