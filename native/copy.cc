@@ -23,6 +23,12 @@
 #include "common.h"
 #include "crc32c.h"
 
+// XXH3-128 (BSD-2-Clause, vendored from xxHash 0.8.1): the 128-bit hash that
+// decides "unchanged since the previous generation". CRC-32C alone would carry
+// stale data over once in 2^32 changed chunks; it stays for corruption.
+#define XXH_INLINE_ALL
+#include "vendor/xxhash.h"
+
 namespace shmkeep {
 namespace {
 
@@ -31,6 +37,7 @@ constexpr int kMadvPopulateWrite = 23;  // MADV_POPULATE_WRITE, Linux >= 5.14
 constexpr size_t kMaxIo = size_t{64} << 20;      // one pwrite at most
 constexpr size_t kVerifyBuffer = size_t{8} << 20;  // verifyFile's read buffer at most
 constexpr size_t kEntry = 8;
+constexpr size_t kHash = 16;  // XXH3-128 per chunk, little-endian low then high
 constexpr uint8_t kZero = 0;
 constexpr uint8_t kData = 1;
 
@@ -316,7 +323,12 @@ bool TakeTable(Napi::Env env, const Napi::Object& o, uint64_t size, uint64_t chu
 }
 
 // ---------------------------------------------------------------------------
-// saveSegment({id, uid, gid, path, chunkSize, skipAbsent, fsync, fd?})
+// saveSegment({id, uid, gid, path, chunkSize, skipAbsent, fsync, fd?, previous?})
+// Also hashes every DATA chunk with XXH3-128 (16 bytes per chunk, zeros for
+// ZERO chunks). With previous = {chunks, hashes} of the same segment in the
+// previous generation, a first pass compares without writing anything: when
+// every chunk is as it was, the result says unchanged (and carries the
+// previous tables) and no file is opened or written.
 // With fd (an open, empty file of the caller's), writes there and leaves it
 // open: the caller fsyncs that same descriptor later. A descriptor opened
 // after a failed write-back would not hear of the error.
@@ -333,7 +345,16 @@ class SaveWorker : public Job {
         chunkSize_(static_cast<uint64_t>(I64(o.Get("chunkSize")))),
         skipAbsent_(o.Get("skipAbsent").ToBoolean()),
         fsync_(o.Get("fsync").ToBoolean()),
-        callerFd_(o.Get("fd").IsNumber() ? I32(o.Get("fd")) : -1) {}
+        callerFd_(o.Get("fd").IsNumber() ? I32(o.Get("fd")) : -1) {
+    Napi::Value prev = o.Get("previous");
+    if (prev.IsObject()) {
+      Napi::Value t = prev.As<Napi::Object>().Get("chunks"), h = prev.As<Napi::Object>().Get("hashes");
+      if (t.IsTypedArray() && h.IsTypedArray()) {
+        prevTable_ = Bytes(t.As<Napi::TypedArray>());
+        prevHashes_ = Bytes(h.As<Napi::TypedArray>());
+      }
+    }
+  }
 
   void Execute() override {
     Attachment seg;
@@ -349,6 +370,25 @@ class SaveWorker : public Job {
     }
     const uint64_t size = ds_.shm_segsz;
     kernelPageSize_ = KernelPageSize(seg.addr);
+    const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    // mincore() tells whether the segment has a page only for normal (shmem)
+    // segments, where it looks the page up in the segment's page cache. For
+    // a hugetlb segment it only sees our own page tables, which are empty:
+    // every chunk would look absent. There (or when smaps did not say) read
+    // every chunk.
+    const bool skipAbsent = skipAbsent_ && kernelPageSize_ == page;
+    const uint64_t chunks = ChunkCount(size, chunkSize_);
+    std::vector<unsigned char> resident;
+    if (skipAbsent) resident.resize((std::min(chunkSize_, size) + page - 1) / page);
+
+    if (prevTable_.size() == chunks * kEntry && prevHashes_.size() == chunks * kHash &&
+        SameAsPrevious(seg.bytes(), size, chunks, page, skipAbsent, resident)) {
+      unchanged_ = true;
+      table_ = prevTable_;
+      hashes_ = prevHashes_;
+      for (uint64_t i = 0; i < chunks; i++) (table_[i * kEntry + 4] == kZero ? zeroChunks_ : dataChunks_)++;
+      return;
+    }
 
     Fd file;
     int out = callerFd_;
@@ -359,20 +399,11 @@ class SaveWorker : public Job {
     }
     if (out >= 0 && ftruncate(out, static_cast<off_t>(size)) != 0) return Fail("ftruncate", errno);
 
-    const uint64_t chunks = ChunkCount(size, chunkSize_);
     table_.resize(chunks * kEntry);
+    hashes_.assign(chunks * kHash, 0);
     const uint64_t lastLen = chunks ? size - (chunks - 1) * chunkSize_ : 0;
     const uint32_t zeroFull = Crc32cZeros(0, chunkSize_);
     const uint32_t zeroLast = Crc32cZeros(0, lastLen);
-    const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
-    // mincore() tells whether the segment has a page only for normal (shmem)
-    // segments, where it looks the page up in the segment's page cache. For
-    // a hugetlb segment it only sees our own page tables, which are empty:
-    // every chunk would look absent. There (or when smaps did not say) read
-    // every chunk.
-    const bool skipAbsent = skipAbsent_ && kernelPageSize_ == page;
-    std::vector<unsigned char> resident;
-    if (skipAbsent) resident.resize((std::min(chunkSize_, size) + page - 1) / page);
 
     for (uint64_t i = 0; i < chunks; i++) {
       const uint64_t off = i * chunkSize_;
@@ -399,6 +430,7 @@ class SaveWorker : public Job {
           if (int err = WriteAll(out, p, len, off)) return Fail("pwrite", err);
         }
         PutEntry(entry, crc, kData);
+        PutHash(&hashes_[i * kHash], XXH3_128bits(p, len));
         dataChunks_++;
         bytesWritten_ += len;
       }
@@ -421,10 +453,51 @@ class SaveWorker : public Job {
     o.Set("dataChunks", Napi::Number::New(env, static_cast<double>(dataChunks_)));
     o.Set("zeroChunks", Napi::Number::New(env, static_cast<double>(zeroChunks_)));
     o.Set("absentChunks", Napi::Number::New(env, static_cast<double>(absentChunks_)));
+    o.Set("hashes", Napi::Buffer<uint8_t>::Copy(env, hashes_.data(), hashes_.size()));
+    o.Set("unchanged", Napi::Boolean::New(env, unchanged_));
     return o;
   }
 
  private:
+  static std::vector<uint8_t> Bytes(const Napi::TypedArray& t) {
+    const uint8_t* d = static_cast<const uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
+    return std::vector<uint8_t>(d, d + t.ByteLength());
+  }
+
+  static void PutHash(uint8_t* out, XXH128_hash_t h) {
+    for (int b = 0; b < 8; b++) out[b] = static_cast<uint8_t>(h.low64 >> (8 * b));
+    for (int b = 0; b < 8; b++) out[8 + b] = static_cast<uint8_t>(h.high64 >> (8 * b));
+  }
+
+  // The first pass of an incremental save: every chunk as in the previous
+  // generation? Reads (never-touched chunks are not read, as in a save) and
+  // hashes, writes nothing, and stops at the first difference.
+  bool SameAsPrevious(uint8_t* base, uint64_t size, uint64_t chunks, uint64_t page, bool skipAbsent,
+                      std::vector<unsigned char>& resident) {
+    for (uint64_t i = 0; i < chunks; i++) {
+      const uint64_t off = i * chunkSize_;
+      const size_t len = static_cast<size_t>(std::min(chunkSize_, size - off));
+      uint8_t* p = base + off;
+      const bool wasZero = prevTable_[i * kEntry + 4] == kZero;
+      if (skipAbsent && !AnyResident(p, len, page, resident)) {
+        if (!wasZero) return false;
+        continue;
+      }
+      if (Populate(p, len, kMadvPopulateRead) != 0) return false;  // the full save reports it
+      bool same;
+      if (wasZero) {
+        same = IsZero(p, len);
+      } else {
+        uint8_t h[kHash];
+        PutHash(h, XXH3_128bits(p, len));
+        same = memcmp(h, &prevHashes_[i * kHash], kHash) == 0;
+      }
+      DropMapping(p, len);
+      if (!same) return false;
+    }
+    return true;
+  }
+
   // Whether mincore() finds any page of [p, p + len) in the segment's memory.
   // When mincore fails we cannot know: say yes, and read the chunk.
   static bool AnyResident(uint8_t* p, size_t len, size_t page, std::vector<unsigned char>& vec) {
@@ -444,7 +517,8 @@ class SaveWorker : public Job {
   const bool skipAbsent_, fsync_;
   const int callerFd_;
   struct shmid_ds ds_ {};
-  std::vector<uint8_t> table_;
+  std::vector<uint8_t> table_, hashes_, prevTable_, prevHashes_;
+  bool unchanged_ = false;
   uint64_t kernelPageSize_ = 0;
   uint64_t bytesWritten_ = 0, dataChunks_ = 0, zeroChunks_ = 0, absentChunks_ = 0;
 };

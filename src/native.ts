@@ -53,6 +53,10 @@ export interface RawSaveResult {
   zeroChunks: number
   /** Chunks marked zero only because mincore found none of their pages (never read). */
   absentChunks: number
+  /** XXH3-128 per chunk, 16 bytes each (zeros for zero chunks). */
+  hashes: Buffer
+  /** Every chunk is as in `previous`: nothing was written (the tables are the previous ones). */
+  unchanged: boolean
 }
 
 export interface RawCheckResult {
@@ -82,7 +86,17 @@ export interface Binding {
 
   crc32c(data: Uint8Array, seed?: number): number
   crc32cImpl(): string
-  saveSegment(o: { id: number; uid: number; gid: number; path: string | null; chunkSize: number; skipAbsent: boolean; fsync: boolean; fd?: number }): Promise<RawSaveResult>
+  saveSegment(o: {
+    id: number
+    uid: number
+    gid: number
+    path: string | null
+    chunkSize: number
+    skipAbsent: boolean
+    fsync: boolean
+    fd?: number
+    previous?: { chunks: ChunkTable; hashes: Buffer }
+  }): Promise<RawSaveResult>
   restoreSegment(o: { id: number; uid: number; gid: number; path: string; size: number; chunkSize: number; chunks: ChunkTable; stopAtFirstBad: boolean }): Promise<RawCheckResult>
   verifyFile(o: { path: string; size: number; chunkSize: number; chunks: ChunkTable }): Promise<RawCheckResult>
 

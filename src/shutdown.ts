@@ -125,16 +125,21 @@ export interface Shutdown {
 }
 
 /** Reasons of the snapshots taken at a stop: by `shmkeep run`, or by this module. */
-const FINAL_REASONS = new Set(['stop', 'library'])
+const FINAL_REASONS: ReadonlySet<string> = new Set(['stop', 'library'])
+const RUN_REASONS: ReadonlySet<string> = new Set(['stop'])
 
-/** Seconds the newest final snapshot took, from its generation (undefined: none, or no state dir yet). */
-export function lastFinalSnapshotSeconds(stateDir: string): number | undefined {
+/**
+ * Seconds the newest final snapshot took, from its generation (undefined:
+ * none, or no state dir yet). `reasons`: which generations count (default
+ * "stop" and "library"; `shmkeep run` counts only its own, "stop").
+ */
+export function lastFinalSnapshotSeconds(stateDir: string, reasons: ReadonlySet<string> = FINAL_REASONS): number | undefined {
   try {
     const state = StateDir.open(stateDir)
     for (const g of state.generations().reverse()) {
       try {
         const r = state.readGeneration(g.name)
-        if (FINAL_REASONS.has(r.reason)) return r.durationMs.total / 1000
+        if (reasons.has(r.reason)) return r.durationMs.total / 1000
       } catch {
         // unreadable: look further back
       }
@@ -208,7 +213,10 @@ export function createShutdown(options: ShutdownOptions): Shutdown {
   const shutdown = async (trigger: string): Promise<ShutdownReport> => {
     const t0 = performance.now()
     const elapsed = () => performance.now() - t0
-    const last = fixedReserve === undefined ? lastFinalSnapshotSeconds(stateDir) : undefined
+    // Under `shmkeep run`, the same arithmetic as run's stop timeout (src/run/deadline.ts),
+    // so that the steps are done before run's KILL.
+    const runPid = process.env.SHMKEEP_RUN
+    const last = fixedReserve === undefined ? lastFinalSnapshotSeconds(stateDir, runPid ? RUN_REASONS : FINAL_REASONS) : undefined
     const reserve = fixedReserve ?? Math.max(2, 2 * (last ?? 0))
     const budget = Math.max(0, grace - reserve)
     const why =
@@ -220,9 +228,9 @@ export function createShutdown(options: ShutdownOptions): Shutdown {
       snapshotReserve: reserve,
       steps: budget,
       ...(last !== undefined ? { lastSnapshotSeconds: last } : {}),
-      explain: `deadline ${grace} s from ${trigger}: steps ${s1(budget)}, then the snapshot's reserve ${s1(reserve)} (${why})`,
+      explain: `deadline ${grace} s from ${trigger}: steps ${s1(budget)}, then the snapshot's reserve ${s1(reserve)} (${why})${runPid ? ', for the snapshot `shmkeep run` takes once this process has exited' : ''}`,
     }
-    log.log('info', 'shutdown.start', `${trigger}: shutting down (${steps.length} step(s), then the snapshot)`, { trigger, steps: steps.map((s) => s.name) })
+    log.log('info', 'shutdown.start', `${trigger}: shutting down (${steps.length} step(s), then ${runPid ? 'exit: `shmkeep run` takes the snapshot' : 'the snapshot'})`, { trigger, steps: steps.map((s) => s.name) })
     log.log('info', 'shutdown.deadline', deadline.explain, { grace, snapshotReserve: reserve, steps: budget })
     if (budget === 0 && steps.length) log.log('warn', 'shutdown.deadline', `the snapshot's reserve (${s1(reserve)}) takes the whole grace period (${grace} s): every step is skipped`)
     if (last !== undefined && last > grace / 2) {
@@ -288,7 +296,6 @@ export function createShutdown(options: ShutdownOptions): Shutdown {
     const stepsOk = reports.every((r) => r.status === 'ok')
 
     let snap: ShutdownSnapshot
-    const runPid = process.env.SHMKEEP_RUN
     if (runPid) {
       snap = { status: 'skipped', reason: 'shmkeep run takes the final snapshot' }
       log.log('info', 'shutdown.snapshot.skipped', `no snapshot here: this app runs under \`shmkeep run\` (SHMKEEP_RUN=${runPid}), which takes the final snapshot once the app has exited (one snapshot, not two)`)
@@ -318,7 +325,7 @@ export function createShutdown(options: ShutdownOptions): Shutdown {
         if (saved.length === 0) log.log('warn', 'snapshot.empty', `no segment to save${filter ? ' (none matches the keys or filter given)' : ''}`)
         if (r.durationMs / 1000 > reserve) log.log('warn', 'shutdown.deadline', `the snapshot took ${(r.durationMs / 1000).toFixed(1)} s, more than its reserve of ${s1(reserve)} (the next reserve is twice this snapshot)`)
       } catch (e) {
-        const error = e instanceof SnapshotError || e instanceof Error ? e.message : String(e)
+        const error = message(e)
         snap = { status: 'failed', error, ...(e instanceof SnapshotError ? { report: e.report } : {}) }
         log.log('error', 'shutdown.snapshot.failed', error)
       }

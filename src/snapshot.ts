@@ -54,6 +54,12 @@ export interface SnapshotOptions {
   clean?: boolean
   /** Bytes per chunk (a multiple of the page size; default 4 MiB). */
   chunkSize?: number
+  /**
+   * Share the data file of a segment that did not change since the previous
+   * generation (decided by a 128-bit hash per chunk) instead of writing it
+   * again (default true).
+   */
+  incremental?: boolean
   /** Segments copied at once (default: the number of CPUs, at most 4). */
   concurrency?: number
   /** How long to wait for the state dir's lock (default: forever). */
@@ -84,7 +90,34 @@ export interface SegmentOutcome {
   bytesWritten: number
   dataChunks: number
   zeroChunks: number
+  /** Every chunk as in the previous generation: its data file is shared (hard link), nothing written. */
+  unchanged?: boolean
   durationMs: number
+}
+
+/** A segment's copy in the previous generation, for an incremental save. */
+interface Previous {
+  meta: SegmentRecord
+  dataPath: string
+}
+
+/** The segments of the generation the live state descends from (or CURRENT), by key and id. */
+function previousSegments(state: StateDir, names: Array<string | null>): Map<string, Previous> {
+  const out = new Map<string, Previous>()
+  for (const name of names) {
+    if (!name) continue
+    try {
+      const gen = state.readGeneration(name)
+      for (const entry of gen.segments) {
+        const meta = state.readSegment(name, entry)
+        out.set(`${meta.key}-${meta.id}`, { meta, dataPath: state.path(name, meta.data) })
+      }
+      return out
+    } catch {
+      out.clear() // unreadable: try the next, or save everything in full
+    }
+  }
+  return out
 }
 
 export interface SnapshotReport {
@@ -145,6 +178,7 @@ async function saveOne(
   skipAbsent: boolean,
   fsync: boolean,
   pending: number[],
+  previous: Previous | undefined,
 ): Promise<{ outcome: SegmentOutcome; entry?: SegmentEntry }> {
   const key = formatKey(seg.key)
   const stem = segmentStem(seg.key, seg.id)
@@ -158,8 +192,20 @@ async function saveOne(
     // same descriptor (one opened later would not hear of a failed write-back).
     const fd = fsync ? undefined : openNewFile(dataPath)
     if (fd !== undefined) pending.push(fd)
+    // The previous generation's copy of this segment, when its chunks line up.
+    const prev = previous && previous.meta.size === seg.size && previous.meta.chunkSize === size && previous.meta.hashes ? previous : undefined
     try {
-      result = await native.saveSegment({ id: seg.id, uid: who.uid, gid: who.gid, path: dataPath, chunkSize: size, skipAbsent, fsync, fd })
+      result = await native.saveSegment({
+        id: seg.id,
+        uid: who.uid,
+        gid: who.gid,
+        path: dataPath,
+        chunkSize: size,
+        skipAbsent,
+        fsync,
+        fd,
+        previous: prev && { chunks: Buffer.from(prev.meta.chunks, 'base64'), hashes: Buffer.from(prev.meta.hashes!, 'base64') },
+      })
     } catch (e) {
       fs.rmSync(dataPath, { force: true })
       const raw = e as { errno?: number; syscall?: string; message: string }
@@ -187,6 +233,17 @@ async function saveOne(
       size = Math.ceil(size / result.kernelPageSize) * result.kernelPageSize
       continue
     }
+    if (result.unchanged) {
+      // Every chunk is as in the previous generation: share its data file
+      // (a hard link: nothing written; each generation stays complete and
+      // independent of pruning). The empty file we may have opened goes.
+      if (fd !== undefined) {
+        pending.splice(pending.indexOf(fd), 1)
+        fs.closeSync(fd)
+      }
+      fs.rmSync(dataPath, { force: true })
+      fs.linkSync(prev!.dataPath, dataPath)
+    }
     const record: SegmentRecord = {
       format: FORMAT,
       key,
@@ -205,6 +262,7 @@ async function saveOne(
       dataChunks: result.dataChunks,
       zeroChunks: result.zeroChunks,
       chunks: result.chunks.toString('base64'),
+      hashes: result.hashes.toString('base64'),
       data: `${stem}.data`,
     }
     if (fsync) {
@@ -218,7 +276,8 @@ async function saveOne(
       outcome: {
         ...base,
         status: 'saved',
-        bytesWritten: result.bytesWritten,
+        unchanged: result.unchanged,
+        bytesWritten: result.unchanged ? 0 : result.bytesWritten,
         dataChunks: result.dataChunks,
         zeroChunks: result.zeroChunks,
         durationMs: performance.now() - started,
@@ -272,6 +331,8 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
 
     const ns = ipcNamespaceId()
     report.parent = state.liveParent(ns)
+    const current = state.readCurrent()
+    const previous = options.incremental === false ? new Map<string, Previous>() : previousSegments(state, [report.parent, 'name' in current ? current.name : null])
     const seq = state.nextSeq()
     const name = generationName(seq)
     tmp = state.path(TMP_PREFIX + name)
@@ -293,7 +354,7 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
       // nothing is swapped out: a swapped page is "absent" too, but has data.
       const skipAbsent = (memory.get(seg.id)?.swap ?? 1) === 0
       try {
-        return await saveOne(tmp!, seg, who, chunkSize, skipAbsent, !deferSync, pending)
+        return await saveOne(tmp!, seg, who, chunkSize, skipAbsent, !deferSync, pending, previous.get(`${formatKey(seg.key)}-${seg.id}`))
       } catch (e) {
         const reason = e instanceof Error ? e.message : String(e)
         failures.push(reason)
@@ -328,7 +389,6 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
     report.bytesWritten = report.segments.reduce((n, o) => n + o.bytesWritten, 0)
 
     // Decide CURRENT before writing GENERATION, so the record says whether it is a side generation.
-    const current = state.readCurrent()
     const currentName = 'name' in current ? current.name : null
     if (options.side) {
       report.side = true

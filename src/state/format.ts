@@ -77,6 +77,8 @@ export interface SegmentRecord {
   zeroChunks: number
   /** The chunk table, base64 of CHUNK_ENTRY_BYTES per chunk. */
   chunks: string
+  /** XXH3-128 of each chunk, base64 of 16 bytes per chunk (zeros for zero chunks): "unchanged" for incremental snapshots. */
+  hashes?: string
   /** Name of the data file in the generation directory. */
   data: string
 }
