@@ -37,7 +37,7 @@ test('ls lists the live segments as a table and as JSON, with filters', () => {
 
 test('generations, inspect and verify describe what is saved; verify names a damaged chunk', () => {
   const state = path.join(dir, 'state')
-  let r = ns(`${mk('0x1001', 9 << 20, 'hello')} sk snapshot -q -s ${state}; sk snapshot -q -s ${state} --keep 5`)
+  let r = ns(`${mk("0x1001", 9 << 20, "hello")} sk snapshot -q -s ${state}; ${shmpeer} write key:0x1001 0 HELLO; sk snapshot -q -s ${state} --keep 5`)
   expect(r.status, r.stderr).toBe(0)
   r = run('sh', ['-c', `${shmkeep} generations -s ${state}; ${shmkeep} generations -s ${state} --json --verify`])
   expect(r.stdout).toMatch(/^ {3}gen-000000000001 .* 1 segment\(s\), 9\.0 MiB\n\* {2}gen-000000000002 /)

@@ -302,11 +302,11 @@ describe.skipIf(!realRoot)('what a generation records', () => {
     ws.ns(`
       mkseg -u 1000 -g 1001 0x4000 9000000 0640 pat
       mkseg 0x4001 ${2 * CHUNK} 0600 sparse
-      shmpeer hold key:0x4000 60 >"$W/hold.out" &
+      "$SK_FIX/shmpeer" hold key:0x4000 60 >"$W/hold.out" & HOLD=$!
       n=0; while ! grep -q attached "$W/hold.out" 2>/dev/null && [ $n -lt 200 ]; do sleep 0.05; n=$((n + 1)); done
       shmdump before
       step snap shmkeep snapshot -s "$S" --json
-      kill $! 2>/dev/null; wait
+      kill $HOLD; wait
       step gens shmkeep generations -s "$S" --json
     `, { env: { S } })
     const snap = ws.step('snap')
@@ -546,11 +546,11 @@ describe.skipIf(!realRoot)('restoring into a namespace that has segments already
       shmdump afterFail; sums afterFail
       step skip shmkeep restore -s "$S" --on-conflict=skip --json
       shmdump afterSkip; sums afterSkip
-      shmpeer hold key:0x5301 60 >"$W/hold.out" &
+      "$SK_FIX/shmpeer" hold key:0x5301 60 >"$W/hold.out" & HOLD=$!
       n=0; while ! grep -q attached "$W/hold.out" 2>/dev/null && [ $n -lt 200 ]; do sleep 0.05; n=$((n + 1)); done
       step replaceAttached shmkeep restore -s "$S" --on-conflict=replace
       sums afterReplaceAttached
-      kill $! 2>/dev/null; wait
+      kill $HOLD; wait
       step replace shmkeep restore -s "$S" --on-conflict=replace --json
       shmdump afterReplace; sums afterReplace
     `, { env: { S } })

@@ -60,7 +60,9 @@ static int mode = 0600;
 static int nworkers = 0;
 static volatile sig_atomic_t stop = 0;
 
-static void on_stop(int sig) { (void)sig; stop = 1; }
+static void on_stop(int sig) { stop = sig; }
+
+static const char *signame(int sig) { return sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "?"; }
 
 static void die(const char *what) {
   fprintf(stderr, "counter: %s (key 0x%x): %s\n", what, (unsigned)key, strerror(errno));
@@ -103,7 +105,7 @@ static int serve(void) {
           s->workers[i]++;
           sleep_ms(100);
         }
-        printf("worker %d: stopped at %llu\n", i, (unsigned long long)s->workers[i]);
+        printf("worker %d: stopped at %llu by %s\n", i, (unsigned long long)s->workers[i], signame(stop));
         _exit(0);
       }
     }
@@ -121,7 +123,7 @@ static int serve(void) {
     s->count++;
     sleep_ms(100);
   }
-  printf("serve: stopped at count=%llu\n", (unsigned long long)s->count);
+  printf("serve: stopped at count=%llu by %s\n", (unsigned long long)s->count, signame(stop));
   return 0;
 }
 
