@@ -149,6 +149,7 @@ export interface NsResult {
 export class Workspace {
   readonly dir: string
   readonly prelude: string
+  private scripts = 0
 
   constructor() {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmkeep-snap-'))
@@ -182,7 +183,10 @@ export class Workspace {
   ns(script: string, { flags = [] as string[], env = {} as NodeJS.ProcessEnv, timeout = 200_000 } = {}): NsResult {
     fs.rmSync(path.join(this.dir, '.errors'), { force: true })
     const options: SpawnSyncOptions = { encoding: 'utf8', env: this.env(env), timeout, maxBuffer: 64 << 20 }
-    const r = spawnSync('unshare', ['--ipc', ...flags, 'sh', '-c', `. "$SK_PRELUDE"\n${script}`], options)
+    // The script goes in a file: a long one (hundreds of strace -P paths) is more than one argument may hold.
+    const file = path.join(this.dir, `.script-${++this.scripts}.sh`)
+    fs.writeFileSync(file, `. "$SK_PRELUDE"\n${script}\n`)
+    const r = spawnSync('unshare', ['--ipc', ...flags, 'sh', file], options)
     const result = { status: r.status, signal: r.signal, stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? '') + (r.error ? String(r.error) : '') }
     const errors = this.read('.errors')
     if (errors) throw new Error(`a fixture failed: ${errors}\nstderr: ${result.stderr}`)

@@ -66,6 +66,15 @@ export function makeLogger(values: { quiet?: boolean; verbose?: boolean; 'log-fo
   return streamLogger({ format, level: values.quiet ? 'warn' : values.verbose ? 'debug' : 'info' })
 }
 
+/** `--lock-timeout SEC` in milliseconds (undefined: wait as long as it takes). */
+export function lockTimeoutMs(values: { 'lock-timeout'?: string }): number | undefined {
+  const text = values['lock-timeout']
+  if (text === undefined) return undefined
+  const ms = Number(text) * 1000
+  if (!(ms >= 0)) throw new UsageError('--lock-timeout must be a number of seconds')
+  return ms
+}
+
 export function requireStateDir(values: { 'state-dir'?: string }): string {
   const dir = values['state-dir']
   if (!dir) throw new UsageError('--state-dir (or SHMKEEP_STATE_DIR) is required')

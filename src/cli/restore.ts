@@ -2,7 +2,7 @@
 import { humanSize } from '../filter'
 import { restore, RestoreError, type ConflictPolicy, type RestoreReport } from '../restore'
 import { shmRmidForced } from '../system'
-import { COMMON_HELP, commonOptions, makeLogger, ms, parse, printJson, requireStateDir, stateDirOption, UsageError } from './common'
+import { lockTimeoutMs, COMMON_HELP, commonOptions, makeLogger, ms, parse, printJson, requireStateDir, stateDirOption, UsageError } from './common'
 import { EXIT } from './errors'
 
 const HELP = `Usage: shmkeep restore --state-dir DIR [options]
@@ -52,8 +52,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   const onConflict = (values['on-conflict'] ?? 'fail') as ConflictPolicy
   if (!['fail', 'skip', 'replace'].includes(onConflict)) throw new UsageError(`--on-conflict must be fail, skip or replace, not ${onConflict}`)
-  const lockTimeout = values['lock-timeout'] === undefined ? undefined : Number(values['lock-timeout']) * 1000
-  if (lockTimeout !== undefined && !(lockTimeout >= 0)) throw new UsageError('--lock-timeout must be a number of seconds')
+  const lockTimeout = lockTimeoutMs(values)
   const log = makeLogger(values)
   try {
     const report = await restore({

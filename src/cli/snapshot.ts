@@ -1,7 +1,7 @@
 /** `shmkeep snapshot`: thin over snapshot() in src/snapshot.ts. */
 import { humanSize } from '../filter'
 import { snapshot, SnapshotError, type SnapshotReport } from '../snapshot'
-import { COMMON_HELP, FILTER_HELP, commonOptions, filterFrom, filterOptions, makeLogger, ms, parse, printJson, requireStateDir, stateDirOption, UsageError } from './common'
+import { lockTimeoutMs, COMMON_HELP, FILTER_HELP, commonOptions, filterFrom, filterOptions, makeLogger, ms, parse, printJson, requireStateDir, stateDirOption, UsageError } from './common'
 import { EXIT } from './errors'
 
 const HELP = `Usage: shmkeep snapshot --state-dir DIR [options]
@@ -43,8 +43,7 @@ export async function run(argv: string[]): Promise<number> {
   }
   const keep = values.keep === undefined ? 2 : Number(values.keep)
   if (!Number.isInteger(keep) || keep < 0) throw new UsageError(`--keep must be a whole number, not ${values.keep}`)
-  const lockTimeout = values['lock-timeout'] === undefined ? undefined : Number(values['lock-timeout']) * 1000
-  if (lockTimeout !== undefined && !(lockTimeout >= 0)) throw new UsageError('--lock-timeout must be a number of seconds')
+  const lockTimeout = lockTimeoutMs(values)
   const log = makeLogger(values)
   try {
     const report = await snapshot({
