@@ -57,7 +57,7 @@ export interface RestoreReport {
   stateDir: string
   /** The generation restored, or null when there was nothing to restore. */
   generation: string | null
-  /** Generations tried before it that failed, with why (each was quarantined when damaged). */
+  /** Generations tried before it that failed, with why (moved aside as quarantinedAs once an older one was restored). */
   rejected: Array<{ generation: string; reason: string; quarantinedAs?: string }>
   segments: SegmentRestore[]
   /** Why ids could not be kept, when they could not. */
@@ -356,17 +356,20 @@ export async function restore(options: RestoreOptions): Promise<RestoreReport> {
         break
       } catch (e) {
         if (!(e instanceof DamagedError)) throw e
-        const rejected: RestoreReport['rejected'][number] = { generation: name, reason: e.message }
-        if (!options.generation) rejected.quarantinedAs = state.quarantine(name)
-        report.rejected.push(rejected)
-        log.log('error', 'restore.rejected', `generation ${name} cannot be restored: ${e.message}${rejected.quarantinedAs ? `; moved aside as ${rejected.quarantinedAs}` : ''}`)
+        report.rejected.push({ generation: name, reason: e.message })
+        log.log('error', 'restore.rejected', `generation ${name} cannot be restored: ${e.message}`)
         if (options.generation || options.partial) throw e
       }
     }
-    // After a fallback, CURRENT names a generation that was moved aside (or is
-    // unreadable): point it at what the namespace now holds, so the next
-    // snapshot continues this line instead of being written beside it.
+    // After a fallback, the damaged generations are moved aside (never
+    // deleted) and CURRENT is pointed at what the namespace now holds, so the
+    // next snapshot continues this line instead of being written beside it.
+    // When nothing could be restored, the state dir stays exactly as it was.
     if (report.generation && report.rejected.length) {
+      for (const r of report.rejected) {
+        r.quarantinedAs = state.quarantine(r.generation)
+        log.log('warn', 'restore.quarantine', `moved the damaged ${r.generation} aside as ${r.quarantinedAs}`)
+      }
       state.writeCurrent(report.generation)
       log.log('warn', 'restore.fallback', `restored ${report.generation} instead; CURRENT now names it`)
     }

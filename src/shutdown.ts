@@ -17,13 +17,12 @@
  * snapshot, not two.
  */
 import os from 'node:os'
-import type { SegmentFilter } from './filter'
-import { segmentPredicate } from './filter'
+import { segmentPredicate, type SegmentFilter } from './filter'
 import { formatKey, parseKey, type KeyLike } from './keys'
 import { streamLogger, type Logger } from './log'
 import { checkBool, checkCount, checkOptions } from './options'
 import { snapshot, SnapshotError, type SnapshotReport } from './snapshot'
-import { StateDir } from './state/statedir'
+import { lastFinalSnapshotSeconds } from './run/deadline'
 
 /** The exit status of a shutdown (process.exit after a signal; `exitCode` in the report). */
 export const SHUTDOWN_EXIT = {
@@ -127,28 +126,6 @@ export interface Shutdown {
 /** Reasons of the snapshots taken at a stop: by `shmkeep run`, or by this module. */
 const FINAL_REASONS: ReadonlySet<string> = new Set(['stop', 'library'])
 const RUN_REASONS: ReadonlySet<string> = new Set(['stop'])
-
-/**
- * Seconds the newest final snapshot took, from its generation (undefined:
- * none, or no state dir yet). `reasons`: which generations count (default
- * "stop" and "library"; `shmkeep run` counts only its own, "stop").
- */
-export function lastFinalSnapshotSeconds(stateDir: string, reasons: ReadonlySet<string> = FINAL_REASONS): number | undefined {
-  try {
-    const state = StateDir.open(stateDir)
-    for (const g of state.generations().reverse()) {
-      try {
-        const r = state.readGeneration(g.name)
-        if (reasons.has(r.reason)) return r.durationMs.total / 1000
-      } catch {
-        // unreadable: look further back
-      }
-    }
-  } catch {
-    // no state dir yet
-  }
-  return undefined
-}
 
 /** setTimeout's largest delay; a longer one fires at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1

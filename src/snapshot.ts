@@ -10,10 +10,12 @@
  */
 import fs from 'node:fs'
 import os from 'node:os'
+import path from 'node:path'
 import { hasCode, systemError } from './errors'
 import { segmentPredicate, type SegmentFilter } from './filter'
 import { currentPowers, readIdentity, type Identity } from './identity'
 import { formatKey } from './keys'
+import type { FileLock } from './lock'
 import { silentLogger, type Logger } from './log'
 import { native } from './native'
 import * as shm from './shm'
@@ -301,10 +303,8 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
   }
   const keep = options.keep ?? 2
   const take = segmentPredicate(options.filter)
-  const state = StateDir.open(options.stateDir, { create: true })
-  const lock = await state.lock({ timeoutMs: options.lockTimeoutMs })
   const report: SnapshotReport = {
-    stateDir: state.dir,
+    stateDir: path.resolve(options.stateDir),
     generation: null,
     parent: null,
     current: false,
@@ -318,8 +318,13 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
     cleaned: [],
   }
   let tmp: string | undefined
+  let lock: FileLock | undefined
   const pendingFds: number[] = []
   try {
+    // Inside the try: a state dir that cannot be made or locked (read-only,
+    // full) is a failed snapshot like any other.
+    const state = StateDir.open(options.stateDir, { create: true })
+    lock = await state.lock({ timeoutMs: options.lockTimeoutMs })
     report.cleaned = state.removeStaleTemporaries()
     if (report.cleaned.length) log.log('info', 'state.cleaned', `removed what a killed writer left: ${report.cleaned.join(', ')}`)
 
@@ -452,7 +457,7 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
   } finally {
     for (const fd of pendingFds) fs.closeSync(fd)
     if (tmp) fs.rmSync(tmp, { recursive: true, force: true })
-    lock.release()
+    lock?.release()
   }
 }
 

@@ -2,8 +2,39 @@
  * How long the app may take to stop. The orchestrator SIGKILLs everything
  * `grace` seconds after its TERM; inside that, the final snapshot must fit:
  *
- *   stop timeout = grace − max(2 s, 2 × last final snapshot) − hook budgets
+ *   stop timeout = grace − max(2 s, 2 × final snapshot time) − hook budgets
+ *
+ * (the final snapshot time is the median of the last three recorded).
  */
+import { StateDir } from '../state/statedir'
+
+/** Why a generation was taken at the end of the app's life. */
+const FINAL_REASONS: ReadonlySet<string> = new Set(['stop'])
+
+/**
+ * Seconds a final snapshot takes: the median of the newest three of the
+ * given reasons recorded in the state dir, so that one slow stop on a busy
+ * host does not eat the next app's stop timeout. Undefined: none recorded.
+ */
+export function lastFinalSnapshotSeconds(stateDir: string, reasons: ReadonlySet<string> = FINAL_REASONS): number | undefined {
+  const seen: number[] = []
+  try {
+    const state = StateDir.open(stateDir)
+    for (const g of state.generations().reverse()) {
+      try {
+        const r = state.readGeneration(g.name)
+        if (reasons.has(r.reason)) seen.push(r.durationMs.total / 1000)
+      } catch {
+        // unreadable: look further back
+      }
+      if (seen.length === 3) break
+    }
+  } catch {
+    // no state dir yet
+  }
+  if (seen.length === 0) return undefined
+  return seen.sort((a, b) => a - b)[Math.floor(seen.length / 2)]
+}
 
 export interface Deadline {
   /** Seconds the app gets between the forwarded TERM and SIGKILL. */
@@ -17,7 +48,7 @@ export interface Deadline {
 export function stopDeadline(grace: number, lastSnapshotSeconds: number | undefined, hookBudgets: number, explicit?: number): Deadline {
   const reserve = Math.max(2, 2 * (lastSnapshotSeconds ?? 0))
   const computed = Math.max(0, grace - reserve - hookBudgets)
-  const last = lastSnapshotSeconds === undefined ? 'no final snapshot recorded yet' : `last final snapshot ${lastSnapshotSeconds.toFixed(2)} s`
+  const last = lastSnapshotSeconds === undefined ? 'no final snapshot recorded yet' : `final snapshot time ${lastSnapshotSeconds.toFixed(2)} s (median of the last 3)`
   const explain =
     explicit !== undefined
       ? `stop timeout ${explicit} s (--stop-timeout); grace ${grace} s, ${last}`

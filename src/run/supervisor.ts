@@ -12,12 +12,12 @@ import type { Logger } from '../log'
 import { native } from '../native'
 import { restore, RestoreError } from '../restore'
 import * as shm from '../shm'
-import { snapshot, SnapshotError } from '../snapshot'
+import { snapshot } from '../snapshot'
 import { StateDir } from '../state/statedir'
 import { ipcNamespaceId } from '../system'
 import { childPids, describeProcess, exitStatus, otherProcesses, reap, startApp, StartError, type Ending } from './app'
 import { attachersById } from './attachers'
-import { stopDeadline } from './deadline'
+import { lastFinalSnapshotSeconds, stopDeadline } from './deadline'
 import { CgroupFreezer, SigstopFreezer, type Freezer } from './freeze'
 import { Hooks } from './hooks'
 import { Pins } from './pins'
@@ -71,24 +71,6 @@ export interface RunOptions {
 }
 
 const STOP_SIGNALS = new Set<NodeJS.Signals>(['SIGTERM', 'SIGINT'])
-
-/** Seconds the newest final snapshot (reason "stop") took, from its generation. */
-function lastFinalSnapshotSeconds(stateDir: string): number | undefined {
-  try {
-    const state = StateDir.open(stateDir)
-    for (const g of state.generations().reverse()) {
-      try {
-        const r = state.readGeneration(g.name)
-        if (r.reason === 'stop') return r.durationMs.total / 1000
-      } catch {
-        // unreadable: look further back
-      }
-    }
-  } catch {
-    // no state dir yet
-  }
-  return undefined
-}
 
 /**
  * Warm start: this IPC namespace already holds saved keys (a Kubernetes
@@ -335,22 +317,26 @@ export async function runApp(o: RunOptions): Promise<number> {
       const stopStarted = performance.now()
       pins.scan()
       forward(first.signal)
-      // As PID 1, the whole container stops before the snapshot: every other
-      // process (workers outside the app's group, setsid daemons) gets TERM too.
+      // As PID 1, the whole container stops before the snapshot. The app goes
+      // first and stops its own children its own way (a supervisor has its
+      // stop signals and order); whatever is still running once it exited
+      // (workers outside its group, setsid daemons) gets TERM then.
       const others = () => (isInit ? otherProcesses(new Set([appPid]), hooks.pids) : [])
-      for (const pid of others()) {
-        try {
-          process.kill(pid, 'SIGTERM')
-        } catch {
-          // gone
-        }
-      }
-      const left = Math.max(0, deadline.stopTimeout * 1000 - (performance.now() - stopStarted))
       const allGone = (async () => {
         const e = await appEnded
+        const left = others()
+        if (left.length) log.log('info', 'stop', `the app exited; TERM to the processes still running: ${left.map(describeProcess).join(', ')}`)
+        for (const pid of left) {
+          try {
+            process.kill(pid, 'SIGTERM')
+          } catch {
+            // gone
+          }
+        }
         while (others().length) await sleep(20)
         return e
       })()
+      const left = Math.max(0, deadline.stopTimeout * 1000 - (performance.now() - stopStarted))
       const r = await Promise.race([allGone, sleep(left, 'timeout' as const)])
       if (r === 'timeout') {
         killed = true
@@ -415,8 +401,8 @@ export async function runApp(o: RunOptions): Promise<number> {
         if (saved.length === 0) log.log('warn', 'snapshot.empty', 'no segment to save: an app that removes its segments (IPC_RMID) at exit leaves nothing for shmkeep (see docs/OPERATIONS.md)')
         if (r.durationMs / 1000 > o.grace / 2) log.log('warn', 'deadline', `this snapshot took ${(r.durationMs / 1000).toFixed(1)} s, more than half of the ${o.grace} s grace period: the next stop may be cut off by SIGKILL`)
       } catch (e) {
-        if (!(e instanceof SnapshotError)) throw e
-        log.log('error', 'snapshot.failed', `${e.message} (the app exited with status ${status})`)
+        // Whatever went wrong, the final snapshot failed: its own exit code, never silent.
+        log.log('error', 'snapshot.failed', `${e instanceof Error ? e.message : String(e)} (the app exited with status ${status})`)
         await hooks.run('post-stop')
         return RUN_EXIT.snapshotFailed
       } finally {
