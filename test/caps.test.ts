@@ -69,7 +69,7 @@ describe.skipIf(!realRoot || !have('setpriv'))("Docker's default capabilities", 
     const before = ws.shm('before')
     const after = ws.shm('after')
     expect(before).toHaveLength(8)
-    expect(sorted(after.map((s) => identity(s, false)) as any)).toEqual(sorted(before.map((s) => identity(s, false)) as any))
+    expect(sorted(after.map((s) => identity(s, false)))).toEqual(sorted(before.map((s) => identity(s, false))))
     const byKey = new Map(after.map((s) => [s.key, s]))
     expect(byKey.get(0x9000)).toMatchObject({ mode: 0o600, uid: 1000, gid: 1000, cuid: 1000, cgid: 1000 })
     expect(byKey.get(0x9001)).toMatchObject({ mode: 0o060, uid: 1000, gid: 1001, cuid: 1000, cgid: 1001 })
@@ -121,7 +121,7 @@ describe.skipIf(!realRoot || !have('setpriv'))("Docker's default capabilities", 
     `, { env: { S } })
     expect(ws.step('snap').rc).toBe(0)
     expect(ws.step('restore').rc, ws.step('restore').err).toBe(0)
-    expect(sorted(ws.shm('after').map((s) => identity(s, false)) as any)).toEqual(sorted(ws.shm('before').map((s) => identity(s, false)) as any))
+    expect(sorted(ws.shm('after').map((s) => identity(s, false)))).toEqual(sorted(ws.shm('before').map((s) => identity(s, false))))
     expect(contents(ws.sums('after'))).toEqual(contents(ws.sums('before')))
   })
 

@@ -244,7 +244,7 @@ function runEach(dir: string, scripts: string[], env: NodeJS.ProcessEnv = {}): v
  */
 function pointScript(tag: string, dir: string, run: string): string {
   return `
-D="${dir}"; cp -a "$BASE" "$D"
+export D="${dir}"; cp -a "$BASE" "$D"
 ${run} >"$W/o${tag}" 2>&1; echo $? >"$W/rc${tag}"
 cat "$D/CURRENT" >"$W/cur${tag}" 2>/dev/null
 inns 'step r${tag} shmkeep restore -s "${dir}"; sums r${tag}; step n${tag} shmkeep snapshot -s "${dir}"'
@@ -412,6 +412,9 @@ describe.skipIf(!enabled)('SIGKILL of the snapshotter', () => {
     const loop = streams(delays.map((d, i) => pointScript(`t${i}`, `${T}/${i}`, `sh -c '"$SK_NODE" "$SK_BIN" snapshot -s "$D" --force & p=$!; sleep ${d}; kill -KILL $p 2>/dev/null; wait $p'`)))
     ws.ns(`${B_SCRIPT}\n${loop}`, { env: { BASE } })
     const outcomes = delays.map((d, i) => outcome(`t${i}`, `after ${d}s`))
+    console.log(`timed kills: ${outcomes.filter((o) => o.rc === 137).length} of ${outcomes.length} landed before the snapshot finished`)
+    // Killed (137) or finished (0): nothing else.
+    expect(outcomes.filter((o) => o.rc !== 0 && o.rc !== 137).map((o) => `${o.point}: ${o.rc} ${o.out}`)).toEqual([])
     expect(broken(outcomes)).toEqual([])
     for (const o of outcomes.filter((o) => o.rc === 0)) expect(o.holds, o.point).toBe('B')
   }, 300_000)
@@ -504,6 +507,27 @@ shmdump rke${i}; sums rke${i}
     // Most kill points land before the restore finished.
     expect(finishedBeforeKill).toBeLessThan(names.length / 2)
   }, 600_000)
+  // BUG: src/restore.ts restoreGeneration() ends with
+  // `state.clearRestoring(); state.setLive(ns, name)`: a restore killed while
+  // it records LIVE (LIVE.tmp written, renamed, dir fsynced) has handed every
+  // segment over and removed RESTORING, so the restart in the same namespace
+  // cannot tell it from "restoring twice": exit 1 "these keys have segments
+  // here already" — an error after a killed restore, which the requirement
+  // excludes. Fix: setLive() before clearRestoring(), so that a kill anywhere
+  // before the very last unlink is undone and redone by the restart.
+  test.fails('a restore killed while recording LIVE: the restart in the same namespace exits 0 with B whole', () => {
+    const R = DRY
+    ws.ns(`
+      D="$W/live-kill"; cp -a "$R" "$D"
+      strace -f -qq -o /dev/null -P "$D/LIVE.tmp" -P "$D/LIVE" -e trace=rename -e inject=rename:signal=KILL:when=1 "$SK_NODE" "$SK_BIN" restore -s "$D" >/dev/null 2>&1
+      echo $? >"$W/live-kill.rc"
+      step again shmkeep restore -s "$D"
+      shmdump again; sums again
+    `, { env: { R } })
+    expect(ws.read('live-kill.rc')!.trim()).toBe('137')
+    expect(sorted(ws.shm('again').map((s) => identity(s)))).toEqual(sorted(B.shm.map((s) => identity(s))))
+    expect(ws.step('again').rc, ws.step('again').err).toBe(0)
+  })
 })
 
 describe.skipIf(!realRoot)('a full disk', () => {
@@ -544,7 +568,9 @@ describe.skipIf(!realRoot)('a full disk', () => {
     expect(ws.sums('r3')).toEqual(ws.sums('first'))
   })
 
-  // ENOSPC at every write/create of the snapshot, EIO at every fsync.
+})
+
+describe.skipIf(!enabled)('ENOSPC and EIO injected at every write, create and fsync of the snapshot', () => {
   let injected: Outcome[] | undefined
   function injectAll(): Outcome[] {
     if (injected) return injected
@@ -573,7 +599,7 @@ describe.skipIf(!realRoot)('a full disk', () => {
     return injected
   }
 
-  test.skipIf(!enabled)('ENOSPC injected at every write and create, EIO at every fsync: exit 0 or a clear exit 1; a restore always yields A or B whole; the next snapshot cleans up', () => {
+  test('ENOSPC injected at every write and create, EIO at every fsync: exit 0 or a clear exit 1; a restore always yields A or B whole; the next snapshot cleans up', () => {
     const outcomes = injectAll()
     expect(outcomes.length).toBeGreaterThanOrEqual(20)
     expect(outcomes.filter((o) => ![0, 1].includes(o.rc) || (o.rc === 1 && !/ENOSPC|EIO/.test(o.out)))).toEqual([])
@@ -589,7 +615,7 @@ describe.skipIf(!realRoot)('a full disk', () => {
   // CURRENT now names the new generation and the next restore uses it.
   // Fix: after the switch, report success (exit 0) with a warning for the
   // LIVE/prune error, or at least a message that says CURRENT was switched.
-  test.fails.skipIf(!enabled)('an exit 1 ("no generation written, CURRENT unchanged") really leaves CURRENT unchanged', () => {
+  test.fails('an exit 1 ("no generation written, CURRENT unchanged") really leaves CURRENT unchanged', () => {
     const outcomes = injectAll()
     const lying = outcomes.filter((o) => o.rc === 1 && (o.holds !== 'A' || o.current !== genName(2)))
     if (lying.length) console.log(`exit 1 "CURRENT unchanged" although CURRENT was switched: ${lying.map((o) => o.point).join(', ')}`)

@@ -7,7 +7,7 @@
  * reads (checkseg's hashes).
  *
  * In the scripts:
- *   shmkeep ARGS...         node bin/shmkeep.js ARGS...
+ *   shmkeep ARGS...         node bin/shmkeep.js ARGS... (of a copy of the package made when the file starts)
  *   mkseg ARGS...           test/fixtures/mkseg.c (a legacy app creating one segment)
  *   checkseg ARGS...        test/fixtures/checkseg.c
  *   shmpeer ARGS...         test/fixtures/shmpeer.c
@@ -25,6 +25,25 @@ import path from 'node:path'
 import { binDir, root } from './helpers'
 
 export const shmkeepBin = path.join(root, 'bin', 'shmkeep.js')
+
+/**
+ * A copy of the built package (bin/, dist/, the addon, package.json) as it is
+ * when the test file starts — test/run.mjs has just run tsc — so that a
+ * rebuild of dist/ while the file runs cannot mix two builds within one test.
+ * It lives under the package (test/.tmp/) so that node_modules resolve.
+ */
+function freezePackage(name: string): string {
+  const dir = path.join(root, 'test', '.tmp', `pkg-${name}`)
+  fs.rmSync(dir, { recursive: true, force: true })
+  fs.mkdirSync(dir, { recursive: true })
+  for (const part of ['bin', 'dist', 'package.json', 'prebuilds', path.join('build', 'Release', 'shmkeep.node')]) {
+    const from = path.join(root, part)
+    if (!fs.existsSync(from)) continue
+    fs.mkdirSync(path.dirname(path.join(dir, part)), { recursive: true })
+    fs.cpSync(from, path.join(dir, part), { recursive: true })
+  }
+  return dir
+}
 
 /** Docker's default capability set (moby's oci/caps/defaults.go), as setpriv's --bounding-set. */
 export const DOCKER_BOUNDING =
@@ -102,8 +121,8 @@ export function identity(s: ShmLine, withId = true) {
 }
 
 /** Sorted for comparison (by key, then id). */
-export function sorted<T extends { key: number | string; id: number }>(list: T[]): T[] {
-  return [...list].sort((a, b) => (a.key === b.key ? a.id - b.id : String(a.key) < String(b.key) ? -1 : 1))
+export function sorted<T extends { key: number | string; id?: number }>(list: T[]): T[] {
+  return [...list].sort((a, b) => (a.key === b.key ? (a.id ?? 0) - (b.id ?? 0) : String(a.key) < String(b.key) ? -1 : 1))
 }
 
 /** One line of `checkseg all`: what the app would read. */
@@ -149,12 +168,15 @@ export interface NsResult {
 export class Workspace {
   readonly dir: string
   readonly prelude: string
+  /** The frozen copy of the package whose bin/shmkeep.js the scripts run. */
+  readonly pkg: string
   private scripts = 0
 
   constructor() {
     this.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmkeep-snap-'))
     this.prelude = path.join(this.dir, '.prelude.sh')
     fs.writeFileSync(this.prelude, PRELUDE)
+    this.pkg = freezePackage(path.basename(this.dir))
   }
 
   /** A path for a state dir in the workspace (not created: shmkeep creates it). */
@@ -167,7 +189,7 @@ export class Workspace {
       ...process.env,
       W: this.dir,
       SK_NODE: process.execPath,
-      SK_BIN: shmkeepBin,
+      SK_BIN: path.join(this.pkg, 'bin', 'shmkeep.js'),
       SK_FIX: binDir,
       SK_DOCKER: DOCKER_BOUNDING,
       SK_PRELUDE: this.prelude,
@@ -230,6 +252,7 @@ export class Workspace {
 
   cleanup(): void {
     fs.rmSync(this.dir, { recursive: true, force: true })
+    fs.rmSync(this.pkg, { recursive: true, force: true })
   }
 }
 
