@@ -15,7 +15,7 @@
 //   4 verify, cold              verify(stateDir); C read() of the file
 //   5 peak RSS                  VmHWM of the snapshot and restore processes (largest size)
 //   6 unchanged checkpoint      a second snapshot of an unchanged 1 GiB segment (an app attached),
-//                               and one with 1 % of its chunks changed
+//                               and one with every 100th chunk changed (~1 %)
 //   7 freeze pause              `shmkeep run --checkpoint-interval 0.5 --freeze=sigstop` pauseMs
 //                               against checksumming the resident segment + copying what changed
 //   8 start-up                  `shmkeep run -- /bin/true` against `node -e 0` and `tini -- /bin/true`
@@ -47,6 +47,7 @@ const HELP = `Usage: npm run bench -- [options]
   --dir PATH      where the state dirs go (default: os.tmpdir() when it is a
                   disk file system, else bench/.tmp); must not be tmpfs
   --only LIST     some of: startup,copy,unchanged,freeze (default all)
+  --table FILE    print the table of a saved results.json again (measures nothing)
 
 Prints one table; writes bench/results.json. Exit status 1 when a target is
 missed by more than 2x or a measurement failed (unless --report-only).`
@@ -61,6 +62,7 @@ try {
       'report-only': { type: 'boolean' },
       dir: { type: 'string' },
       only: { type: 'string' },
+      table: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   }).values
@@ -75,7 +77,7 @@ if (opts.help) {
 
 // ---------------------------------------------------------------------------
 // A private IPC namespace, as test/run.mjs does.
-if (process.env.SHMKEEP_BENCH_NS === undefined) {
+if (process.env.SHMKEEP_BENCH_NS === undefined && opts.table === undefined) {
   const ways = process.getuid() === 0 ? [['--ipc'], ['-U', '-r', '--ipc']] : [['-U', '-r', '--ipc']]
   for (const flags of ways) {
     if (spawnSync('unshare', [...flags, 'true'], { stdio: 'ignore' }).status !== 0) continue
@@ -202,8 +204,16 @@ function machine(dir) {
   const meminfo = fs.readFileSync('/proc/meminfo', 'utf8')
   const kb = (k) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(meminfo)?.[1] ?? 0) * 1024
   const df = run('df', ['--output=source,fstype', dir]).stdout.trim().split('\n').pop()?.trim().split(/\s+/) ?? []
-  const dev = df[0]?.startsWith('/dev/') ? path.basename(df[0]).replace(/\d+$/, '') : undefined
-  const rotational = dev ? fs.readFileSync(`/sys/block/${dev}/queue/rotational`, 'utf8').trim() : undefined
+  // /sys/class/block/<partition>/.. is its disk; a device we cannot place stays unknown.
+  let rotational
+  try {
+    const dev = fs.realpathSync(df[0])
+    const sys = fs.realpathSync(`/sys/class/block/${path.basename(dev)}`)
+    const disk = fs.existsSync(path.join(sys, 'partition')) ? path.dirname(sys) : sys
+    rotational = fs.readFileSync(path.join(disk, 'queue', 'rotational'), 'utf8').trim()
+  } catch {
+    // not a block device (overlay, tmpfs, a network file system)
+  }
   return {
     cpu: /^model name\s*:\s*(.*)$/m.exec(cpuinfo)?.[1] ?? os.cpus()[0]?.model ?? 'unknown',
     cores: os.availableParallelism(),
@@ -535,6 +545,7 @@ const fmtRate = (st) => `${(st.med / GB).toFixed(2)} GB/s (${(st.min / GB).toFix
 const fmtMs = (st) => `${st.med < 0.1 ? (st.med * 1e3).toFixed(1) : Math.round(st.med * 1e3)} ms (${fmtShortMs(st.min)}–${fmtShortMs(st.max)})`
 const fmtShortMs = (s) => (s < 0.1 ? (s * 1e3).toFixed(1) : String(Math.round(s * 1e3)))
 const fmtMiB = (b) => `${(b / MiB).toFixed(b < 10 * MiB ? 1 : 0)} MiB`
+const fmtFaster = (x) => (x >= 1 ? `${fmtX(x)} faster` : `${fmtX(1 / x)} slower`)
 const fmtX = (x) => (x === undefined || !Number.isFinite(x) ? '—' : `${x >= 100 ? Math.round(x) : x.toFixed(2)}×`)
 const rates = (name, bytes) => stats(S[name]?.map((s) => bytes / s))
 
@@ -544,6 +555,13 @@ function buildRows(sizes) {
   // higher is better: value / need; lower is better: limit / value. "off" is how far from the target.
   const judge = (ok, off) => ({ result: ok ? 'pass' : 'MISS', off: ok ? 1 : off })
   const failed = (name) => errors[name] ?? 'no sample'
+  // "node child.mjs naive …: ERR_OUT_OF_RANGE: The value of "length" is out of range…" → the code, and what it means
+  const naiveFailure = (size) => {
+    const e = errors[`snap.naive.${size}`] ?? ''
+    const code = /\b(ERR_[A-Z_]+|E[A-Z]{2,})\b/.exec(e)?.[1]
+    if (code === 'ERR_OUT_OF_RANGE') return 'fails: ERR_OUT_OF_RANGE (fs.writeFileSync: one write() of more than 2 GiB - 1)'
+    return `fails: ${code ?? e.slice(0, 80)}`
+  }
 
   for (const size of sizes) {
     const size_ = sizeName(size)
@@ -567,7 +585,7 @@ function buildRows(sizes) {
         ...(need ? judge(shm.med >= need, need / shm.med) : {}),
       })
       if (S[`snap.naive.${size}.fails`]) {
-        row({ fig: 1, what: 'durable snapshot vs naive Node', size: size_, value: fmtRate(shm), baseline: `fails: ${errors[`snap.naive.${size}`]}`, ratio: '∞', target: '≥ 2× naive', result: 'pass' })
+        row({ fig: 1, what: 'durable snapshot vs naive Node', size: size_, value: fmtRate(shm), baseline: naiveFailure(size), ratio: '∞', target: '≥ 2× naive', result: 'pass' })
       } else if (naive) {
         row({ fig: 1, what: 'durable snapshot vs naive Node', size: size_, value: fmtRate(shm), baseline: fmtRate(naive), ratio: fmtX(shm.med / naive.med), target: '≥ 2× naive', ...judge(shm.med >= 2 * naive.med, (2 * naive.med) / shm.med) })
       }
@@ -576,7 +594,7 @@ function buildRows(sizes) {
     if (dw) row({ fig: '2b', what: 'disk ceiling: O_DIRECT 4 MiB writes + fsync', size: size_, value: '—', baseline: fmtRate(dw), ratio: shm ? fmtX(shm.med / dw.med) : '—' })
     if (dr) row({ fig: '2b', what: 'disk ceiling: O_DIRECT 4 MiB reads', size: size_, value: '—', baseline: fmtRate(dr), ratio: '—' })
     if (naive) row({ fig: '2c', what: 'naive Node: shm.attach + fs.writeFileSync + fsync', size: size_, value: '—', baseline: fmtRate(naive), ratio: shm ? fmtX(shm.med / naive.med) : '—' })
-    else if (S[`snap.naive.${size}.fails`]) row({ fig: '2c', what: 'naive Node: shm.attach + fs.writeFileSync + fsync', size: size_, value: '—', baseline: `fails: ${errors[`snap.naive.${size}`]}` })
+    else if (S[`snap.naive.${size}.fails`]) row({ fig: '2c', what: 'naive Node: shm.attach + fs.writeFileSync + fsync', size: size_, value: '—', baseline: naiveFailure(size) })
 
     const rs = rates(`restore.shmkeep.${size}`, size)
     const rc = rates(`restore.c.${size}`, size)
@@ -650,7 +668,7 @@ function buildRows(sizes) {
       size: sizeName(size),
       value: fmtMs(same),
       baseline: c ? fmtMs(c) : '—',
-      ratio: speed ? `${fmtX(speed)} faster` : '—',
+      ratio: speed ? fmtFaster(speed) : '—',
       target: '≥ 5× faster',
       ...(speed ? judge(speed >= 5, 5 / speed) : {}),
     })
@@ -677,10 +695,10 @@ function buildRows(sizes) {
         size: sizeName(size),
         value: `${fmtMs(pct)}; ${fmtMiB(pw.med)} = ${((pw.med / size) * 100).toFixed(1)} % (du +${fmtMiB(pdu.med)})`,
         baseline: c ? fmtMs(c) : '—',
-        ratio: c ? `${fmtX(c.med / pct.med)} faster` : '—',
+        ratio: c ? fmtFaster(c.med / pct.med) : '—',
       })
     }
-    if (first) row({ fig: 6, what: 'first (full) snapshot of the same runs, for reference', size: sizeName(size), value: fmtMs(first), baseline: c ? fmtMs(c) : '—', ratio: c ? fmtX(c.med / first.med) + ' faster' : '—' })
+    if (first) row({ fig: 6, what: 'first (full) snapshot of the same runs, for reference', size: sizeName(size), value: fmtMs(first), baseline: c ? fmtMs(c) : '—', ratio: c ? fmtFaster(c.med / first.med) : '—' })
   }
 
   // 7: freeze pause.
@@ -725,6 +743,14 @@ function buildRows(sizes) {
       ...(r && n ? judge(r.med <= 2 * n.med, r.med / (2 * n.med)) : { result: 'ERROR', off: Infinity }),
     })
     if (t) row({ fig: 8, what: `start-up, \`tini -- /bin/true\`, ${where}`, size: '—', value: '—', baseline: fmtMs(t), ratio: r ? `run: ${fmtX(r.med / t.med)}` : '—' })
+  }
+
+  // A failure in some runs of a figure that still has samples: shown, and counted.
+  const shown = rows.map((r) => `${r.value} ${r.baseline}`).join('\n')
+  for (const [name, message] of Object.entries(errors)) {
+    if (name.startsWith('snap.naive.') || shown.includes(message)) continue
+    const size = Number(name.split('.').pop())
+    row({ fig: '!', what: `failed in some runs: ${name}`, size: Number.isFinite(size) && size > 0 ? sizeName(size) : '—', value: `error: ${message}`, result: 'ERROR', off: Infinity })
   }
   return rows
 }
@@ -871,6 +897,7 @@ async function main() {
     samples: S,
     errors,
     notes: [...new Set(notes)],
+    header,
     rows,
     table,
   }
@@ -878,6 +905,16 @@ async function main() {
   log('wrote bench/results.json')
   if (far.length && !opts['report-only']) return 1
   return 0
+}
+
+if (opts.table !== undefined) {
+  // Re-render a saved run: its samples through the same table code.
+  const saved = JSON.parse(fs.readFileSync(opts.table, 'utf8'))
+  Object.assign(S, saved.samples)
+  Object.assign(errors, saved.errors)
+  console.log(`${saved.header?.join('\n') ?? `shmkeep ${saved.version} benchmark — ${saved.startedAt}`}\n\n${markdown(buildRows(saved.sizes))}\n`)
+  for (const n of saved.notes ?? []) console.log(`note: ${n}`)
+  process.exit(0)
 }
 
 main().then(

@@ -38,6 +38,33 @@ constexpr size_t kMaxIo = size_t{64} << 20;      // one pwrite at most
 constexpr size_t kVerifyBuffer = size_t{8} << 20;  // verifyFile's read buffer at most
 constexpr size_t kEntry = 8;
 constexpr size_t kHash = 16;  // XXH3-128 per chunk, little-endian low then high
+
+// A byte range [start, start + len) of a chunk.
+struct Run {
+  size_t start;
+  size_t len;
+};
+
+// The data runs of [off, off + len) of a file, relative to off: holes
+// (SEEK_HOLE) left out. A file system without SEEK_DATA reports one run.
+std::vector<Run> FileDataRuns(int fd, uint64_t off, size_t len) {
+  std::vector<Run> runs;
+  const uint64_t end = off + len;
+  for (uint64_t pos = off; pos < end;) {
+    off_t data = lseek(fd, static_cast<off_t>(pos), SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // only a hole from here to EOF
+      runs.push_back({static_cast<size_t>(pos - off), static_cast<size_t>(end - pos)});  // cannot tell: read the rest
+      break;
+    }
+    if (static_cast<uint64_t>(data) >= end) break;
+    off_t hole = lseek(fd, data, SEEK_HOLE);
+    uint64_t stop = hole < 0 ? end : std::min<uint64_t>(end, static_cast<uint64_t>(hole));
+    runs.push_back({static_cast<size_t>(data - static_cast<off_t>(off)), static_cast<size_t>(stop - data)});
+    pos = stop;
+  }
+  return runs;
+}
 constexpr uint8_t kZero = 0;
 constexpr uint8_t kData = 1;
 
@@ -411,7 +438,8 @@ class SaveWorker : public Job {
       const uint32_t zeroCrc = i + 1 == chunks ? zeroLast : zeroFull;
       uint8_t* p = seg.bytes() + off;
       uint8_t* entry = &table_[i * kEntry];
-      if (skipAbsent && !AnyResident(p, len, page, resident)) {
+      const Residency r = skipAbsent ? Resident(p, len, page, resident) : Residency::kAll;
+      if (r == Residency::kNone) {
         // No page of the chunk was ever written, or (mincore cannot tell
         // them apart) every page of it is swapped out: src/ decides when to
         // ask, absentChunks says how many chunks this answer made ZERO.
@@ -420,21 +448,27 @@ class SaveWorker : public Job {
         absentChunks_++;
         continue;
       }
-      if (int err = Populate(p, len, kMadvPopulateRead)) return Fail("madvise", err);
-      const uint32_t crc = Crc32c(0, p, len);
-      if (crc == zeroCrc && IsZero(p, len)) {
-        PutEntry(entry, crc, kZero);
+      // Runs of pages to read: the whole chunk, or (some pages never
+      // touched) only the resident ones; the others are zeros that we
+      // neither read (it would allocate them) nor write (holes in the file).
+      std::vector<Run> runs = r == Residency::kAll ? std::vector<Run>{{0, len}} : ResidentRuns(len, page, resident);
+      Digest d;
+      if (int err = DigestRuns(p, len, runs, d)) return Fail("madvise", err);
+      if (d.zero) {
+        PutEntry(entry, d.crc, kZero);
         zeroChunks_++;
       } else {
-        if (out >= 0) {
-          if (int err = WriteAll(out, p, len, off)) return Fail("pwrite", err);
+        for (const Run& run : runs) {
+          if (out >= 0) {
+            if (int err = WriteAll(out, p + run.start, run.len, off + run.start)) return Fail("pwrite", err);
+          }
+          bytesWritten_ += run.len;
         }
-        PutEntry(entry, crc, kData);
-        PutHash(&hashes_[i * kHash], XXH3_128bits(p, len));
+        PutEntry(entry, d.crc, kData);
+        PutHash(&hashes_[i * kHash], d.hash);
         dataChunks_++;
-        bytesWritten_ += len;
       }
-      DropMapping(p, len);
+      for (const Run& run : runs) DropMapping(p + run.start, run.len);
     }
 
     if (out >= 0 && fsync_ && fsync(out) != 0) return Fail("fsync", errno);
@@ -479,34 +513,79 @@ class SaveWorker : public Job {
       const size_t len = static_cast<size_t>(std::min(chunkSize_, size - off));
       uint8_t* p = base + off;
       const bool wasZero = prevTable_[i * kEntry + 4] == kZero;
-      if (skipAbsent && !AnyResident(p, len, page, resident)) {
+      const Residency r = skipAbsent ? Resident(p, len, page, resident) : Residency::kAll;
+      if (r == Residency::kNone) {
         if (!wasZero) return false;
         continue;
       }
-      if (Populate(p, len, kMadvPopulateRead) != 0) return false;  // the full save reports it
-      bool same;
-      if (wasZero) {
-        same = IsZero(p, len);
-      } else {
-        uint8_t h[kHash];
-        PutHash(h, XXH3_128bits(p, len));
-        same = memcmp(h, &prevHashes_[i * kHash], kHash) == 0;
-      }
-      DropMapping(p, len);
+      std::vector<Run> runs = r == Residency::kAll ? std::vector<Run>{{0, len}} : ResidentRuns(len, page, resident);
+      Digest d;
+      if (DigestRuns(p, len, runs, d) != 0) return false;  // the full save reports it
+      for (const Run& run : runs) DropMapping(p + run.start, run.len);
+      uint8_t h[kHash];
+      PutHash(h, d.hash);
+      const bool same = wasZero ? d.zero : !d.zero && memcmp(h, &prevHashes_[i * kHash], kHash) == 0;
       if (!same) return false;
     }
     return true;
   }
 
-  // Whether mincore() finds any page of [p, p + len) in the segment's memory.
-  // When mincore fails we cannot know: say yes, and read the chunk.
-  static bool AnyResident(uint8_t* p, size_t len, size_t page, std::vector<unsigned char>& vec) {
-    if (mincore(p, len, vec.data()) != 0) return true;
+  enum class Residency { kNone, kSome, kAll };
+
+  // Which pages of [p, p + len) mincore() finds in the segment's memory (vec
+  // is filled, one byte per page). When mincore fails we cannot know: say
+  // all, and read the chunk.
+  static Residency Resident(uint8_t* p, size_t len, size_t page, std::vector<unsigned char>& vec) {
+    if (mincore(p, len, vec.data()) != 0) return Residency::kAll;
+    size_t pages = (len + page - 1) / page, n = 0;
+    for (size_t k = 0; k < pages; k++) n += vec[k] & 1;
+    return n == 0 ? Residency::kNone : n == pages ? Residency::kAll : Residency::kSome;
+  }
+
+  // Runs of resident pages, as byte ranges of the chunk.
+  static std::vector<Run> ResidentRuns(size_t len, size_t page, const std::vector<unsigned char>& vec) {
+    std::vector<Run> runs;
     size_t pages = (len + page - 1) / page;
-    for (size_t k = 0; k < pages; k++) {
-      if (vec[k] & 1) return true;
+    for (size_t k = 0; k < pages;) {
+      if (!(vec[k] & 1)) { k++; continue; }
+      size_t j = k;
+      while (j < pages && (vec[j] & 1)) j++;
+      size_t start = k * page, end = std::min(len, j * page);
+      runs.push_back({start, end - start});
+      k = j;
     }
-    return false;
+    return runs;
+  }
+
+  struct Digest {
+    uint32_t crc = 0;
+    XXH128_hash_t hash{};
+    bool zero = true;
+  };
+
+  // CRC-32C, XXH3-128 and all-zero of a chunk whose bytes outside `runs` are
+  // zeros that must not be touched (for those, the CRC is computed without
+  // reading, and the hash reads a zero page of ours). Populates each run first.
+  static int DigestRuns(uint8_t* p, size_t len, const std::vector<Run>& runs, Digest& d) {
+    static const uint8_t zeros[4096] = {};
+    XXH3_state_t state;
+    XXH3_128bits_reset(&state);
+    size_t pos = 0;
+    auto zerosTo = [&](size_t end) {
+      d.crc = Crc32cZeros(d.crc, end - pos);
+      for (; pos < end; pos += std::min(sizeof zeros, end - pos)) XXH3_128bits_update(&state, zeros, std::min(sizeof zeros, end - pos));
+    };
+    for (const Run& run : runs) {
+      zerosTo(run.start);
+      if (int err = Populate(p + run.start, run.len, kMadvPopulateRead)) return err;
+      d.crc = Crc32c(d.crc, p + run.start, run.len);
+      XXH3_128bits_update(&state, p + run.start, run.len);
+      if (d.zero && !IsZero(p + run.start, run.len)) d.zero = false;
+      pos = run.start + run.len;
+    }
+    zerosTo(len);
+    d.hash = XXH3_128bits_digest(&state);
+    return 0;
   }
 
   const int id_;
@@ -584,13 +663,27 @@ class RestoreWorker : public Job {
         // entry's CRC must still be the CRC of zeros.
         good = EntryCrc(entry) == Crc32cZeros(0, len);
       } else {
+        // Only the file's data runs are read into the segment: its holes
+        // (pages the app never touched) stay untouched zeros in the new
+        // segment too, and count in the CRC without being read.
         uint8_t* p = seg.bytes() + off;
-        if (int err = Populate(p, len, kMadvPopulateWrite)) return Fail("madvise", err);
-        int64_t got = ReadFull(file.fd, p, len, off);
-        if (got < 0) return Fail("pread", static_cast<int>(-got));
-        bytesRead_ += static_cast<uint64_t>(got);
-        good = static_cast<size_t>(got) == len && Crc32c(0, p, len) == EntryCrc(entry);
-        DropMapping(p, len);
+        uint32_t crc = 0;
+        uint64_t pos = off;
+        good = true;
+        for (const Run& run : FileDataRuns(file.fd, off, len)) {
+          crc = Crc32cZeros(crc, off + run.start - pos);
+          uint8_t* q = p + run.start;
+          if (int err = Populate(q, run.len, kMadvPopulateWrite)) return Fail("madvise", err);
+          int64_t got = ReadFull(file.fd, q, run.len, off + run.start);
+          if (got < 0) return Fail("pread", static_cast<int>(-got));
+          bytesRead_ += static_cast<uint64_t>(got);
+          if (static_cast<size_t>(got) != run.len) good = false;
+          crc = Crc32c(crc, q, run.len);
+          DropMapping(q, run.len);
+          pos = off + run.start + run.len;
+        }
+        crc = Crc32cZeros(crc, off + len - pos);
+        good = good && crc == EntryCrc(entry);
         posix_fadvise(file.fd, static_cast<off_t>(off), static_cast<off_t>(len), POSIX_FADV_DONTNEED);
       }
       if (!good) {

@@ -18,9 +18,9 @@ import { silentLogger, type Logger } from './log'
 import { native } from './native'
 import * as shm from './shm'
 import { StateFileError } from './state/files'
-import { type GenerationRecord, type SegmentRecord } from './state/format'
+import { generationSeq, type GenerationRecord, type SegmentRecord } from './state/format'
 import { StateDir, safeName } from './state/statedir'
-import { ipcNamespaceId, memoryLimit, nextIdControl, setNextId } from './system'
+import { disarmNextId, ipcNamespaceId, memoryLimit, nextIdControl, setNextId } from './system'
 
 export type ConflictPolicy = 'fail' | 'skip' | 'replace'
 
@@ -154,7 +154,7 @@ function createSegment(seg: SegmentRecord, who: Identity, chooseId: boolean): nu
     try {
       return create()
     } catch (e) {
-      setNextId(-1)
+      disarmNextId()
       throw e
     }
   } catch (e) {
@@ -220,6 +220,18 @@ async function restoreGeneration(
   if (conflicts.length) throw new Error(`cannot restore ${name}: these keys have segments here already: ${conflicts.join(', ')} (--on-conflict=skip keeps them, =replace replaces unused ones)`)
   checkLimits(todo.map((t) => t.meta))
   if (!ids.ok && todo.length) report.idsNotKept = ids.reason
+
+  // Replacing destroys live segments: make sure what replaces them is good
+  // first, so a damaged generation never leaves the namespace emptier.
+  for (const t of todo) {
+    if (!t.replace) continue
+    const check = await native
+      .verifyFile({ path: state.path(name, t.meta.data), size: t.meta.size, chunkSize: t.meta.chunkSize, chunks: Buffer.from(t.meta.chunks, 'base64') })
+      .catch((e: Error) => ({ badChunks: [-1], error: e.message }))
+    if (check.badChunks.length) {
+      throw new DamagedError(`segment ${t.meta.key} (saved id ${t.meta.id}): ${'error' in check ? check.error : `chunk ${check.badChunks.join(', ')} of ${t.meta.data} fails its checksum`}; the live segment was not replaced`)
+    }
+  }
 
   const created: Created[] = []
   const record = {
@@ -300,14 +312,23 @@ async function restoreGeneration(
     state.clearRestoring()
     throw e
   }
-  state.clearRestoring()
+  // LIVE first: a restore killed between the two is then seen as finished
+  // (RESTORING's segments are the live state), not as half done.
   state.setLive(ns, name)
+  state.clearRestoring()
   report.generation = name
 }
 
-/** Candidates in order: the one asked for; else CURRENT then older main-line generations. */
-function candidates(state: StateDir, options: RestoreOptions, log: Logger): string[] {
-  if (options.generation) return [options.generation]
+/**
+ * Candidates in order: the one asked for; else CURRENT then older main-line
+ * generations. `repair` says CURRENT is unreadable or names no generation:
+ * whatever is restored then becomes CURRENT.
+ */
+function candidates(state: StateDir, options: RestoreOptions, log: Logger): { names: string[]; repair: boolean } {
+  if (options.generation) {
+    if (generationSeq(options.generation) === undefined) throw new TypeError(`not a generation name: ${JSON.stringify(options.generation)} (e.g. gen-000000000042)`)
+    return { names: [options.generation], repair: false }
+  }
   const gens = state.generations()
   const current = state.readCurrent()
   const main = (limit: number) =>
@@ -324,14 +345,18 @@ function candidates(state: StateDir, options: RestoreOptions, log: Logger): stri
       .reverse()
   if ('error' in current) {
     log.log('error', 'restore.current', `${current.error}; falling back to the newest generation that verifies`)
-    return main(Infinity)
+    return { names: main(Infinity), repair: true }
   }
   if (current.name === null) {
     if (gens.length) log.log('warn', 'restore.current', 'no CURRENT although generations exist (a first snapshot was killed before switching it): trying the newest')
-    return main(Infinity)
+    return { names: main(Infinity), repair: false }
   }
   const seq = gens.find((g) => g.name === current.name)?.seq
-  return [current.name, ...main(seq ?? Infinity).filter((n) => n !== current.name)]
+  if (seq === undefined) {
+    log.log('error', 'restore.current', `CURRENT names ${current.name}, which is not in the state dir; falling back to the newest generation that verifies`)
+    return { names: main(Infinity), repair: true }
+  }
+  return { names: [current.name, ...main(seq).filter((n) => n !== current.name)], repair: false }
 }
 
 /**
@@ -350,7 +375,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreReport> {
     report.cleanedUp = undoKilledRestore(state, ns, log)
     state.removeStaleTemporaries()
     const powers = currentPowers()
-    for (const name of candidates(state, options, log)) {
+    const { names, repair } = candidates(state, options, log)
+    for (const name of names) {
       try {
         await restoreGeneration(state, name, options, powers, ns, report, log)
         break
@@ -365,10 +391,10 @@ export async function restore(options: RestoreOptions): Promise<RestoreReport> {
     // deleted) and CURRENT is pointed at what the namespace now holds, so the
     // next snapshot continues this line instead of being written beside it.
     // When nothing could be restored, the state dir stays exactly as it was.
-    if (report.generation && report.rejected.length) {
+    if (report.generation && (report.rejected.length || repair)) {
       for (const r of report.rejected) {
         r.quarantinedAs = state.quarantine(r.generation)
-        log.log('warn', 'restore.quarantine', `moved the damaged ${r.generation} aside as ${r.quarantinedAs}`)
+        if (r.quarantinedAs) log.log('warn', 'restore.quarantine', `moved the damaged ${r.generation} aside as ${r.quarantinedAs}`)
       }
       state.writeCurrent(report.generation)
       log.log('warn', 'restore.fallback', `restored ${report.generation} instead; CURRENT now names it`)

@@ -103,6 +103,15 @@ interface Previous {
   dataPath: string
 }
 
+/** How many segments a generation holds (0 when unreadable). */
+function generationSegmentCount(state: StateDir, name: string): number {
+  try {
+    return state.readGeneration(name).segments.length
+  } catch {
+    return 0
+  }
+}
+
 /** The segments of the generation the live state descends from (or CURRENT), by key and id. */
 function previousSegments(state: StateDir, names: Array<string | null>): Map<string, Previous> {
   const out = new Map<string, Previous>()
@@ -236,14 +245,23 @@ async function saveOne(
       continue
     }
     if (result.unchanged) {
-      // Every chunk is as in the previous generation: share its data file
-      // (a hard link: nothing written; each generation stays complete and
-      // independent of pruning). The empty file we may have opened goes.
+      // Every chunk is as in the previous generation. Share its data file (a
+      // hard link: nothing written; each generation stays complete and
+      // independent of pruning) — once it verifies: linking a file damaged
+      // on disk since would carry the damage into this generation while the
+      // good bytes are still in memory.
+      const check = await native
+        .verifyFile({ path: prev!.dataPath, size: seg.size, chunkSize: size, chunks: result.chunks })
+        .catch(() => ({ badChunks: [-1] }))
       if (fd !== undefined) {
         pending.splice(pending.indexOf(fd), 1)
         fs.closeSync(fd)
       }
       fs.rmSync(dataPath, { force: true })
+      if (check.badChunks.length) {
+        previous = undefined
+        continue // save it in full
+      }
       fs.linkSync(prev!.dataPath, dataPath)
     }
     const record: SegmentRecord = {
@@ -318,6 +336,7 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
     cleaned: [],
   }
   let tmp: string | undefined
+  let switching: string | undefined
   let lock: FileLock | undefined
   const pendingFds: number[] = []
   try {
@@ -395,9 +414,15 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
 
     // Decide CURRENT before writing GENERATION, so the record says whether it is a side generation.
     const currentName = 'name' in current ? current.name : null
+    const currentSegments = currentName && generationSegmentCount(state, currentName)
     if (options.side) {
       report.side = true
       report.sideReason = 'asked to write beside CURRENT'
+    } else if (entries.length === 0 && currentSegments && !options.force) {
+      // An app that removed its segments at exit (or a namespace that lost
+      // them) must not bury the saved state under an empty generation.
+      report.side = true
+      report.sideReason = `no segment to save, and CURRENT (${currentName}) holds ${currentSegments}: kept CURRENT (--force to switch to the empty generation)`
     } else if (currentName !== null && currentName !== report.parent && !options.force) {
       report.side = true
       report.sideReason = `CURRENT names ${currentName}, not this state's parent (${report.parent ?? 'none: this state was not restored from this state dir'}): another writer may share this state dir`
@@ -436,21 +461,38 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
     if (report.side) {
       log.log('error', 'snapshot.side', `generation ${name} written BESIDE CURRENT, which still names ${currentName ?? '(unreadable)'}: ${report.sideReason}. Use --force to switch anyway.`, { generation: name })
     } else {
+      switching = name
       state.writeCurrent(name)
       report.current = true
-      state.setLive(ns, name)
     }
-
-    const seen = new Set(scan.segments.map((s) => s.id))
-    report.appeared = shm.list().filter((s) => !seen.has(s.id) && !s.dest && take(s)).map((s) => ({ key: formatKey(s.key), id: s.id, size: s.size }))
-    for (const a of report.appeared) log.log('warn', 'snapshot.appeared', `segment ${a.key} (id ${a.id}) appeared during the snapshot and is not in it`, a)
-
-    report.pruned = prune(state, { keep, protect: [report.parent], log })
+    // The snapshot is done. What follows is bookkeeping: a failure there is a
+    // warning, never "no generation written".
+    try {
+      if (report.current) state.setLive(ns, name)
+      const seen = new Set(scan.segments.map((s) => s.id))
+      report.appeared = shm.list().filter((s) => !seen.has(s.id) && !s.dest && take(s)).map((s) => ({ key: formatKey(s.key), id: s.id, size: s.size }))
+      for (const a of report.appeared) log.log('warn', 'snapshot.appeared', `segment ${a.key} (id ${a.id}) appeared during the snapshot and is not in it`, a)
+      report.pruned = prune(state, { keep, protect: [report.parent], log })
+    } catch (e) {
+      log.log('warn', 'snapshot.after', `generation ${name} is complete${report.current ? ' and CURRENT' : ''}, but what follows failed: ${e instanceof Error ? e.message : String(e)}`)
+    }
     report.durationMs = performance.now() - started
     return report
   } catch (e) {
     report.durationMs = performance.now() - started
     if (e instanceof SnapshotError) throw e
+    if (switching) {
+      // CURRENT.tmp was renamed over CURRENT but the state dir's fsync failed
+      // (or something between): CURRENT may name the new generation, and
+      // whether that survives a crash is unknown. Say exactly that.
+      const now = StateDir.open(options.stateDir).readCurrent()
+      const named = 'name' in now && now.name === switching
+      throw new SnapshotError(
+        `snapshot ${switching} is complete, but switching CURRENT to it failed: ${e instanceof Error ? e.message : String(e)}; ` +
+          (named ? 'CURRENT names it, but it may not be durable yet' : 'CURRENT still names the previous generation'),
+        report,
+      )
+    }
     if (options.signal?.aborted && e === options.signal.reason) throw new SnapshotError('snapshot abandoned (no generation written, CURRENT unchanged)', report)
     const reason = hasCode(e, 'ENOSPC', 'EIO', 'EDQUOT') ? ' (the disk refused the write; the previous generation is intact)' : ''
     throw new SnapshotError(`snapshot failed, no generation written (CURRENT unchanged): ${e instanceof Error ? e.message : String(e)}${reason}`, report)

@@ -4,6 +4,7 @@
  * counter, shm_rmid_forced and the memory cgroup's limit.
  */
 import fs from 'node:fs'
+import { native } from './native'
 
 /** Capability numbers we care about (linux/capability.h). */
 export const CAP = {
@@ -95,9 +96,29 @@ export function nextIdControl(): { ok: true } | { ok: false; reason: string } {
   }
 }
 
-/** Arm the id counter for the next shmget (-1 disarms it). */
+/** Arm the id counter for the next shmget. */
 export function setNextId(id: number): void {
   fs.writeFileSync(NEXT_ID, `${id}\n`)
+}
+
+/**
+ * Disarm the id counter after a shmget that failed (a successful one disarms
+ * it itself): otherwise the app's next segment would take the id. Kernels that
+ * refuse -1 get it consumed by a one-byte IPC_PRIVATE segment, removed at once.
+ */
+export function disarmNextId(): void {
+  try {
+    fs.writeFileSync(NEXT_ID, '-1\n')
+    return
+  } catch {
+    // EINVAL on kernels whose sysctl takes 0.. only
+  }
+  try {
+    const c = native.shmConstants
+    native.shmRemove(native.shmGet(0, 1, c.IPC_CREAT | 0o600, -1, -1), -1, -1)
+  } catch {
+    // nothing more we can do; the restore reports its own error
+  }
 }
 
 /** The memory cgroup's memory.max for this process in bytes, or undefined when unlimited/unknown. */

@@ -368,7 +368,7 @@ describe.skipIf(!enabled)('the order of the durability system calls', () => {
       const o = outcome(`e${i}`, t)
       expect(o.rc, `${t}: ${o.out}`).toBe(1)
       expect(o.out, t).toMatch(/EIO/)
-      expect(o.out, t).toMatch(/no generation written \(CURRENT unchanged\)/)
+      expect(o.out, t).toMatch(/no generation written \(CURRENT unchanged\)|CURRENT still names the previous generation/)
       expect(o.current, t).toBe(genName(2))
       const fsyncs = parseStrace(fs.readFileSync(path.join(E, `${i}.trace`), 'utf8')).filter((c) => c.name === 'fsync')
       expect(fsyncs, `${t}: fsync attempted once, not retried`).toHaveLength(1)
@@ -507,15 +507,7 @@ shmdump rke${i}; sums rke${i}
     // Most kill points land before the restore finished.
     expect(finishedBeforeKill).toBeLessThan(names.length / 2)
   }, 600_000)
-  // BUG: src/restore.ts restoreGeneration() ends with
-  // `state.clearRestoring(); state.setLive(ns, name)`: a restore killed while
-  // it records LIVE (LIVE.tmp written, renamed, dir fsynced) has handed every
-  // segment over and removed RESTORING, so the restart in the same namespace
-  // cannot tell it from "restoring twice": exit 1 "these keys have segments
-  // here already" — an error after a killed restore, which the requirement
-  // excludes. Fix: setLive() before clearRestoring(), so that a kill anywhere
-  // before the very last unlink is undone and redone by the restart.
-  test.fails('a restore killed while recording LIVE: the restart in the same namespace exits 0 with B whole', () => {
+  test('a restore killed while recording LIVE: the restart in the same namespace exits 0 with B whole', () => {
     const R = DRY
     ws.ns(`
       D="$W/live-kill"; cp -a "$R" "$D"
@@ -607,17 +599,12 @@ describe.skipIf(!enabled)('ENOSPC and EIO injected at every write, create and fs
     expect(outcomes.filter((o) => o.rc === 1).length).toBeGreaterThan(outcomes.length / 2)
   }, 600_000)
 
-  // BUG: src/snapshot.ts: once CURRENT was switched (state.writeCurrent), any
-  // later error — ENOSPC writing LIVE.tmp in setLive(), EIO from the state
-  // dir's fsync after the rename of CURRENT, a prune error — lands in the
-  // catch that reports "snapshot failed, no generation written (CURRENT
-  // unchanged) ... the previous generation is intact" with exit 1, although
-  // CURRENT now names the new generation and the next restore uses it.
-  // Fix: after the switch, report success (exit 0) with a warning for the
-  // LIVE/prune error, or at least a message that says CURRENT was switched.
-  test.fails('an exit 1 ("no generation written, CURRENT unchanged") really leaves CURRENT unchanged', () => {
+  test('an exit 1 says what happened to CURRENT: "unchanged" only when it is, and otherwise that it may not be durable', () => {
     const outcomes = injectAll()
-    const lying = outcomes.filter((o) => o.rc === 1 && (o.holds !== 'A' || o.current !== genName(2)))
+    // An fsync of the state dir after CURRENT's rename failed: CURRENT names
+    // the new generation, and the message must say so (its durability is unknown).
+    const honest = (o: (typeof outcomes)[number]) => /CURRENT names it, but it may not be durable yet/.test(o.out)
+    const lying = outcomes.filter((o) => o.rc === 1 && (o.holds !== 'A' || o.current !== genName(2)) && !honest(o))
     if (lying.length) console.log(`exit 1 "CURRENT unchanged" although CURRENT was switched: ${lying.map((o) => o.point).join(', ')}`)
     expect(lying.map((o) => `${o.point}: CURRENT=${o.current}; ${o.out.trim()}`)).toEqual([])
   }, 600_000)

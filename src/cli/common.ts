@@ -3,7 +3,7 @@
  * environment variables as defaults), the logger, the filters, JSON output.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util'
-import { parseSize, type SegmentFilter } from '../filter'
+import { parseSize, segmentPredicate, type SegmentFilter } from '../filter'
 import { streamLogger, type Logger } from '../log'
 import { UsageError } from './errors'
 
@@ -83,13 +83,15 @@ export function requireStateDir(values: { 'state-dir'?: string }): string {
 
 export function filterFrom(values: { key?: string[]; 'exclude-key'?: string[]; owner?: string[]; 'min-size'?: string; 'max-size'?: string }): SegmentFilter {
   try {
-    return {
+    const filter = {
       keys: values.key,
       excludeKeys: values['exclude-key'],
       owners: values.owner?.flatMap((o) => o.split(',')),
       minSize: values['min-size'] === undefined ? undefined : parseSize(values['min-size']),
       maxSize: values['max-size'] === undefined ? undefined : parseSize(values['max-size']),
     }
+    segmentPredicate(filter) // a bad key list or an unknown owner is a usage error, found now
+    return filter
   } catch (e) {
     throw new UsageError((e as Error).message)
   }

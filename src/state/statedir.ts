@@ -147,13 +147,19 @@ export class StateDir {
     const file = this.path(generation, safeName(entry.meta))
     const record = readCheckedJson<SegmentRecord>(file, FORMAT)
     if (record.key !== entry.key || record.id !== entry.id || record.size !== entry.size) {
-      throw new StateFileError(file, `describes segment ${record.key}/${record.id} but ${GENERATION_FILE} lists ${entry.key}/${entry.id}`)
+      throw new StateFileError(
+        file,
+        `describes segment ${record.key} (id ${record.id}, ${record.size} bytes) but ${GENERATION_FILE} lists ${entry.key} (id ${entry.id}, ${entry.size} bytes)`,
+      )
     }
+    // The data file must be the one GENERATION names, inside this generation.
+    if (record.data !== safeName(entry.data)) throw new StateFileError(file, `names the data file ${JSON.stringify(record.data)} but ${GENERATION_FILE} lists ${entry.data}`)
     return record
   }
 
-  /** Move a generation that failed verification aside (never delete it). Returns the new name. */
-  quarantine(name: string): string {
+  /** Move a generation that failed verification aside (never delete it). Returns the new name (undefined: it was not there). */
+  quarantine(name: string): string | undefined {
+    if (!fs.existsSync(this.path(name))) return undefined // CURRENT named a generation that is not here
     let target = QUARANTINE_PREFIX + name
     for (let n = 2; fs.existsSync(this.path(target)); n++) target = `${QUARANTINE_PREFIX}${name}.${n}`
     fs.renameSync(this.path(name), this.path(target))
