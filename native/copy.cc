@@ -372,7 +372,8 @@ class SaveWorker : public Job {
         chunkSize_(static_cast<uint64_t>(I64(o.Get("chunkSize")))),
         skipAbsent_(o.Get("skipAbsent").ToBoolean()),
         fsync_(o.Get("fsync").ToBoolean()),
-        callerFd_(o.Get("fd").IsNumber() ? I32(o.Get("fd")) : -1) {
+        callerFd_(o.Get("fd").IsNumber() ? I32(o.Get("fd")) : -1),
+        carryUnchanged_(o.Get("carryUnchanged").ToBoolean()) {
     Napi::Value prev = o.Get("previous");
     if (prev.IsObject()) {
       Napi::Value t = prev.As<Napi::Object>().Get("chunks"), h = prev.As<Napi::Object>().Get("hashes");
@@ -408,8 +409,14 @@ class SaveWorker : public Job {
     std::vector<unsigned char> resident;
     if (skipAbsent) resident.resize((std::min(chunkSize_, size) + page - 1) / page);
 
-    if (prevTable_.size() == chunks * kEntry && prevHashes_.size() == chunks * kHash &&
-        SameAsPrevious(seg.bytes(), size, chunks, page, skipAbsent, resident)) {
+    const bool hasPrev = prevTable_.size() == chunks * kEntry && prevHashes_.size() == chunks * kHash;
+    // carryUnchanged (a frozen app's checkpoint): one pass that writes only
+    // changed chunks; the caller copies the others from the previous file
+    // after the app is resumed. Otherwise a first pass decides "unchanged".
+    const bool carry = hasPrev && carryUnchanged_;
+    carry_ = carry;
+    if (carry) carried_.assign(chunks, 0);
+    if (hasPrev && !carry && SameAsPrevious(seg.bytes(), size, chunks, page, skipAbsent, resident)) {
       unchanged_ = true;
       table_ = prevTable_;
       hashes_ = prevHashes_;
@@ -443,6 +450,7 @@ class SaveWorker : public Job {
         // No page of the chunk was ever written, or (mincore cannot tell
         // them apart) every page of it is swapped out: src/ decides when to
         // ask, absentChunks says how many chunks this answer made ZERO.
+        if (carry && prevTable_[i * kEntry + 4] != kZero) allCarried_ = false;
         PutEntry(entry, zeroCrc, kZero);
         zeroChunks_++;
         absentChunks_++;
@@ -453,11 +461,22 @@ class SaveWorker : public Job {
       // neither read (it would allocate them) nor write (holes in the file).
       std::vector<Run> runs = r == Residency::kAll ? std::vector<Run>{{0, len}} : ResidentRuns(len, page, resident);
       Digest d;
-      if (int err = DigestRuns(p, len, runs, d)) return Fail("madvise", err);
-      if (d.zero) {
+      const bool prevData = carry && prevTable_[i * kEntry + 4] == kData;
+      if (int err = DigestRuns(p, len, runs, d, prevData ? &prevHashes_[i * kHash] : nullptr)) return Fail("madvise", err);
+      if (d.same) {
+        // As in the previous generation: its bytes come from the previous
+        // file later (copyCarried); the entry is the previous one.
+        memcpy(entry, &prevTable_[i * kEntry], kEntry);
+        memcpy(&hashes_[i * kHash], &prevHashes_[i * kHash], kHash);
+        carried_[i] = 1;
+        carriedChunks_++;
+        dataChunks_++;
+      } else if (d.zero) {
         PutEntry(entry, d.crc, kZero);
         zeroChunks_++;
+        if (carry && prevTable_[i * kEntry + 4] != kZero) allCarried_ = false;
       } else {
+        allCarried_ = false;
         for (const Run& run : runs) {
           if (out >= 0) {
             if (int err = WriteAll(out, p + run.start, run.len, off + run.start)) return Fail("pwrite", err);
@@ -488,7 +507,9 @@ class SaveWorker : public Job {
     o.Set("zeroChunks", Napi::Number::New(env, static_cast<double>(zeroChunks_)));
     o.Set("absentChunks", Napi::Number::New(env, static_cast<double>(absentChunks_)));
     o.Set("hashes", Napi::Buffer<uint8_t>::Copy(env, hashes_.data(), hashes_.size()));
-    o.Set("unchanged", Napi::Boolean::New(env, unchanged_));
+    o.Set("unchanged", Napi::Boolean::New(env, unchanged_ || (carry_ && allCarried_)));
+    o.Set("carried", Napi::Buffer<uint8_t>::Copy(env, carried_.data(), carried_.size()));
+    o.Set("carriedChunks", Napi::Number::New(env, static_cast<double>(carriedChunks_)));
     return o;
   }
 
@@ -520,12 +541,9 @@ class SaveWorker : public Job {
       }
       std::vector<Run> runs = r == Residency::kAll ? std::vector<Run>{{0, len}} : ResidentRuns(len, page, resident);
       Digest d;
-      if (DigestRuns(p, len, runs, d) != 0) return false;  // the full save reports it
+      if (DigestRuns(p, len, runs, d, wasZero ? nullptr : &prevHashes_[i * kHash]) != 0) return false;  // the full save reports it
       for (const Run& run : runs) DropMapping(p + run.start, run.len);
-      uint8_t h[kHash];
-      PutHash(h, d.hash);
-      const bool same = wasZero ? d.zero : !d.zero && memcmp(h, &prevHashes_[i * kHash], kHash) == 0;
-      if (!same) return false;
+      if (!(wasZero ? d.zero : d.same)) return false;
     }
     return true;
   }
@@ -561,30 +579,52 @@ class SaveWorker : public Job {
     uint32_t crc = 0;
     XXH128_hash_t hash{};
     bool zero = true;
+    bool same = false;  // the hash equals the previous one given
   };
 
-  // CRC-32C, XXH3-128 and all-zero of a chunk whose bytes outside `runs` are
-  // zeros that must not be touched (for those, the CRC is computed without
-  // reading, and the hash reads a zero page of ours). Populates each run first.
-  static int DigestRuns(uint8_t* p, size_t len, const std::vector<Run>& runs, Digest& d) {
+  // XXH3-128, then CRC-32C and all-zero, of a chunk whose bytes outside
+  // `runs` are zeros that must not be touched (for those, the CRC is computed
+  // without reading, and the hash reads a zero page of ours). Populates each
+  // run first. When the hash equals `prevHash` the chunk is as it was: the CRC
+  // is the previous one, and is not computed (d.same).
+  static int DigestRuns(uint8_t* p, size_t len, const std::vector<Run>& runs, Digest& d, const uint8_t* prevHash = nullptr) {
     static const uint8_t zeros[4096] = {};
     XXH3_state_t state;
     XXH3_128bits_reset(&state);
     size_t pos = 0;
     auto zerosTo = [&](size_t end) {
-      d.crc = Crc32cZeros(d.crc, end - pos);
       for (; pos < end; pos += std::min(sizeof zeros, end - pos)) XXH3_128bits_update(&state, zeros, std::min(sizeof zeros, end - pos));
     };
     for (const Run& run : runs) {
       zerosTo(run.start);
       if (int err = Populate(p + run.start, run.len, kMadvPopulateRead)) return err;
-      d.crc = Crc32c(d.crc, p + run.start, run.len);
       XXH3_128bits_update(&state, p + run.start, run.len);
-      if (d.zero && !IsZero(p + run.start, run.len)) d.zero = false;
       pos = run.start + run.len;
     }
     zerosTo(len);
     d.hash = XXH3_128bits_digest(&state);
+    if (prevHash) {
+      uint8_t h[kHash];
+      PutHash(h, d.hash);
+      if (memcmp(h, prevHash, kHash) == 0) {
+        d.same = true;
+        d.zero = false;
+        return 0;
+      }
+    }
+    size_t at = 0;
+    for (const Run& run : runs) {
+      d.crc = Crc32cZeros(d.crc, run.start - at);
+      d.crc = Crc32c(d.crc, p + run.start, run.len);
+      at = run.start + run.len;
+    }
+    d.crc = Crc32cZeros(d.crc, len - at);
+    // All zero only if the CRC says it may be; then make sure.
+    d.zero = d.crc == Crc32cZeros(0, len);
+    for (const Run& run : runs) {
+      if (!d.zero) break;
+      d.zero = IsZero(p + run.start, run.len);
+    }
     return 0;
   }
 
@@ -596,7 +636,10 @@ class SaveWorker : public Job {
   const bool skipAbsent_, fsync_;
   const int callerFd_;
   struct shmid_ds ds_ {};
-  std::vector<uint8_t> table_, hashes_, prevTable_, prevHashes_;
+  std::vector<uint8_t> table_, hashes_, prevTable_, prevHashes_, carried_;
+  const bool carryUnchanged_;
+  bool carry_ = false, allCarried_ = true;
+  uint64_t carriedChunks_ = 0;
   bool unchanged_ = false;
   uint64_t kernelPageSize_ = 0;
   uint64_t bytesWritten_ = 0, dataChunks_ = 0, zeroChunks_ = 0, absentChunks_ = 0;
@@ -850,7 +893,99 @@ Napi::Value Crc32cImplJs(const Napi::CallbackInfo& info) { return Napi::String::
 
 }  // namespace
 
+// ---------------------------------------------------------------------------
+// copyCarried({from, fd, size, chunkSize, chunks, carried}) -> {bytesCopied}
+// After a checkpoint's one pass (saveSegment with carryUnchanged): fill the
+// chunks marked carried into fd from the previous generation's data file,
+// each checked against its CRC on the way (a previous file damaged on disk is
+// an error, code EPREV, never copied silently). Holes stay holes.
+
+class CopyCarriedWorker : public Job {
+ public:
+  CopyCarriedWorker(Napi::Env env, const Napi::Object& o, std::vector<uint8_t> table, std::vector<uint8_t> carried)
+      : Job(env, "shmkeep.copyCarried"),
+        from_(o.Get("from").As<Napi::String>().Utf8Value()),
+        fd_(I32(o.Get("fd"))),
+        size_(static_cast<uint64_t>(I64(o.Get("size")))),
+        chunkSize_(static_cast<uint64_t>(I64(o.Get("chunkSize")))),
+        table_(std::move(table)),
+        carried_(std::move(carried)) {}
+
+  void Execute() override {
+    Fd file;
+    if (!OpenForRead(from_, size_, file)) return;
+    const size_t bufSize = static_cast<size_t>((std::min<uint64_t>(chunkSize_, kVerifyBuffer) + 4095) & ~uint64_t{4095});
+    AlignedBuffer buf;
+    if (int err = posix_memalign(&buf.p, 4096, bufSize)) return Fail("posix_memalign", err);
+    uint8_t* b = static_cast<uint8_t*>(buf.p);
+    for (uint64_t i = 0; i < carried_.size(); i++) {
+      if (!carried_[i]) continue;
+      const uint64_t off = i * chunkSize_;
+      const size_t len = static_cast<size_t>(std::min(chunkSize_, size_ - off));
+      uint32_t crc = 0;
+      uint64_t pos = off;
+      for (const Run& run : FileDataRuns(file.fd, off, len)) {
+        crc = Crc32cZeros(crc, off + run.start - pos);
+        for (uint64_t at = off + run.start, end = at + run.len; at < end;) {
+          size_t want = static_cast<size_t>(std::min<uint64_t>(bufSize, end - at));
+          int64_t got = ReadFull(file.fd, b, want, at);
+          if (got < 0) return Fail("pread", static_cast<int>(-got));
+          if (static_cast<size_t>(got) != want) return Damaged(i);
+          crc = Crc32c(crc, b, want);
+          if (int err = WriteAll(fd_, b, want, at)) return Fail("pwrite", err);
+          bytesCopied_ += want;
+          at += want;
+        }
+        pos = off + run.start + run.len;
+      }
+      crc = Crc32cZeros(crc, off + len - pos);
+      if (crc != EntryCrc(&table_[i * kEntry])) return Damaged(i);
+    }
+  }
+
+ protected:
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("bytesCopied", Napi::Number::New(env, static_cast<double>(bytesCopied_)));
+    return o;
+  }
+
+ private:
+  void Damaged(uint64_t chunk) {
+    FailWith("chunk " + std::to_string(chunk) + " of the previous generation's " + from_ + " fails its checksum", "EPREV",
+             {{"chunk", static_cast<double>(chunk)}});
+  }
+
+  const std::string from_;
+  const int fd_;
+  const uint64_t size_, chunkSize_;
+  const std::vector<uint8_t> table_, carried_;
+  uint64_t bytesCopied_ = 0;
+};
+
+Napi::Value CopyCarried(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = info[0].As<Napi::Object>();
+  const uint64_t size = static_cast<uint64_t>(I64(o.Get("size")));
+  const uint64_t chunkSize = static_cast<uint64_t>(I64(o.Get("chunkSize")));
+  if (chunkSize == 0) return Rejected(env, Napi::RangeError::New(env, "chunkSize must be positive"));
+  std::vector<uint8_t> table;
+  Napi::Value rejection;
+  if (!TakeTable(env, o, size, chunkSize, table, &rejection)) return rejection;
+  Napi::Value c = o.Get("carried");
+  if (!c.IsTypedArray() || c.As<Napi::TypedArray>().ByteLength() != ChunkCount(size, chunkSize)) {
+    return TableError(env, "carried must have one byte per chunk");
+  }
+  Napi::TypedArray t = c.As<Napi::TypedArray>();
+  const uint8_t* d = static_cast<const uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset();
+  auto* w = new CopyCarriedWorker(env, o, std::move(table), std::vector<uint8_t>(d, d + t.ByteLength()));
+  Napi::Promise promise = w->Promise();
+  w->Queue();
+  return promise;
+}
+
 void InitCopy(Napi::Env env, Napi::Object exports) {
+  exports.Set("copyCarried", Napi::Function::New(env, CopyCarried, "copyCarried"));
   exports.Set("crc32c", Napi::Function::New(env, Crc32cJs, "crc32c"));
   exports.Set("crc32cImpl", Napi::Function::New(env, Crc32cImplJs, "crc32cImpl"));
   exports.Set("saveSegment", Napi::Function::New(env, SaveSegment, "saveSegment"));

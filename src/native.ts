@@ -57,6 +57,9 @@ export interface RawSaveResult {
   hashes: Buffer
   /** Every chunk is as in `previous`: nothing was written (the tables are the previous ones). */
   unchanged: boolean
+  /** With carryUnchanged: one byte per chunk, 1 = as in `previous`, not written (copyCarried fills it). */
+  carried: Buffer
+  carriedChunks: number
 }
 
 export interface RawCheckResult {
@@ -96,7 +99,9 @@ export interface Binding {
     fsync: boolean
     fd?: number
     previous?: { chunks: ChunkTable; hashes: Buffer }
+    carryUnchanged?: boolean
   }): Promise<RawSaveResult>
+  copyCarried(o: { from: string; fd: number; size: number; chunkSize: number; chunks: ChunkTable; carried: Buffer }): Promise<{ bytesCopied: number }>
   restoreSegment(o: { id: number; uid: number; gid: number; path: string; size: number; chunkSize: number; chunks: ChunkTable; stopAtFirstBad: boolean }): Promise<RawCheckResult>
   verifyFile(o: { path: string; size: number; chunkSize: number; chunks: ChunkTable }): Promise<RawCheckResult>
 

@@ -97,6 +97,16 @@ export interface SegmentOutcome {
   durationMs: number
 }
 
+/** Chunks of a checkpoint to copy from the previous generation's file once the app runs again. */
+interface Carry {
+  from: string
+  fd: number
+  size: number
+  chunkSize: number
+  chunks: Buffer
+  carried: Buffer
+}
+
 /** A segment's copy in the previous generation, for an incremental save. */
 interface Previous {
   meta: SegmentRecord
@@ -190,7 +200,7 @@ async function saveOne(
   fsync: boolean,
   pending: number[],
   previous: Previous | undefined,
-): Promise<{ outcome: SegmentOutcome; entry?: SegmentEntry }> {
+): Promise<{ outcome: SegmentOutcome; entry?: SegmentEntry; carry?: Carry }> {
   const key = formatKey(seg.key)
   const stem = segmentStem(seg.key, seg.id)
   const base = { key, id: seg.id, size: seg.size, readAs: describeIdentity(who), bytesWritten: 0, dataChunks: 0, zeroChunks: 0 }
@@ -216,6 +226,9 @@ async function saveOne(
         fsync,
         fd,
         previous: prev && { chunks: Buffer.from(prev.meta.chunks, 'base64'), hashes: Buffer.from(prev.meta.hashes!, 'base64') },
+        // A frozen app's checkpoint: write only the changed chunks now, the
+        // unchanged ones are copied from the previous file once it runs again.
+        carryUnchanged: prev !== undefined && fd !== undefined,
       })
     } catch (e) {
       fs.rmSync(dataPath, { force: true })
@@ -292,7 +305,12 @@ async function saveOne(
       pending.push(metaFd)
       fs.writeFileSync(metaFd, encodeCheckedJson(FORMAT, record))
     }
+    const carry =
+      !result.unchanged && result.carriedChunks > 0 && fd !== undefined
+        ? { from: prev!.dataPath, fd, size: seg.size, chunkSize: size, chunks: result.chunks, carried: result.carried }
+        : undefined
     return {
+      ...(carry ? { carry } : {}),
       outcome: {
         ...base,
         status: 'saved',
@@ -389,6 +407,13 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
     if (options.afterCopy) {
       options.afterCopy()
       options.signal?.throwIfAborted()
+      for (const r of results) {
+        if (!r.carry) continue
+        const { bytesCopied } = await native.copyCarried(r.carry).catch((e: Error) => {
+          throw new Error(`${e.message}: this checkpoint is abandoned (the next one is written in full)`)
+        })
+        r.outcome.bytesWritten += bytesCopied
+      }
       // Not retried: an fsync error abandons the generation (the catch below).
       while (pending.length) {
         const fd = pending.shift()!

@@ -239,6 +239,7 @@ export async function runApp(o: RunOptions): Promise<number> {
     // Periodic checkpoints, never overlapping each other or the final snapshot.
     let checkpoint: { abort: AbortController; freezer?: Freezer; done: Promise<void> } | undefined
     let checkpointTimer: NodeJS.Timeout | undefined
+    let lastCheckpointFailed = false
     const freezer: Freezer | undefined =
       o.freeze === 'none' ? undefined : cgroup ?? SigstopFreezer.forContainer(isInit, appPid, () => hooks.pids, o.freezeTimeoutMs)
     const scheduleCheckpoint = () => {
@@ -263,6 +264,8 @@ export async function runApp(o: RunOptions): Promise<number> {
         const r = await snapshot({
           stateDir: o.stateDir,
           reason: 'checkpoint',
+          // After a failed checkpoint (e.g. a damaged previous generation), write the next in full.
+          incremental: !lastCheckpointFailed,
           side,
           keep: o.keep,
           filter: o.filter,
@@ -281,7 +284,9 @@ export async function runApp(o: RunOptions): Promise<number> {
           `checkpoint ${r.generation}: ${r.segments.filter((x) => x.status === 'saved').length} segment(s), ${r.bytes} bytes in ${Math.round(r.durationMs)} ms; ${freezer ? `app paused ${Math.round(pauseMs)} ms` : 'app not paused (--freeze=none: not an image of one instant)'}`,
           { generation: r.generation, bytes: r.bytes, ms: Math.round(r.durationMs), pauseMs: Math.round(pauseMs) },
         )
+        lastCheckpointFailed = false
       } catch (e) {
+        lastCheckpointFailed = !abort.signal.aborted
         log.log(abort.signal.aborted ? 'info' : 'error', 'checkpoint.failed', abort.signal.aborted ? 'checkpoint abandoned: the container is stopping' : `checkpoint failed: ${(e as Error).message}`)
       } finally {
         freezer?.thaw()

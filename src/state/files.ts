@@ -54,13 +54,25 @@ export function writeNewFile(file: string, data: string | Uint8Array): void {
 /**
  * Replace `file` atomically: write `file.tmp`, fsync, rename over `file`,
  * fsync the directory. A leftover `.tmp` from a killed writer is ours to remove.
+ * `durable: false` leaves out both fsyncs, for records that only matter while
+ * an IPC namespace lives (a crash of the host ends the namespace too): still
+ * atomic for readers and across a SIGKILL, which keeps the page cache.
  */
-export function replaceFile(file: string, data: string | Uint8Array): void {
+export function replaceFile(file: string, data: string | Uint8Array, { durable = true } = {}): void {
   const tmp = file + '.tmp'
   fs.rmSync(tmp, { force: true })
-  writeNewFile(tmp, data)
+  if (durable) {
+    writeNewFile(tmp, data)
+  } else {
+    const fd = openNewFile(tmp)
+    try {
+      fs.writeFileSync(fd, data)
+    } finally {
+      fs.closeSync(fd)
+    }
+  }
   fs.renameSync(tmp, file)
-  fsyncDir(path.dirname(file))
+  if (durable) fsyncDir(path.dirname(file))
 }
 
 /** Read a regular file without following a symlink; a clear error for anything else. */

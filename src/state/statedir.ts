@@ -176,7 +176,8 @@ export class StateDir {
   setLive(ns: string, generation: string): void {
     const live = this.readLive()
     const entries = [{ ns, generation, at: new Date().toISOString() }, ...live.entries.filter((e) => e.ns !== ns)].slice(0, LIVE_ENTRIES)
-    replaceFile(this.path(LIVE_FILE), encodeCheckedJson(FORMAT, { entries }))
+    // Lineage of live namespaces: no fsync, a host crash ends them anyway.
+    replaceFile(this.path(LIVE_FILE), encodeCheckedJson(FORMAT, { entries }), { durable: false })
   }
 
   private readLive(): LiveRecord {
@@ -199,12 +200,12 @@ export class StateDir {
   }
 
   writeRestoring(record: RestoringRecord): void {
-    replaceFile(this.path(RESTORING_FILE), encodeCheckedJson(FORMAT, record))
+    // Only about this IPC namespace: no fsync (see replaceFile).
+    replaceFile(this.path(RESTORING_FILE), encodeCheckedJson(FORMAT, record), { durable: false })
   }
 
   clearRestoring(): void {
     fs.rmSync(this.path(RESTORING_FILE), { force: true })
-    fsyncDir(this.dir)
   }
 }
 

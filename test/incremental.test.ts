@@ -1,0 +1,89 @@
+/**
+ * Incremental snapshots from the library's side: an unchanged segment shares
+ * the previous generation's data file; a frozen checkpoint writes only the
+ * changed chunks while the app is stopped and copies the rest afterwards,
+ * checked against their CRCs; a damaged previous file is never carried over.
+ */
+import fs from 'node:fs'
+import path from 'node:path'
+import { afterEach, beforeEach, expect, test } from 'vitest'
+import { runNode, tempDir } from './helpers'
+
+let dir: string
+let cleanup: () => void
+beforeEach(() => ({ dir, cleanup } = tempDir()))
+afterEach(() => cleanup())
+
+/** Run a script with `lib` (dist/) in a new IPC namespace of its own; its last stdout line is JSON. */
+function inNamespace(code: string) {
+  const r = runNode(`(async () => { ${code} })().catch((e) => { console.log(JSON.stringify({ error: e.message })); })`, { prefix: ['unshare', '--ipc'] })
+  expect(r.status, r.stderr).toBe(0)
+  return r.json
+}
+
+const MiB = 1 << 20
+
+test('unchanged: linked; one chunk changed under a freeze: only it is written before the thaw, the rest copied after; both restore exactly', () => {
+  const state = path.join(dir, 'state')
+  const r = inNamespace(`
+    const { shm, snapshot } = lib
+    const fs = require('fs'), path = require('path')
+    const id = shm.get(0x6100, { size: 16 * ${MiB}, create: true })
+    const b = shm.attach(id)
+    for (let i = 0; i < b.length; i += 4096) b.writeUInt32LE((i * 2654435761) >>> 0, i)
+    const first = await snapshot({ stateDir: '${state}' })
+    const same = await snapshot({ stateDir: '${state}', afterCopy: () => {} })
+    b.write('changed', 9 * ${MiB})
+    let thawedAfter
+    const frozen = await snapshot({ stateDir: '${state}', keep: 5, afterCopy: () => { thawedAfter = frozenBytes() } })
+    function frozenBytes() { return fs.readdirSync('${state}').filter((n) => n.startsWith('.tmp-')).map((n) => fs.statSync(path.join('${state}', n, fs.readdirSync(path.join('${state}', n)).find((f) => f.endsWith('.data')))).blocks * 512)[0] }
+    console.log(JSON.stringify({ first: first.segments[0], same: same.segments[0], frozen: frozen.segments[0], thawedAfter, gens: [first.generation, same.generation, frozen.generation] }))
+  `)
+  expect(r.error).toBeUndefined()
+  expect(r.first.bytesWritten).toBe(16 * MiB)
+  expect(r.same).toMatchObject({ unchanged: true, bytesWritten: 0 })
+  // While frozen, only the changed 4 MiB chunk was on disk; afterwards the rest was copied in.
+  expect(r.thawedAfter).toBeLessThanOrEqual(4 * MiB + 64 * 1024)
+  expect(r.frozen.bytesWritten).toBe(16 * MiB)
+  const ino = (g: string) => fs.statSync(path.join(state, g, '00006100-0.data')).ino
+  expect(ino(r.gens[1])).toBe(ino(r.gens[0]))
+  expect(ino(r.gens[2])).not.toBe(ino(r.gens[0]))
+  // Every generation restores to exactly what was saved.
+  for (const [gen, changed] of [[r.gens[1], false], [r.gens[2], true]] as const) {
+    const back = inNamespace(`
+      const { shm, restore } = lib
+      await restore({ stateDir: '${state}', generation: '${gen}' })
+      const b = shm.attach(shm.get(0x6100))
+      let ok = true
+      for (let i = 0; i < b.length; i += 4096) if (i !== 9 * ${MiB} && b.readUInt32LE(i) !== ((i * 2654435761) >>> 0)) ok = false
+      console.log(JSON.stringify({ ok, at9: b.toString('latin1', 9 * ${MiB}, 9 * ${MiB} + 7) }))
+    `)
+    expect(back.ok).toBe(true)
+    if (changed) expect(back.at9).toBe('changed')
+  }
+})
+
+test('a damaged previous data file is never carried: the frozen checkpoint is abandoned, CURRENT stays, the next full one is good', () => {
+  const state = path.join(dir, 'state')
+  const r = inNamespace(`
+    const { shm, snapshot } = lib
+    const fs = require('fs')
+    const id = shm.get(0x6200, { size: 12 * ${MiB}, create: true })
+    const b = shm.attach(id)
+    b.fill(7)
+    const first = await snapshot({ stateDir: '${state}' })
+    // Bit rot in chunk 0 of the saved file; the app changes chunk 2.
+    const fd = fs.openSync('${state}/' + first.generation + '/00006200-0.data', 'r+')
+    fs.writeSync(fd, Buffer.from([9]), 0, 1, 100)
+    fs.closeSync(fd)
+    b.write('new', 9 * ${MiB})
+    let error
+    try { await snapshot({ stateDir: '${state}', afterCopy: () => {} }) } catch (e) { error = e.message }
+    const current = fs.readFileSync('${state}/CURRENT', 'utf8').trim()
+    const full = await snapshot({ stateDir: '${state}', incremental: false })
+    console.log(JSON.stringify({ error, current, first: first.generation, full: full.segments[0].bytesWritten }))
+  `)
+  expect(r.error).toMatch(/chunk 0 of the previous generation's .* fails its checksum/)
+  expect(r.current).toBe(r.first)
+  expect(r.full).toBe(12 * MiB)
+})
