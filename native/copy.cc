@@ -22,6 +22,7 @@
 
 #include "common.h"
 #include "crc32c.h"
+#include "region.h"
 
 // XXH3-128 (BSD-2-Clause, vendored from xxHash 0.8.1): the 128-bit hash that
 // decides "unchanged since the previous generation". CRC-32C alone would carry
@@ -984,7 +985,51 @@ Napi::Value CopyCarried(const Napi::CallbackInfo& info) {
   return promise;
 }
 
+// ---------------------------------------------------------------------------
+// checksumMapping(handle, buffer) -> crc: CRC-32C of a Buffer made by
+// shm.attach or mmap.map, off the JS thread. The mapping is marked in use
+// (busy) meanwhile: a detach then throws EBUSY, and a Buffer collected
+// meanwhile is unmapped by the last user, never under the worker's feet.
+
+class ChecksumMappingWorker : public Job {
+ public:
+  ChecksumMappingWorker(Napi::Env env, RegionRef region, const uint8_t* data, size_t length)
+      : Job(env, "shmkeep.checksumMapping"), region_(std::move(region)), data_(data), length_(length) {}
+
+  ~ChecksumMappingWorker() override {
+    std::lock_guard<std::mutex> lock(region_->mu);
+    if (--region_->busy == 0 && region_->releaseWhenIdle) region_->UnmapLocked();
+  }
+
+  void Execute() override { crc_ = Crc32c(0, data_, length_); }
+
+ protected:
+  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, crc_); }
+
+ private:
+  RegionRef region_;
+  const uint8_t* data_;
+  size_t length_;
+  uint32_t crc_ = 0;
+};
+
+Napi::Value ChecksumMapping(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  RegionRef region = RegionFromHandle(info[0]);
+  Napi::Buffer<uint8_t> buffer = info[1].As<Napi::Buffer<uint8_t>>();
+  {
+    std::lock_guard<std::mutex> lock(region->mu);
+    if (region->state != Region::State::kMapped) return Rejected(env, ErrnoError(env, "checksum", EBADF));
+    region->busy++;
+  }
+  auto* w = new ChecksumMappingWorker(env, region, buffer.Data(), buffer.Length());
+  Napi::Promise promise = w->Promise();
+  w->Queue();
+  return promise;
+}
+
 void InitCopy(Napi::Env env, Napi::Object exports) {
+  exports.Set("checksumMapping", Napi::Function::New(env, ChecksumMapping, "checksumMapping"));
   exports.Set("copyCarried", Napi::Function::New(env, CopyCarried, "copyCarried"));
   exports.Set("crc32c", Napi::Function::New(env, Crc32cJs, "crc32c"));
   exports.Set("crc32cImpl", Napi::Function::New(env, Crc32cImplJs, "crc32cImpl"));

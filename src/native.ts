@@ -101,6 +101,7 @@ export interface Binding {
     previous?: { chunks: ChunkTable; hashes: Buffer }
     carryUnchanged?: boolean
   }): Promise<RawSaveResult>
+  checksumMapping(handle: object, buffer: Buffer): Promise<number>
   copyCarried(o: { from: string; fd: number; size: number; chunkSize: number; chunks: ChunkTable; carried: Buffer }): Promise<{ bytesCopied: number }>
   restoreSegment(o: { id: number; uid: number; gid: number; path: string; size: number; chunkSize: number; chunks: ChunkTable; stopAtFirstBad: boolean }): Promise<RawCheckResult>
   verifyFile(o: { path: string; size: number; chunkSize: number; chunks: ChunkTable }): Promise<RawCheckResult>

@@ -9,7 +9,7 @@
  */
 import { constants as bufferConstants } from 'node:buffer'
 import { markAsUntransferable } from 'node:worker_threads'
-import { sys } from './errors'
+import { sys, sysAsync } from './errors'
 import { formatKey, IPC_PRIVATE, parseKey, type KeyLike } from './keys'
 import { native, type RawShmStat } from './native'
 import { checkBool, checkCount, checkId, checkMode, checkOptions } from './options'
@@ -176,6 +176,18 @@ export function detach(buffer: Buffer): void {
   const a = attachments.get(buffer)
   if (!a) throw new TypeError('shm.detach: not a Buffer returned by shm.attach')
   sys(`id ${a.id}`, () => native.shmDetach(a.handle, buffer))
+}
+
+/**
+ * CRC-32C of an attachment's bytes, computed off the JS thread (hardware
+ * CRC where the CPU has it). While it runs the attachment is in use:
+ * {@link detach} throws EBUSY, and a Buffer dropped meanwhile is detached
+ * once the checksum is done.
+ */
+export function checksum(buffer: Buffer): Promise<number> {
+  const a = attachments.get(buffer)
+  if (!a) return Promise.reject(new TypeError('shm.checksum: not a Buffer returned by shm.attach'))
+  return sysAsync(`id ${a.id}`, () => native.checksumMapping(a.handle, buffer))
 }
 
 /** True when `buffer` came from {@link attach} and is not detached. */

@@ -957,3 +957,34 @@ describe('bad arguments → TypeError / RangeError', () => {
     expect(r.json.calls).toBeGreaterThan(300)
   })
 })
+
+describe('shm.checksum: an async copy over an attachment', () => {
+  test('gives the CRC-32C of the bytes; detach meanwhile throws EBUSY; afterwards it works', async () => {
+    const id = shm.get(0x510000f0, { size: 64 << 20, create: true })
+    try {
+      const b = shm.attach(id)
+      b.fill(0x61)
+      const pending = shm.checksum(b)
+      let busy: unknown
+      try {
+        shm.detach(b)
+      } catch (e) {
+        busy = e
+      }
+      expect((busy as { code?: string }).code).toBe('EBUSY')
+      expect(b.length).toBe(64 << 20) // still attached, still usable
+      const crc = await pending
+      expect(crc).toBe(await shm.checksum(b))
+      const small = shm.attach(id, { length: 9 })
+      small.write('123456789')
+      expect(await shm.checksum(small)).toBe(0xe3069283) // the CRC-32C check value
+      shm.detach(small)
+      shm.detach(b)
+      expect(b.length).toBe(0)
+      await expect(shm.checksum(b)).rejects.toMatchObject({ code: 'EBADF' })
+      await expect(shm.checksum(Buffer.alloc(4))).rejects.toBeInstanceOf(TypeError)
+    } finally {
+      shm.remove(id)
+    }
+  })
+})
