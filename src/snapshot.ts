@@ -107,6 +107,25 @@ interface Carry {
   carried: Buffer
 }
 
+/** An unchanged segment's data file to share with the previous generation. */
+interface Link {
+  from: string
+  to: string
+  size: number
+  chunkSize: number
+  chunks: Buffer
+}
+
+/** Verify the previous file against its CRCs, then hard-link it; false when it is damaged. */
+async function linkUnchanged(link: Link): Promise<boolean> {
+  const check = await native
+    .verifyFile({ path: link.from, size: link.size, chunkSize: link.chunkSize, chunks: link.chunks })
+    .catch(() => ({ badChunks: [-1] }))
+  if (check.badChunks.length) return false
+  fs.linkSync(link.from, link.to)
+  return true
+}
+
 /** A segment's copy in the previous generation, for an incremental save. */
 interface Previous {
   meta: SegmentRecord
@@ -200,7 +219,7 @@ async function saveOne(
   fsync: boolean,
   pending: number[],
   previous: Previous | undefined,
-): Promise<{ outcome: SegmentOutcome; entry?: SegmentEntry; carry?: Carry }> {
+): Promise<{ outcome: SegmentOutcome; entry?: SegmentEntry; carry?: Carry; link?: Link }> {
   const key = formatKey(seg.key)
   const stem = segmentStem(seg.key, seg.id)
   const base = { key, id: seg.id, size: seg.size, readAs: describeIdentity(who), bytesWritten: 0, dataChunks: 0, zeroChunks: 0 }
@@ -257,25 +276,27 @@ async function saveOne(
       size = Math.ceil(size / result.kernelPageSize) * result.kernelPageSize
       continue
     }
+    let link: Link | undefined
     if (result.unchanged) {
       // Every chunk is as in the previous generation. Share its data file (a
       // hard link: nothing written; each generation stays complete and
       // independent of pruning) — once it verifies: linking a file damaged
       // on disk since would carry the damage into this generation while the
-      // good bytes are still in memory.
-      const check = await native
-        .verifyFile({ path: prev!.dataPath, size: seg.size, chunkSize: size, chunks: result.chunks })
-        .catch(() => ({ badChunks: [-1] }))
+      // good bytes are still in memory. A frozen app's checkpoint does that
+      // after the thaw (linkUnchanged), so the pause stays one pass.
       if (fd !== undefined) {
         pending.splice(pending.indexOf(fd), 1)
         fs.closeSync(fd)
       }
       fs.rmSync(dataPath, { force: true })
-      if (check.badChunks.length) {
-        previous = undefined
-        continue // save it in full
+      link = { from: prev!.dataPath, to: dataPath, size: seg.size, chunkSize: size, chunks: result.chunks }
+      if (fsync) {
+        if (!(await linkUnchanged(link))) {
+          previous = undefined
+          continue // save it in full
+        }
+        link = undefined
       }
-      fs.linkSync(prev!.dataPath, dataPath)
     }
     const record: SegmentRecord = {
       format: FORMAT,
@@ -311,6 +332,7 @@ async function saveOne(
         : undefined
     return {
       ...(carry ? { carry } : {}),
+      ...(link ? { link } : {}),
       outcome: {
         ...base,
         status: 'saved',
@@ -408,6 +430,9 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
       options.afterCopy()
       options.signal?.throwIfAborted()
       for (const r of results) {
+        if (r.link && !(await linkUnchanged(r.link))) {
+          throw new Error(`the previous generation's ${r.link.from} fails its checksums: this checkpoint is abandoned (the next one is written in full)`)
+        }
         if (!r.carry) continue
         const { bytesCopied } = await native.copyCarried(r.carry).catch((e: Error) => {
           throw new Error(`${e.message}: this checkpoint is abandoned (the next one is written in full)`)

@@ -76,13 +76,17 @@ test('a damaged previous data file is never carried: the frozen checkpoint is ab
     const fd = fs.openSync('${state}/' + first.generation + '/00006200-0.data', 'r+')
     fs.writeSync(fd, Buffer.from([9]), 0, 1, 100)
     fs.closeSync(fd)
+    // Unchanged segment, damaged file: a frozen checkpoint must not link it.
+    let unchangedError
+    try { await snapshot({ stateDir: '${state}', afterCopy: () => {} }) } catch (e) { unchangedError = e.message }
     b.write('new', 9 * ${MiB})
     let error
     try { await snapshot({ stateDir: '${state}', afterCopy: () => {} }) } catch (e) { error = e.message }
     const current = fs.readFileSync('${state}/CURRENT', 'utf8').trim()
     const full = await snapshot({ stateDir: '${state}', incremental: false })
-    console.log(JSON.stringify({ error, current, first: first.generation, full: full.segments[0].bytesWritten }))
+    console.log(JSON.stringify({ unchangedError, error, current, first: first.generation, full: full.segments[0].bytesWritten }))
   `)
+  expect(r.unchangedError).toMatch(/the previous generation's .* fails its checksums: this checkpoint is abandoned/)
   expect(r.error).toMatch(/chunk 0 of the previous generation's .* fails its checksum/)
   expect(r.current).toBe(r.first)
   expect(r.full).toBe(12 * MiB)
