@@ -122,19 +122,30 @@ export class SigstopFreezer implements Freezer {
   }
 }
 
+/** Where cgroup2 is mounted: /sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid (v1 + v2) hosts. */
+function cgroup2Mount(): string | undefined {
+  try {
+    const line = fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').find((l) => l.split(' ')[2] === 'cgroup2')
+    return line?.split(' ')[1]
+  } catch {
+    return undefined
+  }
+}
+
 /** This process's cgroup v2 directory, or undefined without cgroup v2. */
 export function ownCgroup(): string | undefined {
   try {
     const line = fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'))
-    return line ? path.join('/sys/fs/cgroup', line.slice(3)) : undefined
+    const mount = cgroup2Mount()
+    return line && mount ? path.join(mount, line.slice(3)) : undefined
   } catch {
     return undefined
   }
 }
 
 /**
- * The app's own cgroup: `<shmkeep's cgroup>/shmkeep-app`, with shmkeep moved
- * to a sibling `shmkeep-supervisor` (cgroup v2 allows processes only in leaves
+ * The app's own cgroup: `<shmkeep's cgroup>/shmkeep-app-<tag>`, with shmkeep
+ * moved to a sibling `shmkeep-supervisor-<tag>` (cgroup v2 allows processes only in leaves
  * once controllers are enabled below, and shmkeep must not freeze itself).
  */
 export class CgroupFreezer implements Freezer {
@@ -156,8 +167,10 @@ export class CgroupFreezer implements Freezer {
     } catch {
       throw new Error(`${parent} is not writable (as in an unprivileged Docker container, where /sys/fs/cgroup is read-only); use --freeze=sigstop`)
     }
-    const app = path.join(parent, 'shmkeep-app')
-    const supervisor = path.join(parent, 'shmkeep-supervisor')
+    // Names of our own: two shmkeeps under one parent cgroup must not share them.
+    const tag = `${process.pid}-${Math.random().toString(36).slice(2, 8)}`
+    const app = path.join(parent, `shmkeep-app-${tag}`)
+    const supervisor = path.join(parent, `shmkeep-supervisor-${tag}`)
     try {
       for (const dir of [app, supervisor]) if (!fs.existsSync(dir)) fs.mkdirSync(dir)
       fs.writeFileSync(path.join(supervisor, 'cgroup.procs'), String(process.pid))

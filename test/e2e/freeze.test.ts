@@ -97,3 +97,31 @@ describe('a container killed during a periodic checkpoint', () => {
     expect(r.stderr).toContain(`from ${current}`)
   }, 60_000)
 })
+
+describe('--freeze=cgroup', () => {
+  const usable = (() => {
+    try {
+      const mount = fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').find((l) => l.split(' ')[2] === 'cgroup2')?.split(' ')[1]
+      if (!mount) return 'no cgroup2 mount here'
+      fs.accessSync(path.join(mount, 'cgroup.procs'), fs.constants.W_OK)
+      return ''
+    } catch (e) {
+      return `cgroup2 is not writable here (${(e as Error).message})`
+    }
+  })()
+  test('every checkpoint is an image of one instant; shmkeep removes the cgroups it made', async (ctx) => {
+    if (usable) ctx.skip(`--freeze=cgroup cannot be tested: ${usable}`)
+    const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmkeep-freeze-'))
+    dirs.push(stateDir)
+    const c = Container.shmkeep(stateDir, [sweep, '0x5eee', String(16 << 20)], ['--checkpoint-interval', '0.05', '--keep', '6', '--freeze', 'cgroup', '-q'])
+    const images = await watchImages(stateDir, 40, c)
+    const r = await c.stop(20)
+    expect(r.status, r.stderr).toBe(0)
+    expect(images.filter((i) => !i.ok).map((i) => i.text)).toEqual([])
+    expect(new Set(images.map((i) => i.sweep)).size).toBeGreaterThan(10)
+    // The two cgroups shmkeep made for the app and for itself are gone.
+    const mount = fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').find((l) => l.split(' ')[2] === 'cgroup2')!.split(' ')[1]!
+    const own = fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'))!.slice(3)
+    expect(fs.readdirSync(path.join(mount, own)).filter((n) => n.startsWith('shmkeep-'))).toEqual([])
+  }, 120_000)
+})
