@@ -121,14 +121,32 @@ export function disarmNextId(): void {
   }
 }
 
-/** The memory cgroup's memory.max for this process in bytes, or undefined when unlimited/unknown. */
+/**
+ * The memory cgroup's limit for this process in bytes (cgroup v2 memory.max,
+ * or v1 memory.limit_in_bytes on hosts that still have it), undefined when
+ * unlimited or unknown.
+ */
 export function memoryLimit(): number | undefined {
+  let lines: string[]
   try {
-    const line = fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'))
-    if (!line) return undefined
-    const value = fs.readFileSync(`/sys/fs/cgroup${line.slice(3)}/memory.max`, 'utf8').trim()
-    return value === 'max' ? undefined : Number(value)
+    lines = fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n')
   } catch {
     return undefined
   }
+  const read = (file: string) => {
+    try {
+      return fs.readFileSync(file, 'utf8').trim()
+    } catch {
+      return undefined
+    }
+  }
+  const v1 = lines.find((l) => /^\d+:([^:]*,)?memory(,[^:]*)?:/.test(l))
+  if (v1) {
+    const value = Number(read(`/sys/fs/cgroup/memory${v1.slice(v1.lastIndexOf(':') + 1)}/memory.limit_in_bytes`))
+    // v1 says "unlimited" with a number near 2^63.
+    return Number.isFinite(value) && value > 0 && value < 2 ** 62 ? value : undefined
+  }
+  const v2 = lines.find((l) => l.startsWith('0::'))
+  const value = v2 && read(`/sys/fs/cgroup${v2.slice(3)}/memory.max`)
+  return value && value !== 'max' ? Number(value) : undefined
 }
