@@ -64,23 +64,25 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
   int64_t length = I64(info[3]);
   void* addr;
   int err = 0;
+  const char* failed = "shmat";
+  struct shmid_ds ds;
   {
+    // IPC_STAT needs read permission as shmat does: both under the identity
+    // (root without CAP_IPC_OWNER may not stat a 0600 segment as itself).
     ThreadIdentity as(I64(info[4]), I64(info[5]));
     if (as.error()) ThrowErrno(env, as.failedSyscall(), as.error());
     addr = shmat(id, nullptr, readonly ? SHM_RDONLY : 0);
-    if (addr == reinterpret_cast<void*>(-1)) err = errno;
+    if (addr == reinterpret_cast<void*>(-1)) {
+      err = errno;
+    } else if (shmctl(id, IPC_STAT, &ds) != 0) {
+      // Attached but cannot stat: we cannot bound the window, so refuse rather than guess.
+      err = errno;
+      failed = "shmctl";
+      shmdt(addr);
+    }
   }
-  if (err) ThrowErrno(env, "shmat", err);
+  if (err) ThrowErrno(env, failed, err);
   auto region = std::make_shared<Region>(Region::Kind::kShm, addr, 0);
-  struct shmid_ds ds;
-  if (shmctl(id, IPC_STAT, &ds) != 0) {
-    // Attached but cannot stat (a mode we could attach under another identity):
-    // we then cannot bound the window, so refuse rather than guess.
-    err = errno;
-    std::lock_guard<std::mutex> lock(region->mu);
-    region->UnmapLocked();
-    ThrowErrno(env, "shmctl", err);
-  }
   uint64_t size = ds.shm_segsz;
   if (length < 0) length = offset <= static_cast<int64_t>(size) ? static_cast<int64_t>(size) - offset : 0;
   if (offset < 0 || length < 0 || static_cast<uint64_t>(offset + length) > size) {

@@ -166,7 +166,7 @@ export async function prune(stateDir: string, options: { keep: number; dryRun?: 
   const state = StateDir.open(stateDir)
   const lock = await state.lock()
   try {
-    return pruneGenerations(state, { keep: options.keep, dryRun: options.dryRun, protect: [state.liveParent(ipcNamespaceId())], log: options.log })
+    return pruneGenerations(state, { keep: options.keep, dryRun: options.dryRun, protect: [state.liveParent(ipcNamespaceId(), shm.list())], log: options.log })
   } finally {
     lock.release()
   }

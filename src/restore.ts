@@ -11,6 +11,7 @@
  * is removed and the newest earlier generation that verifies is restored
  * instead, as a whole.
  */
+import os from 'node:os'
 import { systemError } from './errors'
 import { creatorIdentity, currentPowers, type Identity, type Powers } from './identity'
 import { formatKey, parseKey } from './keys'
@@ -91,6 +92,10 @@ interface Created {
 function undoKilledRestore(state: StateDir, ns: string, log: Logger): Array<{ key: string; id: number }> {
   const record = state.readRestoring()
   if (!record) return []
+  if ('damaged' in record) {
+    log.log('warn', 'restore.record', `removed an unreadable RESTORING record (${record.damaged}): it belonged to a namespace that ended with a crash of the host`)
+    return []
+  }
   const removed: Array<{ key: string; id: number }> = []
   if (record.ns === ns) {
     const ids = new Set(record.created.map((c) => c.id))
@@ -216,6 +221,8 @@ async function restoreGeneration(
     }
     todo.push({ meta, out, replace: existing })
   })
+  // Replacements last: a failure before them leaves every live segment alone.
+  todo.sort((a, b) => Number(a.replace !== undefined) - Number(b.replace !== undefined))
   report.segments = outcomes
   if (conflicts.length) throw new Error(`cannot restore ${name}: these keys have segments here already: ${conflicts.join(', ')} (--on-conflict=skip keeps them, =replace replaces unused ones)`)
   checkLimits(todo.map((t) => t.meta))
@@ -234,6 +241,7 @@ async function restoreGeneration(
   }
 
   const created: Created[] = []
+  const replaced: string[] = []
   const record = {
     ns,
     pid: process.pid,
@@ -255,7 +263,10 @@ async function restoreGeneration(
   try {
     for (const { meta, out, replace } of todo) {
       const started = performance.now()
-      if (replace) shm.remove(replace.id, { asUid: replace.cuid, asGid: replace.cgid })
+      if (replace) {
+        shm.remove(replace.id, { asUid: replace.cuid, asGid: replace.cgid })
+        replaced.push(`${meta.key} (id ${replace.id})`)
+      }
       const who = creatorIdentity(meta, powers)
       const id = createSegment(meta, who, ids.ok)
       created.push({ key: meta.key, id, as: who })
@@ -280,8 +291,11 @@ async function restoreGeneration(
         })
       } catch (e) {
         const raw = e as { code?: string; errno?: number; message: string }
-        // The data file is missing, not a file, the wrong size or a link: damage.
-        if (raw.code === 'ESIZE' || raw.code === 'ETABLE' || raw.errno !== undefined && ['open', 'fstat', 'pread', 'read'].includes((e as { syscall?: string }).syscall ?? '')) {
+        // The data file is missing, not a file, the wrong size, a link or
+        // unreadable on disk: damage (another generation may do). Anything
+        // else (EMFILE, EACCES, ENOMEM…) is about this machine, not the data.
+        const damageErrno = [os.constants.errno.ENOENT, os.constants.errno.ELOOP, os.constants.errno.EIO, os.constants.errno.EISDIR, os.constants.errno.EINVAL, os.constants.errno.ENXIO]
+        if (raw.code === 'ESIZE' || raw.code === 'ETABLE' || (raw.errno !== undefined && damageErrno.includes(raw.errno) && ['open', 'fstat', 'pread', 'read', 'lseek'].includes((e as { syscall?: string }).syscall ?? ''))) {
           throw new DamagedError(`segment ${meta.key} (saved id ${meta.id}): ${state.path(name, meta.data)}: ${(systemError(e, meta.data) as Error).message}`)
         }
         throw systemError(e, `segment ${meta.key}, id ${id}`)
@@ -310,11 +324,14 @@ async function restoreGeneration(
     removeCreated()
     for (const o of outcomes) if (o.status === 'restored') o.status = 'not-restored'
     state.clearRestoring()
+    if (replaced.length && e instanceof Error) {
+      e.message += `; the live segment(s) ${replaced.join(', ')} had been replaced (--on-conflict=replace) and are gone`
+    }
     throw e
   }
   // LIVE first: a restore killed between the two is then seen as finished
   // (RESTORING's segments are the live state), not as half done.
-  state.setLive(ns, name)
+  state.setLive(ns, name, shm.list().filter((x) => created.some((c) => c.id === x.id)))
   state.clearRestoring()
   report.generation = name
 }

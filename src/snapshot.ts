@@ -67,6 +67,11 @@ export interface SnapshotOptions {
   /** How long to wait for the state dir's lock (default: forever). */
   lockTimeoutMs?: number
   /**
+   * Stop the app for a consistent image, called once the state dir's lock is
+   * held (a checkpoint); afterCopy resumes it.
+   */
+  freeze?: () => Promise<{ ok: true } | { ok: false; reason: string }>
+  /**
    * Called once every segment is copied (to the page cache), before any file
    * is fsynced: a checkpoint resumes the frozen app here.
    */
@@ -258,6 +263,18 @@ async function saveOne(
       }
       throw systemError(e, `segment ${key}, id ${seg.id}`)
     }
+    // mincore() cannot tell a never-touched page from one swapped out: the
+    // segment had no swapped pages when we decided to skip absent ones; if it
+    // has some now, what looked absent may be data. Save it again, reading all.
+    if (skipAbsent && result.absentChunks + result.zeroChunks > 0 && (segmentMemory().get(seg.id)?.swap ?? 0) > 0) {
+      if (fd !== undefined) {
+        pending.splice(pending.indexOf(fd), 1)
+        fs.closeSync(fd)
+      }
+      fs.rmSync(dataPath, { force: true })
+      skipAbsent = false
+      continue
+    }
     const st = result.stat
     if ((st.key >>> 0) !== seg.key || st.id !== seg.id || st.size !== seg.size) {
       fs.rmSync(dataPath, { force: true })
@@ -383,9 +400,16 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
     // Inside the try: a state dir that cannot be made or locked (read-only,
     // full) is a failed snapshot like any other.
     const state = StateDir.open(options.stateDir, { create: true })
-    lock = await state.lock({ timeoutMs: options.lockTimeoutMs })
+    lock = await state.lock({ timeoutMs: options.lockTimeoutMs, signal: options.signal })
     report.cleaned = state.removeStaleTemporaries()
     if (report.cleaned.length) log.log('info', 'state.cleaned', `removed what a killed writer left: ${report.cleaned.join(', ')}`)
+    // Freeze only once the lock is ours: a frozen app must never wait on
+    // another writer (who might even be one of the processes we stopped).
+    if (options.freeze) {
+      const f = await options.freeze()
+      if (!f.ok) throw new SnapshotError(`checkpoint skipped, nothing frozen: ${f.reason}`, report)
+      options.signal?.throwIfAborted()
+    }
 
     const scan = shm.scan()
     if (!scan.complete) log.log('warn', 'snapshot.incomplete-list', 'this kernel has no SHM_STAT_ANY (Linux < 4.17): segments shmkeep may not read are not listed')
@@ -394,7 +418,7 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
     const powers = currentPowers()
 
     const ns = ipcNamespaceId()
-    report.parent = state.liveParent(ns)
+    report.parent = state.liveParent(ns, scan.segments)
     const current = state.readCurrent()
     const previous = options.incremental === false ? new Map<string, Previous>() : previousSegments(state, [report.parent, 'name' in current ? current.name : null])
     const seq = state.nextSeq()
@@ -518,7 +542,7 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
     // The snapshot is done. What follows is bookkeeping: a failure there is a
     // warning, never "no generation written".
     try {
-      if (report.current) state.setLive(ns, name)
+      if (report.current) state.setLive(ns, name, listed.filter((x) => entries.some((e) => e.id === x.id)))
       const seen = new Set(scan.segments.map((s) => s.id))
       report.appeared = shm.list().filter((s) => !seen.has(s.id) && !s.dest && take(s)).map((s) => ({ key: formatKey(s.key), id: s.id, size: s.size }))
       for (const a of report.appeared) log.log('warn', 'snapshot.appeared', `segment ${a.key} (id ${a.id}) appeared during the snapshot and is not in it`, a)
@@ -547,9 +571,18 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
     const reason = hasCode(e, 'ENOSPC', 'EIO', 'EDQUOT') ? ' (the disk refused the write; the previous generation is intact)' : ''
     throw new SnapshotError(`snapshot failed, no generation written (CURRENT unchanged): ${e instanceof Error ? e.message : String(e)}${reason}`, report)
   } finally {
-    for (const fd of pendingFds) fs.closeSync(fd)
-    if (tmp) fs.rmSync(tmp, { recursive: true, force: true })
-    lock?.release()
+    try {
+      for (const fd of pendingFds) {
+        try {
+          fs.closeSync(fd)
+        } catch {
+          // the generation is abandoned anyway
+        }
+      }
+      if (tmp) fs.rmSync(tmp, { recursive: true, force: true })
+    } finally {
+      lock?.release()
+    }
   }
 }
 

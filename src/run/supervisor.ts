@@ -77,10 +77,13 @@ const STOP_SIGNALS = new Set<NodeJS.Signals>(['SIGTERM', 'SIGINT'])
  * container restart inside its pod), and no killed restore is recorded for
  * it. The live segments are at least as new as any snapshot: keep them.
  */
-function liveSavedKeys(stateDir: string): string[] {
+function liveSavedKeys(stateDir: string, log: Logger): string[] {
   const state = StateDir.open(stateDir, { create: true })
   const restoring = state.readRestoring()
-  if (restoring && restoring.ns === ipcNamespaceId()) return []
+  if (restoring && 'damaged' in restoring) {
+    log.log('warn', 'restore.record', `removed an unreadable RESTORING record (${restoring.damaged}): it belonged to a namespace that ended with a crash of the host`)
+  }
+  if (restoring && 'ns' in restoring && restoring.ns === ipcNamespaceId()) return []
   const current = state.readCurrent()
   if (!('name' in current) || current.name === null) return []
   let saved: Set<string>
@@ -147,7 +150,7 @@ export async function runApp(o: RunOptions): Promise<number> {
 
     // 1. Restore (or keep a warm namespace).
     let side = false
-    const warm = liveSavedKeys(o.stateDir)
+    const warm = liveSavedKeys(o.stateDir, log)
     if (warm.length) {
       for (const k of warm) log.log('info', 'restore.warm', `segment ${k} is live in this IPC namespace already (a restart inside the same pod): kept, not restored`)
     } else {
@@ -250,20 +253,21 @@ export async function runApp(o: RunOptions): Promise<number> {
       }, o.checkpointInterval * 1000)
     }
     const takeCheckpoint = async (abort: AbortController): Promise<void> => {
-      const started = performance.now()
+      let started = performance.now()
       let pauseMs = 0
       try {
-        if (freezer) {
-          const f = await freezer.freeze()
-          if (!f.ok) {
-            log.log('warn', 'checkpoint.skipped', `checkpoint skipped, the app was resumed: ${f.reason}`)
-            return
-          }
-          if (abort.signal.aborted) return
-        }
         const r = await snapshot({
           stateDir: o.stateDir,
           reason: 'checkpoint',
+          // Another writer holds the state dir (an operator's `shmkeep snapshot`):
+          // skip this checkpoint rather than wait, the next one comes soon.
+          lockTimeoutMs: 0,
+          freeze: freezer
+            ? () => {
+                started = performance.now()
+                return freezer.freeze()
+              }
+            : undefined,
           // After a failed checkpoint (e.g. a damaged previous generation), write the next in full.
           incremental: !lastCheckpointFailed,
           side,
@@ -286,8 +290,15 @@ export async function runApp(o: RunOptions): Promise<number> {
         )
         lastCheckpointFailed = false
       } catch (e) {
-        lastCheckpointFailed = !abort.signal.aborted
-        log.log(abort.signal.aborted ? 'info' : 'error', 'checkpoint.failed', abort.signal.aborted ? 'checkpoint abandoned: the container is stopping' : `checkpoint failed: ${(e as Error).message}`)
+        const message = (e as Error).message
+        if (abort.signal.aborted) {
+          log.log('info', 'checkpoint.failed', 'checkpoint abandoned: the container is stopping')
+        } else if (/EWOULDBLOCK|checkpoint skipped/.test(message)) {
+          log.log('warn', 'checkpoint.skipped', message.includes('EWOULDBLOCK') ? 'checkpoint skipped: another writer holds the state dir' : message.replace(/^.*?checkpoint skipped/, 'checkpoint skipped'))
+        } else {
+          lastCheckpointFailed = true
+          log.log('error', 'checkpoint.failed', `checkpoint failed: ${message}`)
+        }
       } finally {
         freezer?.thaw()
         checkpoint = undefined
@@ -305,13 +316,15 @@ export async function runApp(o: RunOptions): Promise<number> {
     let killed = false
     let reason: 'stop' | 'exit'
     clearTimeout(checkpointTimer)
+    // A checkpoint never overlaps the final snapshot: resume the app at once
+    // and abandon the checkpoint; it lets go of the state dir before the
+    // final snapshot starts (awaited there), while the stop goes on now.
+    let checkpointDone: Promise<void> = Promise.resolve()
     if (checkpoint) {
-      // A checkpoint never overlaps the final snapshot: resume the app first,
-      // abandon the checkpoint, and wait for it to let go of the state dir.
       const c = checkpoint
       c.freezer?.thaw()
       c.abort.abort()
-      await c.done
+      checkpointDone = c.done
     }
     if ('signal' in first) {
       phase = 'stopping'
@@ -368,6 +381,7 @@ export async function runApp(o: RunOptions): Promise<number> {
       reason = 'exit'
       ending = first.ended
     }
+    await checkpointDone
     phase = 'saving'
     cgroup?.remove()
     const status = exitStatus(ending)

@@ -37,7 +37,7 @@ export interface RestoringRecord {
 
 /** Which generation each IPC namespace's live state descends from (the LIVE file). */
 interface LiveRecord {
-  entries: Array<{ ns: string; generation: string; at: string }>
+  entries: Array<{ ns: string; generation: string; at: string; segments?: Array<{ id: number; key: number; ctime: number }> }>
 }
 
 /** How many namespaces LIVE remembers. */
@@ -167,15 +167,27 @@ export class StateDir {
     return target
   }
 
-  /** The generation the live state of namespace `ns` descends from, if recorded. */
-  liveParent(ns: string): string | null {
-    const live = this.readLive()
-    return live.entries.find((e) => e.ns === ns)?.generation ?? null
+  /**
+   * The generation the live state of namespace `ns` descends from, if
+   * recorded. Namespace ids (boot id + inode) can be reused once a namespace
+   * is gone, so the record must also match a segment that is live now (same
+   * id, key and change time): a new container that inherited the inode of an
+   * old one does not inherit its lineage.
+   */
+  liveParent(ns: string, live: ReadonlyArray<{ id: number; key: number; ctime: number }>): string | null {
+    const entry = this.readLive().entries.find((e) => e.ns === ns)
+    if (!entry) return null
+    const recorded = entry.segments ?? []
+    if (recorded.length === 0) return entry.generation
+    const here = new Set(live.map((s) => `${s.id}/${s.key >>> 0}/${s.ctime}`))
+    return recorded.some((r) => here.has(`${r.id}/${r.key}/${r.ctime}`)) ? entry.generation : null
   }
 
-  setLive(ns: string, generation: string): void {
+  /** Record that namespace `ns` now holds `generation`'s state, in these segments. */
+  setLive(ns: string, generation: string, segments: ReadonlyArray<{ id: number; key: number; ctime: number }>): void {
     const live = this.readLive()
-    const entries = [{ ns, generation, at: new Date().toISOString() }, ...live.entries.filter((e) => e.ns !== ns)].slice(0, LIVE_ENTRIES)
+    const entry = { ns, generation, at: new Date().toISOString(), segments: segments.map((s) => ({ id: s.id, key: s.key >>> 0, ctime: s.ctime })) }
+    const entries = [entry, ...live.entries.filter((e) => e.ns !== ns)].slice(0, LIVE_ENTRIES)
     // Lineage of live namespaces: no fsync, a host crash ends them anyway.
     replaceFile(this.path(LIVE_FILE), encodeCheckedJson(FORMAT, { entries }), { durable: false })
   }
@@ -190,12 +202,18 @@ export class StateDir {
     }
   }
 
-  readRestoring(): RestoringRecord | null {
+  /**
+   * The restore in progress, if any. An unreadable record (it is written
+   * without fsync, so a host crash can leave it empty) belongs to a namespace
+   * that died with the host: it is removed and reported as `damaged`.
+   */
+  readRestoring(): RestoringRecord | null | { damaged: string } {
     try {
       return readCheckedJson<RestoringRecord>(this.path(RESTORING_FILE), FORMAT)
     } catch (e) {
       if (e instanceof StateFileError && e.code === 'ENOENT') return null
-      throw e
+      fs.rmSync(this.path(RESTORING_FILE), { force: true, recursive: true })
+      return { damaged: e instanceof Error ? e.message : String(e) }
     }
   }
 
