@@ -195,11 +195,15 @@ export function createShutdown(options: ShutdownOptions): Shutdown {
     const runPid = process.env.SHMKEEP_RUN
     const last = fixedReserve === undefined ? lastFinalSnapshotSeconds(stateDir, runPid ? RUN_REASONS : FINAL_REASONS) : undefined
     const reserve = fixedReserve ?? Math.max(2, 2 * (last ?? 0))
-    const budget = Math.max(0, grace - reserve)
+    // `shmkeep run` tells its app the stop timeout it computed (hooks and
+    // all): the steps must be done within it, whatever grace we were given.
+    const runStop = runPid ? Number(process.env.SHMKEEP_STOP_TIMEOUT) : NaN
+    const budget = Math.max(0, Number.isFinite(runStop) && runStop >= 0 ? Math.min(grace - reserve, runStop) : grace - reserve)
     const why =
-      fixedReserve !== undefined
+      (fixedReserve !== undefined
         ? 'the snapshotReserve option'
-        : `max of 2 s and twice the last final snapshot, ${last === undefined ? 'none recorded yet' : `${last.toFixed(2)} s`}`
+        : `max of 2 s and twice the last final snapshot, ${last === undefined ? 'none recorded yet' : `${last.toFixed(2)} s`}`) +
+      (Number.isFinite(runStop) ? `; steps capped at shmkeep run's stop timeout, ${s1(runStop)}` : '')
     const deadline: ShutdownDeadline = {
       grace,
       snapshotReserve: reserve,

@@ -155,6 +155,7 @@ function startApp(cfg: { mode: string; key: string; grace: number; exit?: boolea
   fs.writeFileSync(path.join(work, 'steps.log'), '')
   const baseEnv = { ...process.env }
   delete baseEnv.SHMKEEP_RUN
+  delete baseEnv.SHMKEEP_STOP_TIMEOUT
   const argv = [...prefix, process.execPath, script]
   const child = spawn(argv[0]!, argv.slice(1), {
     env: { ...baseEnv, DIST_INDEX: distIndex, DIST_SHUTDOWN: distShutdown, APP_CONFIG: JSON.stringify({ ...cfg, work, stateDir: state }), ...env },
@@ -352,6 +353,16 @@ describe('createShutdown', () => {
     // The steps keep run's arithmetic: they are done before run's stop timeout (grace − reserve).
     expect(app.events().find((e) => e.event === 'shutdown.deadline')).toMatchObject({ grace: 10, snapshotReserve: 2, steps: 8 })
     expect(generations(app.state)).toEqual([])
+  })
+
+  test('under shmkeep run the steps end within the stop timeout run computed (SHMKEEP_STOP_TIMEOUT), whatever grace the app was given', async () => {
+    const app = startApp({ mode: 'plain', key: '0x00005d06', grace: 30 }, { SHMKEEP_RUN: '1', SHMKEEP_STOP_TIMEOUT: '3.5' })
+    await app.waitFor(/^ready$/m)
+    app.child.kill('SIGTERM')
+    expect(await app.exited).toEqual({ code: 0, signal: null })
+    const deadline = app.events().find((e) => e.event === 'shutdown.deadline')
+    expect(deadline).toMatchObject({ grace: 30, steps: 3.5 })
+    expect(deadline?.msg).toMatch(/steps capped at shmkeep run's stop timeout, 3\.5 s/)
   })
 
   test('run() without a signal returns the report and does not exit; the reserve is twice the last final snapshot', async () => {

@@ -202,8 +202,14 @@ export async function runApp(o: RunOptions): Promise<number> {
     try {
       // tty.isatty, not process.stdin.isTTY: the latter opens stdin as a stream.
       // SHMKEEP_RUN tells a Node app using the library that `run` takes the
-      // final snapshot (one snapshot, not two).
-      app = startApp(o.command, { ...(o.env ?? process.env), SHMKEEP_RUN: String(process.pid) }, isatty(0), cgroup?.procsFile)
+      // final snapshot (one snapshot, not two); SHMKEEP_STOP_TIMEOUT how long
+      // it has to stop once the signal is forwarded.
+      app = startApp(
+        o.command,
+        { ...(o.env ?? process.env), SHMKEEP_RUN: String(process.pid), SHMKEEP_STOP_TIMEOUT: String(deadline.stopTimeout) },
+        isatty(0),
+        cgroup?.procsFile,
+      )
     } catch (e) {
       if (!(e instanceof StartError)) throw e
       log.log('error', 'start', e.message)

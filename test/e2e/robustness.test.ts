@@ -76,3 +76,11 @@ test('an unreadable RESTORING record (a host crash mid-restore) does not block t
   expect(r.stderr).toMatch(/removed an unreadable RESTORING record/)
   expect(fs.existsSync(path.join(stateDir, 'RESTORING'))).toBe(false)
 }, 30_000)
+
+test('the app learns from its environment that run takes the snapshot, and its stop timeout', async () => {
+  const stateDir = tmp()
+  const r = await Container.shmkeep(stateDir, ['/bin/sh', '-c', 'echo "run=$SHMKEEP_RUN stop=$SHMKEEP_STOP_TIMEOUT"'], ['--grace', '12', '-q']).exited
+  expect(r.status, r.stderr).toBe(0)
+  // As PID 1 of the container, run's pid is 1; 12 s grace − 2 s reserve = 10 s.
+  expect(r.stdout.trim()).toBe('run=1 stop=10')
+}, 30_000)
