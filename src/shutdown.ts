@@ -21,7 +21,7 @@ import { segmentPredicate, type SegmentFilter } from './filter'
 import { formatKey, parseKey, type KeyLike } from './keys'
 import { streamLogger, type Logger } from './log'
 import { checkBool, checkCount, checkOptions } from './options'
-import { snapshot, SnapshotError, type SnapshotReport } from './snapshot'
+import { describeSnapshot, snapshot, SnapshotError, type SnapshotReport } from './snapshot'
 import { lastFinalSnapshotSeconds } from './run/deadline'
 
 /** The exit status of a shutdown (process.exit after a signal; `exitCode` in the report). */
@@ -296,14 +296,9 @@ export function createShutdown(options: ShutdownOptions): Shutdown {
           log,
         })
         snap = { status: 'saved', report: r }
-        const saved = r.segments.filter((s) => s.status === 'saved')
-        log.log('info', 'shutdown.snapshot', `snapshot ${r.generation}: ${saved.length} segment(s), ${r.bytes} bytes in ${Math.round(r.durationMs)} ms${r.current ? '' : ' (beside CURRENT)'}`, {
-          generation: r.generation,
-          segments: saved.length,
-          bytes: r.bytes,
-          ms: Math.round(r.durationMs),
-        })
-        if (saved.length === 0) log.log('warn', 'snapshot.empty', `no segment to save${filter ? ' (none matches the keys or filter given)' : ''}`)
+        const d = describeSnapshot(r)
+        log.log('info', 'shutdown.snapshot', d.message, d.fields)
+        if (d.saved === 0) log.log('warn', 'snapshot.empty', `no segment to save${filter ? ' (none matches the keys or filter given)' : ''}`)
         if (r.durationMs / 1000 > reserve) log.log('warn', 'shutdown.deadline', `the snapshot took ${(r.durationMs / 1000).toFixed(1)} s, more than its reserve of ${s1(reserve)} (the next reserve is twice this snapshot)`)
       } catch (e) {
         const error = message(e)

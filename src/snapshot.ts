@@ -185,6 +185,16 @@ export interface SnapshotReport {
   cleaned: string[]
 }
 
+/** The one log line of a snapshot: message and fields (`run` and shutdown steps). */
+export function describeSnapshot(r: SnapshotReport): { message: string; fields: Record<string, unknown>; saved: number } {
+  const saved = r.segments.filter((s) => s.status === 'saved').length
+  return {
+    message: `snapshot ${r.generation}: ${saved} segment(s), ${r.bytes} bytes in ${Math.round(r.durationMs)} ms${r.current ? '' : ' (beside CURRENT)'}`,
+    fields: { generation: r.generation, segments: saved, bytes: r.bytes, ms: Math.round(r.durationMs) },
+    saved,
+  }
+}
+
 /** A snapshot that wrote no generation (some segment could not be saved, or an I/O error). */
 export class SnapshotError extends Error {
   constructor(

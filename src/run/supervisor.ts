@@ -12,7 +12,7 @@ import type { Logger } from '../log'
 import { native } from '../native'
 import { restore, RestoreError } from '../restore'
 import * as shm from '../shm'
-import { snapshot } from '../snapshot'
+import { describeSnapshot, snapshot } from '../snapshot'
 import { StateDir } from '../state/statedir'
 import { ipcNamespaceId } from '../system'
 import { childPids, describeProcess, exitStatus, otherProcesses, reap, startApp, StartError, type Ending } from './app'
@@ -416,14 +416,9 @@ export async function runApp(o: RunOptions): Promise<number> {
           attachers,
           log,
         })
-        const saved = r.segments.filter((s) => s.status === 'saved')
-        log.log('info', 'snapshot', `snapshot ${r.generation}: ${saved.length} segment(s), ${r.bytes} bytes in ${Math.round(r.durationMs)} ms${r.current ? '' : ' (beside CURRENT)'}`, {
-          generation: r.generation,
-          segments: saved.length,
-          bytes: r.bytes,
-          ms: Math.round(r.durationMs),
-        })
-        if (saved.length === 0) log.log('warn', 'snapshot.empty', 'no segment to save: an app that removes its segments (IPC_RMID) at exit leaves nothing for shmkeep (see docs/OPERATIONS.md)')
+        const d = describeSnapshot(r)
+        log.log('info', 'snapshot', d.message, d.fields)
+        if (d.saved === 0) log.log('warn', 'snapshot.empty', 'no segment to save: an app that removes its segments (IPC_RMID) at exit leaves nothing for shmkeep (see docs/OPERATIONS.md)')
         if (r.durationMs / 1000 > o.grace / 2) log.log('warn', 'deadline', `this snapshot took ${(r.durationMs / 1000).toFixed(1)} s, more than half of the ${o.grace} s grace period: the next stop may be cut off by SIGKILL`)
       } catch (e) {
         // Whatever went wrong, the final snapshot failed: its own exit code, never silent.
