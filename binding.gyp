@@ -10,7 +10,9 @@
         "native/lock.cc",
         "native/copy.cc",
         "native/crc32c.cc",
-        "native/proc.cc"
+        "native/proc.cc",
+        "native/sem.cc",
+        "native/msg.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -4,12 +4,17 @@
 
 namespace shmkeep {
 
+void InitSem(Napi::Env env, Napi::Object exports);  // sem.cc
+void InitMsg(Napi::Env env, Napi::Object exports);  // msg.cc
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitShm(env, exports);
   InitMmap(env, exports);
   InitLock(env, exports);
   InitCopy(env, exports);
   InitProc(env, exports);
+  InitSem(env, exports);
+  InitMsg(env, exports);
   return exports;
 }
 

@@ -1,16 +1,20 @@
 /**
  * shmkeep — keep System V shared memory across container restarts.
  *
- * `shm` and `mmap` are the system-call layer; the snapshot and restore
+ * `shm`, `sem`, `msg` and `mmap` are the system-call layer; the snapshot and restore
  * functions build on them.
  */
 export * as shm from './shm'
 export * as mmap from './mmap'
+export * as sem from './sem'
+export * as msg from './msg'
 export { IPC_PRIVATE, parseKey, formatKey, KeyRanges, type KeyLike } from './keys'
 export { lockFile, type FileLock, type LockOptions } from './lock'
 export { errnoName, type SystemError } from './errors'
 export type { ShmStat, GetOptions, AttachOptions, Limits, Scan } from './shm'
 export type { MapOptions, Advice } from './mmap'
+export type { SemStat, Operation as SemOperation, Waiters as SemWaiters } from './sem'
+export type { MsgStat, Message, QueueCopy } from './msg'
 export { snapshot, SnapshotError, DEFAULT_CHUNK_SIZE, type SnapshotOptions, type SnapshotReport, type SegmentOutcome } from './snapshot'
 export { restore, RestoreError, type RestoreOptions, type RestoreReport, type SegmentRestore, type ConflictPolicy } from './restore'
 export { list, listGenerations, inspect, verify, prune, diff, type GenerationSummary, type GenerationDetail, type VerifyReport, type DiffReport, type SegmentDiff } from './inspect'

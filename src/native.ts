@@ -24,6 +24,39 @@ export interface RawShmStat {
   ctime: number
 }
 
+/** IPC_STAT of one semaphore set. */
+export interface RawSemStat {
+  id: number
+  key: number
+  nsems: number
+  mode: number
+  uid: number
+  gid: number
+  cuid: number
+  cgid: number
+  otime: number
+  ctime: number
+}
+
+/** IPC_STAT of one message queue. */
+export interface RawMsgStat {
+  id: number
+  key: number
+  mode: number
+  uid: number
+  gid: number
+  cuid: number
+  cgid: number
+  cbytes: number
+  qnum: number
+  qbytes: number
+  lspid: number
+  lrpid: number
+  stime: number
+  rtime: number
+  ctime: number
+}
+
 export interface RawMapping {
   buffer: Buffer
   handle: object
@@ -77,6 +110,32 @@ export interface Binding {
   shmRemove(id: number, asUid: number, asGid: number): void
   shmLimits(): RawLimits
   shmConstants: Record<'IPC_PRIVATE' | 'IPC_CREAT' | 'IPC_EXCL' | 'SHM_HUGETLB' | 'SHM_NORESERVE' | 'SHM_HUGE_SHIFT' | 'SHM_DEST' | 'SHM_LOCKED' | 'PAGE_SIZE', number>
+
+  semGet(key: number, nsems: number, flags: number, uid: number, gid: number): number
+  semStat(id: number, uid: number, gid: number): RawSemStat
+  semList(): { sets: RawSemStat[]; statAny: boolean; usedIds: number }
+  semGetAll(id: number, nsems: number, uid: number, gid: number): number[]
+  semWaiters(id: number, nsems: number, uid: number, gid: number): { pid: number[]; ncnt: number[]; zcnt: number[] }
+  semSetAll(id: number, values: number[], uid: number, gid: number): void
+  /** ops: [num, op, flags] triples, flattened; false = it would block (EAGAIN). */
+  semOp(id: number, ops: number[], uid: number, gid: number): boolean
+  semSet(id: number, uid: number, gid: number, mode: number, asUid: number, asGid: number): void
+  semRemove(id: number, asUid: number, asGid: number): void
+  semLimits(): { semmsl: number; semmns: number; semopm: number; semmni: number; semvmx: number; semaem: number; usedIds: number; usedSems: number; maxIndex: number }
+  semConstants: Record<'SEM_UNDO', number>
+
+  msgGet(key: number, flags: number, uid: number, gid: number): number
+  msgStat(id: number, uid: number, gid: number): RawMsgStat
+  msgList(): { queues: RawMsgStat[]; statAny: boolean; usedIds: number }
+  /** false = the queue is full (EAGAIN). */
+  msgSend(id: number, type: number, data: Uint8Array, flags: number, uid: number, gid: number): boolean
+  /** null = no message (ENOMSG). */
+  msgReceive(id: number, type: number, maxSize: number, flags: number, uid: number, gid: number): { type: number; data: Buffer } | null
+  msgCopyAll(id: number, bufSize: number, uid: number, gid: number): { before: RawMsgStat; after: RawMsgStat; types: number[]; sizes: number[]; data: Buffer }
+  msgSet(id: number, uid: number, gid: number, mode: number, qbytes: number, asUid: number, asGid: number): void
+  msgRemove(id: number, asUid: number, asGid: number): void
+  msgLimits(): { msgmax: number; msgmnb: number; msgmni: number; usedIds: number; messages: number; bytes: number; maxIndex: number }
+  msgConstants: Record<'MSG_COPY' | 'MSG_EXCEPT' | 'MSG_NOERROR', number>
 
   mmapMap(path: string, offset: number, length: number, write: boolean, create: boolean, mode: number, maxLength: number): RawMapping & { fileSize: number }
   mmapSync(handle: object, async: boolean): void

@@ -32,3 +32,9 @@ export function checkBool(what: string, value: unknown, fallback: boolean): bool
   if (typeof value !== 'boolean') throw new TypeError(`${what} must be true or false, got ${String(value)}`)
   return value
 }
+
+/** `{ uid, gid }` (and `more` option names) of a call made as that identity: [uid, gid], -1 when not given. */
+export function checkAs(what: string, options: { uid?: unknown; gid?: unknown }, more: readonly string[] = []): [number, number] {
+  checkOptions(what, options, ['uid', 'gid', ...more])
+  return [checkId('uid', options.uid), checkId('gid', options.gid)]
+}
