@@ -15,6 +15,7 @@ export const CAP = {
   IPC_LOCK: 14,
   IPC_OWNER: 15,
   SYS_ADMIN: 21,
+  SYS_RESOURCE: 24,
   CHECKPOINT_RESTORE: 40,
 } as const
 
@@ -72,50 +73,55 @@ export function shmRmidForced(): boolean {
   }
 }
 
-const NEXT_ID = '/proc/sys/kernel/shm_next_id'
+/** The SysV kinds whose next id can be chosen: kernel.shm_next_id, sem_next_id, msg_next_id. */
+export type IdCounter = 'shm' | 'sem' | 'msg'
+const nextIdFile = (kind: IdCounter) => `/proc/sys/kernel/${kind}_next_id`
 
 /**
- * Whether we can choose the id of the next segment: writing shm_next_id needs
- * CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE and a writable /proc/sys (not the
- * case in an ordinary Docker container). Returns the reason when we cannot.
+ * Whether we can choose the id of the next object of a kind: writing
+ * kernel.<kind>_next_id needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE and a
+ * writable /proc/sys (not the case in an ordinary Docker container). Returns
+ * the reason when we cannot.
  */
-export function nextIdControl(): { ok: true } | { ok: false; reason: string } {
+export function nextIdControl(kind: IdCounter = 'shm'): { ok: true } | { ok: false; reason: string } {
   try {
-    const fd = fs.openSync(NEXT_ID, 'w')
+    const fd = fs.openSync(nextIdFile(kind), 'w')
     fs.closeSync(fd)
     const caps = effectiveCapabilities()
     if (!hasCapability(CAP.SYS_ADMIN, caps) && !hasCapability(CAP.CHECKPOINT_RESTORE, caps)) {
-      return { ok: false, reason: 'no CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE to write kernel.shm_next_id' }
+      return { ok: false, reason: `no CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE to write kernel.${kind}_next_id` }
     }
     return { ok: true }
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code
     if (code === 'EROFS') return { ok: false, reason: '/proc/sys is read-only here (as in an unprivileged container)' }
-    if (code === 'ENOENT') return { ok: false, reason: 'this kernel has no kernel.shm_next_id' }
-    return { ok: false, reason: `kernel.shm_next_id cannot be written (${code})` }
+    if (code === 'ENOENT') return { ok: false, reason: `this kernel has no kernel.${kind}_next_id` }
+    return { ok: false, reason: `kernel.${kind}_next_id cannot be written (${code})` }
   }
 }
 
-/** Arm the id counter for the next shmget. */
-export function setNextId(id: number): void {
-  fs.writeFileSync(NEXT_ID, `${id}\n`)
+/** Arm the id counter for the next shmget (semget, msgget). */
+export function setNextId(id: number, kind: IdCounter = 'shm'): void {
+  fs.writeFileSync(nextIdFile(kind), `${id}\n`)
 }
 
 /**
- * Disarm the id counter after a shmget that failed (a successful one disarms
- * it itself): otherwise the app's next segment would take the id. Kernels that
- * refuse -1 get it consumed by a one-byte IPC_PRIVATE segment, removed at once.
+ * Disarm the id counter after a *get that failed (a successful one disarms
+ * it itself): otherwise the app's next object would take the id. Kernels that
+ * refuse -1 get it consumed by a small IPC_PRIVATE object, removed at once.
  */
-export function disarmNextId(): void {
+export function disarmNextId(kind: IdCounter = 'shm'): void {
   try {
-    fs.writeFileSync(NEXT_ID, '-1\n')
+    fs.writeFileSync(nextIdFile(kind), '-1\n')
     return
   } catch {
     // EINVAL on kernels whose sysctl takes 0.. only
   }
   try {
-    const c = native.shmConstants
-    native.shmRemove(native.shmGet(0, 1, c.IPC_CREAT | 0o600, -1, -1), -1, -1)
+    const flags = native.shmConstants.IPC_CREAT | 0o600
+    if (kind === 'shm') native.shmRemove(native.shmGet(0, 1, flags, -1, -1), -1, -1)
+    else if (kind === 'sem') native.semRemove(native.semGet(0, 1, flags, -1, -1), -1, -1)
+    else native.msgRemove(native.msgGet(0, flags, -1, -1), -1, -1)
   } catch {
     // nothing more we can do; the restore reports its own error
   }

@@ -1,0 +1,440 @@
+/**
+ * Snapshot, restore, verification and listing of the small IPC kinds
+ * (semaphore sets, message queues), written once over every kind: each kind
+ * module says how its objects are listed, read, checked and recreated
+ * (src/kinds/kind.ts); this module decides which objects, where their bytes
+ * go, what a failure costs, and in which order things happen.
+ *
+ * On disk (docs/FORMAT.md): GENERATION's `objects` section lists every saved
+ * object (kind, key, id, attributes, offset/length/CRC-32C of its contents)
+ * and the objects that could not be saved; the contents of all of them are
+ * one packed file, `objects.data`, written with the generation's other files
+ * (fsynced before GENERATION).
+ */
+import fs from 'node:fs'
+import path from 'node:path'
+import { hasCode } from '../errors'
+import { segmentPredicate, type SegmentFilter } from '../filter'
+import { creatorIdentity, readIdentity, type Identity, type Powers } from '../identity'
+import { formatKey, parseKey } from '../keys'
+import type { Logger } from '../log'
+import { native } from '../native'
+import { StateFileError, readRegularFile } from '../state/files'
+import { nextIdControl } from '../system'
+import { describe, KIND_NAMES, type IpcObject, type Kind, type KindName, type ObjectPerm, type ObjectRecord } from './kind'
+import { msgKind } from './msg'
+import { semKind } from './sem'
+import { listShm } from './shm'
+
+export { KIND_NAMES, type KindName, type IpcObject, type ObjectRecord } from './kind'
+
+/** The kinds saved through the packed data file, in the order they are restored. */
+export const SMALL_KINDS: ReadonlyArray<Kind> = [semKind as Kind, msgKind as Kind]
+const byName = new Map(SMALL_KINDS.map((k) => [k.name, k]))
+
+/** The packed data file of a generation. */
+export const OBJECTS_DATA = 'objects.data'
+
+/** `--kind shm,sem,msg`: the kinds named, checked. */
+export function parseKinds(spec: string | readonly string[]): KindName[] {
+  const names = (typeof spec === 'string' ? [spec] : [...spec]).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean)
+  if (names.length === 0) throw new TypeError(`empty kind list (known: ${KIND_NAMES.join(', ')})`)
+  for (const n of names) if (!(KIND_NAMES as readonly string[]).includes(n)) throw new TypeError(`unknown kind "${n}" (known: ${KIND_NAMES.join(', ')})`)
+  return [...new Set(names)] as KindName[]
+}
+
+/** Whether a filter takes a kind (no `kinds`: every kind). */
+export function kindSelected(filter: SegmentFilter | undefined, kind: KindName): boolean {
+  const kinds = (filter as { kinds?: readonly string[] } | undefined)?.kinds
+  return kinds === undefined || parseKinds(kinds).includes(kind)
+}
+
+/**
+ * The key and owner filters over objects of any kind. Size filters speak of
+ * segments: they do not apply to the small kinds.
+ */
+export function objectPredicate(filter: SegmentFilter = {}): (o: IpcObject) => boolean {
+  const keysAndOwners = segmentPredicate({ keys: filter.keys, excludeKeys: filter.excludeKeys, owners: filter.owners })
+  return (o) => kindSelected(filter, o.kind) && keysAndOwners({ key: o.key, uid: o.uid, size: o.bytes } as Parameters<typeof keysAndOwners>[0])
+}
+
+/** Every live IPC object of this namespace that the filter takes, all kinds, by kind then key. */
+export function liveObjects(filter: SegmentFilter = {}): { objects: IpcObject[]; complete: boolean } {
+  const take = objectPredicate(filter)
+  let complete = true
+  const objects: IpcObject[] = []
+  const lists = [{ name: 'shm' as const, list: listShm }, ...SMALL_KINDS.map((k) => ({ name: k.name, list: () => k.list() }))]
+  for (const { name, list } of lists) {
+    if (!kindSelected(filter, name)) continue
+    const l = list()
+    complete &&= l.complete
+    objects.push(...l.objects.filter(take))
+  }
+  return { objects, complete }
+}
+
+/** An object the snapshot could not save, and why (the generation says so; nothing claims it saved). */
+export interface UnsavedObject extends ObjectPerm {
+  errno: string
+  reason: string
+}
+
+/** GENERATION's `objects` section. */
+export interface ObjectsSection {
+  /** The packed data file (in the generation's directory) and its size. */
+  data: string
+  bytes: number
+  /** The kinds looked at (a `--kind` filter leaves some out on purpose). */
+  kinds: KindName[]
+  records: ObjectRecord[]
+  unsaved: UnsavedObject[]
+  /** The namespace's limits when saved, per kind (compared at restore). */
+  limits: Partial<Record<KindName, Record<string, number>>>
+  /**
+   * Taken by a checkpoint while the app ran: a semaphore value may be a lock
+   * held by a process that a SIGKILL then killed (the kernel would have
+   * undone its SEM_UNDO adjustment; a restored value keeps it held).
+   */
+  checkpoint: boolean
+}
+
+export type ObjectSaveStatus = 'saved' | 'vanished' | 'unsaved'
+
+export interface ObjectOutcome {
+  kind: KindName
+  key: string
+  id: number
+  status: ObjectSaveStatus
+  reason?: string
+  /** Who it was read as, when shmkeep switched identity. */
+  readAs?: string
+  bytes: number
+}
+
+function perm(o: IpcObject): ObjectPerm {
+  return { kind: o.kind, key: formatKey(o.key), id: o.id, mode: o.mode, uid: o.uid, gid: o.gid, cuid: o.cuid, cgid: o.cgid }
+}
+
+export interface SaveObjectsOptions {
+  filter?: SegmentFilter
+  /** The snapshot is a checkpoint of a running app (see {@link ObjectsSection.checkpoint}). */
+  checkpoint?: boolean
+  powers: Powers
+  log: Logger
+}
+
+/**
+ * Read every object of the small kinds that the filter takes and write their
+ * contents into `objects.data` through `out` (the generation being written:
+ * it fsyncs the file before GENERATION). One object that cannot be read is
+ * recorded unsaved and costs none of the others.
+ */
+export function saveObjects(out: { create(file: string): number }, options: SaveObjectsOptions): { section: ObjectsSection; outcomes: ObjectOutcome[] } {
+  const take = objectPredicate(options.filter)
+  const kinds = SMALL_KINDS.filter((k) => kindSelected(options.filter, k.name))
+  const records: ObjectRecord[] = []
+  const payloads: Buffer[] = []
+  const unsaved: UnsavedObject[] = []
+  const outcomes: ObjectOutcome[] = []
+  const limits: ObjectsSection['limits'] = {}
+  let offset = 0
+  for (const kind of kinds) {
+    limits[kind.name] = kind.limits()
+    const { objects, complete } = kind.list()
+    if (!complete) options.log.log('warn', 'snapshot.incomplete', `this kernel lists only the ${kind.noun}s shmkeep may read (no ${kind.name.toUpperCase()}_STAT_ANY, Linux < 4.17): others are not saved`)
+    for (const o of objects.filter(take)) {
+      const p = perm(o)
+      const who = readIdentity(o, options.powers)
+      if ('error' in who) {
+        unsaved.push({ ...p, errno: 'EACCES', reason: who.error })
+        outcomes.push({ kind: o.kind, key: p.key, id: o.id, status: 'unsaved', reason: who.error, bytes: 0 })
+        continue
+      }
+      const r = kind.read(o, who)
+      const readAs = who.uid >= 0 ? `uid ${who.uid} gid ${who.gid}` : undefined
+      if ('unsaved' in r) {
+        if (r.errno === 'EIDRM') {
+          outcomes.push({ kind: o.kind, key: p.key, id: o.id, status: 'vanished', reason: 'removed while the snapshot ran', bytes: 0 })
+          continue
+        }
+        unsaved.push({ ...p, errno: r.errno ?? 'EIO', reason: r.unsaved })
+        outcomes.push({ kind: o.kind, key: p.key, id: o.id, status: 'unsaved', reason: r.unsaved, readAs, bytes: 0 })
+        options.log.log('error', 'snapshot.unsaved', `${describe(p)} not saved: ${r.unsaved}`, { kind: o.kind, key: p.key })
+        continue
+      }
+      records.push({ ...p, offset, length: r.payload.length, crc32c: '', attrs: r.attrs, info: r.info })
+      payloads.push(r.payload)
+      offset += r.payload.length
+      outcomes.push({ kind: o.kind, key: p.key, id: o.id, status: 'saved', readAs, bytes: r.payload.length })
+    }
+  }
+  // The CRCs are of the very buffer that is written.
+  const data = Buffer.concat(payloads, offset)
+  for (const rec of records) rec.crc32c = crcHex(data.subarray(rec.offset, rec.offset + rec.length))
+  const fd = out.create(OBJECTS_DATA)
+  let written = 0
+  while (written < data.length) written += fs.writeSync(fd, data, written, data.length - written)
+  return {
+    section: { data: OBJECTS_DATA, bytes: data.length, kinds: kinds.map((k) => k.name), records, unsaved, limits, checkpoint: options.checkpoint ?? false },
+    outcomes,
+  }
+}
+
+function crcHex(b: Uint8Array): string {
+  return native.crc32c(b).toString(16).padStart(8, '0')
+}
+
+/** The saved objects' data is damaged or unreadable: another generation may do. */
+export class ObjectDamage extends Error {}
+
+/** Read the packed data file and check every record against it (CRC and structure); ObjectDamage naming each bad object. */
+export function readObjects(dir: string, section: ObjectsSection): Buffer[] {
+  if (path.basename(section.data) !== section.data || section.data.startsWith('.')) throw new ObjectDamage(`objects data file name ${JSON.stringify(section.data)} is not a plain name`)
+  let data: Buffer
+  try {
+    data = readRegularFile(path.join(dir, section.data), 2 ** 31 - 1)
+  } catch (e) {
+    if (e instanceof StateFileError || hasCode(e, 'EIO')) throw new ObjectDamage((e as Error).message)
+    throw e
+  }
+  if (data.length !== section.bytes) throw new ObjectDamage(`${section.data} is ${data.length} bytes, ${section.bytes} were written`)
+  const bad: string[] = []
+  const payloads = section.records.map((rec) => {
+    const kind = byName.get(rec.kind)
+    const payload = data.subarray(rec.offset, rec.offset + rec.length)
+    if (!kind) bad.push(`${describe(rec)}: a kind this shmkeep does not know`)
+    else if (rec.offset + rec.length > data.length || crcHex(payload) !== rec.crc32c) bad.push(`${describe(rec)}: its bytes in ${section.data} fail their checksum`)
+    else {
+      const wrong = kind.check(rec, payload)
+      if (wrong) bad.push(`${describe(rec)}: ${wrong}`)
+    }
+    return payload
+  })
+  if (bad.length) throw new ObjectDamage(bad.join('; '))
+  return payloads
+}
+
+/** Verify a generation's objects: the bad ones, named. */
+export function verifyObjects(dir: string, section: ObjectsSection | undefined): { ok: boolean; objects: number; bytes: number; problems: string[] } {
+  if (!section) return { ok: true, objects: 0, bytes: 0, problems: [] }
+  try {
+    readObjects(dir, section)
+    return { ok: true, objects: section.records.length, bytes: section.bytes, problems: [] }
+  } catch (e) {
+    if (!(e instanceof ObjectDamage)) throw e
+    return { ok: false, objects: section.records.length, bytes: section.bytes, problems: e.message.split('; ') }
+  }
+}
+
+/** What a restore does with semaphore sets a checkpoint saved. */
+export type SemFromCheckpoint = 'restore' | 'skip'
+/**
+ * `skip`: a set saved by a checkpoint may hold a SEM_UNDO lock of a process
+ * that a SIGKILL then killed; restored, the lock stays held by nobody and the
+ * app hangs on it without a word. Left out, the app finds no set and creates
+ * it afresh (most libraries do) or says that it is missing: an error that is
+ * seen beats a deadlock that is not. Sets saved at a stop (the processes had
+ * exited and the kernel had undone their adjustments) are always restored.
+ */
+export const DEFAULT_SEM_FROM_CHECKPOINT: SemFromCheckpoint = 'skip'
+
+export type ObjectRestoreStatus = 'restored' | 'skipped' | 'not-restored'
+
+export interface ObjectRestore {
+  kind: KindName
+  key: string
+  savedId: number
+  id?: number
+  status: ObjectRestoreStatus
+  reason?: string
+  idKept?: boolean
+  /** Attributes that could not be kept, and why. */
+  notKept?: string
+}
+
+export interface ObjectRestoreOptions {
+  onConflict: 'fail' | 'skip' | 'replace'
+  semFromCheckpoint?: SemFromCheckpoint
+  filter?: SegmentFilter
+  powers: Powers
+  log: Logger
+}
+
+/**
+ * Restoring a generation's objects, in steps the restore of segments calls:
+ * {@link planObjectRestore} reads and verifies everything and checks
+ * conflicts and limits before anything is created; `create` makes every
+ * object with its contents (mode 0600, as its creator); `finish` gives them
+ * their saved mode and owner; `undo` removes what was created (and what it
+ * replaced is gone: replacements come last).
+ */
+export class ObjectRestorePlan {
+  readonly outcomes: ObjectRestore[] = []
+  /** Ids not kept, per kind, and why. */
+  readonly idsNotKept: string[] = []
+  private readonly todo: Array<{ kind: Kind; rec: ObjectRecord; payload: Buffer; out: ObjectRestore; replace?: IpcObject; as: Identity; notKept?: string }> = []
+  private readonly created: Array<{ kind: Kind; id: number; as: Identity; label: string }> = []
+  private readonly choose = new Map<KindName, boolean>()
+  private readonly limitsNow = new Map<KindName, Record<string, number>>()
+
+  constructor(
+    private readonly section: ObjectsSection | undefined,
+    payloads: Buffer[],
+    private readonly options: ObjectRestoreOptions,
+  ) {
+    if (!section) return
+    const take = objectPredicate(options.filter)
+    const policy = options.semFromCheckpoint ?? DEFAULT_SEM_FROM_CHECKPOINT
+    const conflicts: string[] = []
+    const problems: string[] = []
+    for (const kind of SMALL_KINDS) {
+      const recs = section.records.map((rec, i) => ({ rec, payload: payloads[i]! })).filter((x) => x.rec.kind === kind.name)
+      if (recs.length === 0) continue
+      const live = kind.list().objects
+      const byKey = new Map(live.filter((o) => o.key !== 0).map((o) => [o.key, o]))
+      const byId = new Map(live.filter((o) => o.key === 0).map((o) => [o.id, o]))
+      const ids = nextIdControl(kind.name as 'sem' | 'msg')
+      this.choose.set(kind.name, ids.ok)
+      const chosen: ObjectRecord[] = []
+      for (const { rec, payload } of recs) {
+        const key = parseKey(rec.key)
+        const out: ObjectRestore = { kind: kind.name, key: rec.key, savedId: rec.id, status: 'not-restored' }
+        this.outcomes.push(out)
+        if (!take({ ...rec, key, ctime: 0, bytes: rec.length })) {
+          out.status = 'skipped'
+          out.reason = 'left out by the filter'
+          continue
+        }
+        if (kind.name === 'sem' && section.checkpoint && policy === 'skip') {
+          out.status = 'skipped'
+          out.reason = 'saved by a checkpoint while the app ran: its values may be locks of processes that are gone (--sem-from-checkpoint=restore restores them)'
+          continue
+        }
+        if (key === 0 && !ids.ok) {
+          out.reason = `an IPC_PRIVATE ${kind.noun} can only be found again by its id, and ids cannot be kept here (${ids.reason})`
+          continue
+        }
+        const existing = key === 0 ? byId.get(rec.id) : byKey.get(key)
+        if (existing) {
+          if (options.onConflict === 'skip') {
+            out.status = 'skipped'
+            out.reason = `key exists here already (id ${existing.id})`
+            continue
+          }
+          if (options.onConflict === 'fail') conflicts.push(`${kind.noun} ${rec.key} (id ${existing.id})`)
+        }
+        chosen.push(rec)
+        this.todo.push({ kind, rec, payload, out, replace: existing, as: creatorIdentity(rec, options.powers) })
+      }
+      if (!ids.ok && chosen.length) this.idsNotKept.push(`${kind.name}: ${ids.reason}`)
+      const fit = kind.fit(chosen, { powers: options.powers, log: options.log })
+      problems.push(...fit.problems)
+      for (const t of this.todo) if (fit.notKept.has(t.rec)) t.notKept = t.out.notKept = fit.notKept.get(t.rec)
+      this.limitsNow.set(kind.name, kind.limits())
+      this.compareLimits(kind)
+    }
+    if (conflicts.length) throw new Error(`these keys have objects here already: ${conflicts.join(', ')} (--on-conflict=skip keeps them, =replace replaces them)`)
+    if (problems.length) throw new Error(`cannot restore: ${problems.join('; ')}`)
+    // Replacements last: a failure before them leaves every live object alone.
+    this.todo.sort((a, b) => Number(a.replace !== undefined) - Number(b.replace !== undefined))
+  }
+
+  /** One line when this namespace's limits are lower than the saved ones. */
+  private compareLimits(kind: Kind): void {
+    const saved = this.section?.limits[kind.name]
+    const now = this.limitsNow.get(kind.name)
+    if (!saved || !now) return
+    const lower = Object.keys(saved).filter((k) => now[k] !== undefined && now[k]! < saved[k]!)
+    if (lower.length) {
+      this.options.log.log('warn', 'restore.limits', `this namespace's ${kind.name} limits are lower than where the generation was saved: ${lower.map((k) => `${k} ${now[k]} < ${saved[k]}`).join(', ')}`, { kind: kind.name })
+    }
+  }
+
+  /** Keys of the objects this plan creates (for the RESTORING record). */
+  get keys(): string[] {
+    return this.todo.map((t) => `${t.kind.name}:${t.rec.key}`)
+  }
+
+  /** The objects created so far: kind and id. */
+  get createdIds(): Array<{ kind: KindName; id: number }> {
+    return this.created.map((c) => ({ kind: c.kind.name, id: c.id }))
+  }
+
+  /** Create every object with its contents, mode 0600. Throws at the first failure (undo removes what was made). */
+  create(): void {
+    for (const t of this.todo) {
+      if (t.replace) {
+        t.kind.remove(t.replace.id, creatorIdentity(t.replace, this.options.powers))
+        this.options.log.log('warn', 'restore.replace', `replaced the live ${describe(t.replace)} (--on-conflict=replace)`)
+      }
+      const label = describe(t.rec)
+      let id: number
+      try {
+        id = t.kind.create(t.rec, t.payload, t.as, { chooseId: this.choose.get(t.kind.name) ?? false, limits: this.limitsNow.get(t.kind.name)! })
+      } catch (e) {
+        throw Object.assign(new Error(`${label}: ${(e as Error).message}`), { code: (e as { code?: string }).code })
+      }
+      this.created.push({ kind: t.kind, id, as: t.as, label })
+      t.out.id = id
+      t.out.idKept = id === t.rec.id
+      if (parseKey(t.rec.key) === 0 && !t.out.idKept) throw new Error(`IPC_PRIVATE ${t.kind.noun} (saved id ${t.rec.id}) came back as id ${id}: that id is taken here, and the app could not find it`)
+    }
+  }
+
+  /** Every object gets its saved mode and owner (only once everything is in place). */
+  finish(): void {
+    for (const t of this.todo) {
+      t.kind.finish(t.rec, t.out.id!, t.as)
+      t.out.status = 'restored'
+      if (t.notKept) this.options.log.log('warn', 'restore.not-kept', `${describe(t.rec)}: ${t.notKept}`)
+    }
+  }
+
+  /** Remove every object created (after a failure anywhere in the restore). */
+  undo(): void {
+    for (const c of this.created.splice(0).reverse()) {
+      try {
+        c.kind.remove(c.id, c.as)
+      } catch (e) {
+        this.options.log.log('error', 'restore.undo', `could not remove ${c.label} (now id ${c.id}) after a failed restore: ${(e as Error).message}`)
+      }
+    }
+    for (const o of this.outcomes) {
+      if (o.status === 'restored' || o.id !== undefined) {
+        o.status = 'not-restored'
+        o.id = undefined
+      }
+    }
+  }
+}
+
+/** Read, verify and plan the restore of a generation's objects (ObjectDamage for bad data, Error for conflicts and limits). */
+export function planObjectRestore(dir: string, section: ObjectsSection | undefined, options: ObjectRestoreOptions): ObjectRestorePlan {
+  const payloads = section ? readObjects(dir, section) : []
+  return new ObjectRestorePlan(section, payloads, options)
+}
+
+/**
+ * Objects that a restore killed in this namespace left behind: those of the
+ * kinds and keys it was creating whose last change is not older than its
+ * start (a set or queue has no creator pid to tell by). Removed.
+ */
+export function undoKilledObjects(record: { keys: string[]; startedAt: string; objects?: Array<{ kind: string; id: number }> }, powers: Powers, log: Logger): Array<{ kind: KindName; key: string; id: number }> {
+  const removed: Array<{ kind: KindName; key: string; id: number }> = []
+  const since = Math.floor(Date.parse(record.startedAt) / 1000)
+  const keys = new Set(record.keys)
+  const ids = new Set((record.objects ?? []).map((o) => `${o.kind}:${o.id}`))
+  for (const kind of SMALL_KINDS) {
+    for (const o of kind.list().objects) {
+      const ours = ids.has(`${kind.name}:${o.id}`) || (keys.has(`${kind.name}:${formatKey(o.key)}`) && o.ctime >= since)
+      if (!ours) continue
+      try {
+        kind.remove(o.id, creatorIdentity(o, powers))
+        removed.push({ kind: kind.name, key: formatKey(o.key), id: o.id })
+      } catch (e) {
+        log.log('warn', 'restore.cleanup', `could not remove ${describe(o)} left by a killed restore: ${(e as Error).message}`)
+      }
+    }
+  }
+  return removed
+}
