@@ -79,9 +79,9 @@ Napi::Value Advise(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// mmapUnmap(handle, buffer) -> whether this call unmapped it (false: it already was).
 Napi::Value Unmap(const Napi::CallbackInfo& info) {
-  ReleaseRegion(info.Env(), info[0], info[1], "munmap");
-  return info.Env().Undefined();
+  return Napi::Boolean::New(info.Env(), ReleaseRegion(info.Env(), info[0], info[1], "munmap"));
 }
 
 }  // namespace

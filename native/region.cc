@@ -2,23 +2,71 @@
 
 #include <sys/mman.h>
 #include <sys/shm.h>
+#include <unistd.h>
+
+#include <algorithm>
 
 #include "common.h"
 
 namespace shmkeep {
 
+namespace {
+
+// V8 sees each mapping as its length, at least kMinExternalWeight, so that a
+// loop that drops attachments makes it collect (and finalize) them long before
+// vm.max_map_count (65530) or nattch run out: V8 collects about every 64 MiB
+// of external memory, here every 1,000 mappings. And at most
+// kMaxExternalWeight: the limits are mappings, not bytes (the pages belong to
+// the segment or the file, not to this heap), and one 1 GiB attachment must
+// not make every later allocation a reason to collect.
+constexpr int64_t kMinExternalWeight = int64_t{64} << 10;
+constexpr int64_t kMaxExternalWeight = int64_t{64} << 20;
+
+}  // namespace
+
 int Region::UnmapLocked() {
-  if (state == State::kUnmapped) return 0;
-  int rc = kind == Kind::kShm ? shmdt(base) : munmap(base, mapLength);
+  int rc = 0;
+  if (state == State::kMapped) rc = kind == Kind::kShm ? shmdt(base) : munmap(base, mapLength);
+  else if (state == State::kPlaceholder) rc = munmap(base, mapLength);
   state = State::kUnmapped;
   return rc == 0 ? 0 : errno;
 }
 
+int Region::PlaceholderLocked() {
+  if (state != State::kMapped) return 0;
+  const int prot = PROT_READ | PROT_WRITE;
+  const int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED;
+  size_t length = mapLength;
+  void* p = mmap(base, length, prot, flags, -1, 0);
+  // A hugetlb attachment is the segment rounded up to its huge page size and
+  // can only be replaced whole (a split inside it is EINVAL). Try each power
+  // of two upwards: a rounding below the huge page size either splits
+  // (EINVAL, nothing changed) or already ends where the attachment ends, so
+  // the first success covers the attachment exactly, never a byte beyond.
+  for (size_t align = 2 * static_cast<size_t>(sysconf(_SC_PAGESIZE)); p == MAP_FAILED && errno == EINVAL && align <= (size_t{1} << 30); align *= 2) {
+    length = (mapLength + align - 1) & ~(align - 1);
+    p = mmap(base, length, prot, flags, -1, 0);
+  }
+  if (p == MAP_FAILED) return errno;
+  mapLength = length;
+  state = State::kPlaceholder;
+  return 0;
+}
+
 namespace {
 
-void FinalizeBuffer(Napi::Env, void*, RegionRef* hint) {
-  RegionRef region = *hint;
-  delete hint;
+struct Finalized {
+  RegionRef region;
+  int64_t weight;
+};
+
+// The ArrayBuffer object is gone: no Buffer or view over the memory is left.
+void FinalizeArrayBuffer(napi_env env, void*, void* hint) {
+  auto* f = static_cast<Finalized*>(hint);
+  RegionRef region = std::move(f->region);
+  int64_t ignored;
+  napi_adjust_external_memory(env, -f->weight, &ignored);
+  delete f;
   std::lock_guard<std::mutex> lock(region->mu);
   if (region->busy > 0) {
     region->releaseWhenIdle = true;  // the last async user unmaps it
@@ -32,28 +80,34 @@ void FinalizeHandle(Napi::Env, RegionRef* ref) { delete ref; }
 }  // namespace
 
 Napi::Object WrapRegion(Napi::Env env, RegionRef region, size_t offset, size_t length, double maxLength) {
-  // Check the engine's limit first: when napi_create_external_buffer fails,
-  // Node has already run (or queued) the finalizer, so the failure path below
-  // must not free anything itself.
-  if (static_cast<double>(length) > maxLength) {
+  auto fail = [&](const std::string& message) {
     {
       std::lock_guard<std::mutex> lock(region->mu);
       region->UnmapLocked();
     }
-    throw Napi::RangeError::New(env, "a Buffer of " + std::to_string(length) + " bytes is above the largest Node can make (" +
-                                         std::to_string(static_cast<uint64_t>(maxLength)) + "); map a smaller window (offset, length)");
-  }
-  auto* bufferRef = new RegionRef(region);
-  napi_value buffer;
-  napi_status status = napi_create_external_buffer(
-      env, length, static_cast<char*>(region->base) + offset,
-      [](napi_env e, void* data, void* hint) { FinalizeBuffer(Napi::Env(e), data, static_cast<RegionRef*>(hint)); },
-      bufferRef, &buffer);
-  if (status != napi_ok) {
-    // The finalizer owns bufferRef now and unmaps the region when it runs.
     if (env.IsExceptionPending()) env.GetAndClearPendingException();
-    throw Napi::RangeError::New(env, "cannot make a Buffer of " + std::to_string(length) + " bytes over the mapping");
+    throw Napi::RangeError::New(env, message);
+  };
+  if (static_cast<double>(length) > maxLength) {
+    fail("a Buffer of " + std::to_string(length) + " bytes is above the largest Node can make (" +
+         std::to_string(static_cast<uint64_t>(maxLength)) + "); map a smaller window (offset, length)");
   }
+  // No finalizer on the backing store: detaching the ArrayBuffer drops it at
+  // once, while consumers may still hold the address. The ArrayBuffer
+  // object's finalizer (below) is what ends the mapping.
+  napi_value buffer, arrayBuffer;
+  if (napi_create_external_buffer(env, length, static_cast<char*>(region->base) + offset, nullptr, nullptr, &buffer) != napi_ok ||
+      napi_get_typedarray_info(env, buffer, nullptr, nullptr, nullptr, &arrayBuffer, nullptr) != napi_ok) {
+    fail("cannot make a Buffer of " + std::to_string(length) + " bytes over the mapping");
+  }
+  int64_t weight = std::clamp<int64_t>(static_cast<int64_t>(region->mapLength), kMinExternalWeight, kMaxExternalWeight);
+  auto* f = new Finalized{region, weight};
+  if (napi_add_finalizer(env, arrayBuffer, nullptr, FinalizeArrayBuffer, f, nullptr) != napi_ok) {
+    delete f;
+    fail("cannot watch the Buffer over the mapping");
+  }
+  int64_t ignored;
+  napi_adjust_external_memory(env, weight, &ignored);
   Napi::Object out = Napi::Object::New(env);
   out.Set("buffer", Napi::Value(env, buffer));
   out.Set("handle", Napi::External<RegionRef>::New(env, new RegionRef(region), FinalizeHandle));
@@ -65,25 +119,25 @@ RegionRef RegionFromHandle(const Napi::Value& handle) {
   return *handle.As<Napi::External<RegionRef>>().Data();
 }
 
-void ReleaseRegion(Napi::Env env, const Napi::Value& handle, const Napi::Value& buffer, const char* syscall) {
+bool ReleaseRegion(Napi::Env env, const Napi::Value& handle, const Napi::Value& buffer, const char* syscall) {
   RegionRef region = RegionFromHandle(handle);
-  int err;
   {
     std::lock_guard<std::mutex> lock(region->mu);
-    if (region->state == Region::State::kUnmapped) return;
+    if (region->state != Region::State::kMapped) return false;
     if (region->busy > 0) ThrowErrno(env, syscall, EBUSY);
-    err = region->UnmapLocked();
+    int err = region->PlaceholderLocked();
+    if (err) ThrowErrno(env, "mmap", err);
   }
-  // Neuter first-hand even if the unmap reported an error: the memory is no
-  // longer ours to promise.
+  // JavaScript now sees length 0; the placeholder keeps what consumers in
+  // flight hold harmless.
   napi_value arrayBuffer;
   bool isTyped = false;
   napi_is_typedarray(env, buffer, &isTyped);
   if (isTyped) {
     napi_get_typedarray_info(env, buffer, nullptr, nullptr, nullptr, &arrayBuffer, nullptr);
-    NAPI_THROW_IF_FAILED_VOID(env, napi_detach_arraybuffer(env, arrayBuffer));
+    NAPI_THROW_IF_FAILED(env, napi_detach_arraybuffer(env, arrayBuffer), true);
   }
-  if (err) ThrowErrno(env, syscall, err);
+  return true;
 }
 
 }  // namespace shmkeep

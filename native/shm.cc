@@ -82,8 +82,9 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
     }
   }
   if (err) ThrowErrno(env, failed, err);
-  auto region = std::make_shared<Region>(Region::Kind::kShm, addr, 0);
   uint64_t size = ds.shm_segsz;
+  uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  auto region = std::make_shared<Region>(Region::Kind::kShm, addr, static_cast<size_t>((size + page - 1) / page * page));
   if (length < 0) length = offset <= static_cast<int64_t>(size) ? static_cast<int64_t>(size) - offset : 0;
   if (offset < 0 || length < 0 || static_cast<uint64_t>(offset + length) > size) {
     std::lock_guard<std::mutex> lock(region->mu);
@@ -96,9 +97,9 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// shmDetach(handle, buffer) -> whether this call detached it (false: it already was).
 Napi::Value Detach(const Napi::CallbackInfo& info) {
-  ReleaseRegion(info.Env(), info[0], info[1], "shmdt");
-  return info.Env().Undefined();
+  return Napi::Boolean::New(info.Env(), ReleaseRegion(info.Env(), info[0], info[1], "shmdt"));
 }
 
 Napi::Value Stat(const Napi::CallbackInfo& info) {

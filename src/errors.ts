@@ -9,12 +9,37 @@ const errnoNames: Record<number, string> = Object.fromEntries(
   Object.entries(os.constants.errno).map(([name, n]) => [n, name]),
 )
 
-export interface SystemError extends Error {
+/**
+ * A failed system call: `code` is the errno name ("ENOENT"), `errno` its
+ * negative number, `syscall` the call. One class for the whole package, so
+ * `instanceof SystemError` works from CommonJS and ES modules alike.
+ */
+export class SystemError extends Error {
   code: string
   errno: number
   syscall: string
   path?: string
+  constructor(message: string, fields: { code: string; errno: number; syscall: string; path?: string }) {
+    super(message)
+    this.code = fields.code
+    this.errno = fields.errno
+    this.syscall = fields.syscall
+    if (fields.path !== undefined) this.path = fields.path
+  }
 }
+SystemError.prototype.name = 'SystemError'
+
+/**
+ * A Buffer used after `shm.detach` / `mmap.unmap` (code
+ * ERR_SHMKEEP_DETACHED): "mmap.sync: the Buffer is already unmapped (/path)".
+ */
+export class DetachedError extends Error {
+  readonly code = 'ERR_SHMKEEP_DETACHED'
+  constructor(what: string, subject: string, state: 'detached' | 'unmapped' = 'detached') {
+    super(`${what}: the Buffer is already ${state} (${subject})`)
+  }
+}
+DetachedError.prototype.name = 'DetachedError'
 
 /** Name of a positive errno number, e.g. 13 → "EACCES". */
 export function errnoName(errno: number): string {
@@ -32,11 +57,7 @@ export function systemError(e: unknown, subject: string): unknown {
   if (typeof raw.errno !== 'number' || typeof raw.syscall !== 'string' || raw.errno < 0) return e
   const code = errnoName(raw.errno)
   const reason = raw.message.replace(/^[^:]*: /, '').toLowerCase()
-  const err = new Error(`${code}: ${reason}, ${raw.syscall} (${subject})`) as SystemError
-  err.code = code
-  err.errno = -raw.errno
-  err.syscall = raw.syscall
-  return err
+  return new SystemError(`${code}: ${reason}, ${raw.syscall} (${subject})`, { code, errno: -raw.errno, syscall: raw.syscall })
 }
 
 /** Run a native call, turning its errno errors into Node-style ones about `subject`. */

@@ -4,10 +4,12 @@
  *
  * Can crash the process, as in C: touching a mapping of a file that another
  * process truncated (SIGBUS), and writing through a read-only mapping (SIGSEGV).
+ * An unmapped Buffer is neutered (length 0); Node consumers still holding its
+ * memory read zeros and write into private memory (docs/LIBRARY.md).
  */
 import { constants as bufferConstants } from 'node:buffer'
 import { markAsUntransferable } from 'node:worker_threads'
-import { sys } from './errors'
+import { DetachedError, sys } from './errors'
 import { native } from './native'
 import { checkBool, checkCount, checkMode, checkOptions } from './options'
 
@@ -30,21 +32,34 @@ export type Advice =
   | 'hugepage' | 'nohugepage' | 'dontfork' | 'dofork' | 'dontdump' | 'dodump'
   | 'populate_read' | 'populate_write'
 
+/**
+ * A Buffer over a file's pages, as {@link map} returns it. It is Disposable:
+ * `using m = mmap.map(path)` unmaps it at the end of the block.
+ */
+export type MappedBuffer = Buffer & Disposable
+
 interface Mapping {
   handle: object
   path: string
+  /** unmap() ran: the Buffer is neutered, the mapping gone. */
+  unmapped: boolean
 }
 
 const mappings = new WeakMap<Buffer, Mapping>()
 
-function mappingOf(what: string, buffer: Buffer): Mapping {
+function mappingOf(what: string, buffer: Buffer, { live = true } = {}): Mapping {
   const m = mappings.get(buffer)
   if (!m) throw new TypeError(`${what}: not a Buffer returned by mmap.map`)
+  if (live && m.unmapped) throw new DetachedError(what, m.path, 'unmapped')
   return m
 }
 
-/** Map a file (MAP_SHARED) as a Buffer; {@link unmap} or garbage collection releases it. */
-export function map(path: string, options: MapOptions = {}): Buffer {
+/**
+ * Map a file (MAP_SHARED) as a Buffer; {@link unmap} (or `using`) releases
+ * it. A Buffer that becomes unreachable is unmapped too, but only after a
+ * garbage collection and a turn of the event loop: in a loop, unmap.
+ */
+export function map(path: string, options: MapOptions = {}): MappedBuffer {
   checkOptions('mmap.map', options, ['length', 'offset', 'write', 'create', 'mode'])
   if (typeof path !== 'string' || path === '') throw new TypeError('mmap.map: path must be a non-empty string')
   if (path.includes('\0')) throw new TypeError('mmap.map: path must not contain a NUL byte')
@@ -59,9 +74,11 @@ export function map(path: string, options: MapOptions = {}): Buffer {
   if (create && length < 0) throw new TypeError('mmap.map: create needs a length')
   const mode = checkMode('mode', options.mode ?? 0o600)
   const raw = sys(path, () => native.mmapMap(path, offset, length, write, create, mode, bufferConstants.MAX_LENGTH))
-  mappings.set(raw.buffer, { handle: raw.handle, path })
-  markAsUntransferable(raw.buffer.buffer)
-  return raw.buffer
+  const buffer = raw.buffer as MappedBuffer
+  mappings.set(buffer, { handle: raw.handle, path, unmapped: false })
+  markAsUntransferable(buffer.buffer)
+  Object.defineProperty(buffer, Symbol.dispose, { value: () => unmap(buffer), configurable: true })
+  return buffer
 }
 
 /** msync: write the mapping's dirty pages to the file (`async: true` only schedules it). */
@@ -80,8 +97,16 @@ export function advise(buffer: Buffer, advice: Advice): void {
   sys(m.path, () => native.mmapAdvise(m.handle, n))
 }
 
-/** munmap: afterwards the Buffer has length 0. Unmapping twice is harmless. */
+/**
+ * Release a mapping made by {@link map}: the file sees no more writes through
+ * it and the Buffer has length 0. Node consumers still holding its memory (a
+ * zlib, fs, socket or crypto call in flight) then read zeros and write into
+ * private memory, never the file and never a later mapping at that address;
+ * await them before unmapping. Unmapping twice is harmless.
+ */
 export function unmap(buffer: Buffer): void {
-  const m = mappingOf('mmap.unmap', buffer)
+  const m = mappingOf('mmap.unmap', buffer, { live: false })
+  if (m.unmapped) return
   sys(m.path, () => native.mmapUnmap(m.handle, buffer))
+  m.unmapped = true
 }

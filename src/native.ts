@@ -103,7 +103,7 @@ export interface RawCheckResult {
 export interface Binding {
   shmGet(key: number, size: number, flags: number, uid: number, gid: number): number
   shmAttach(id: number, readonly: boolean, offset: number, length: number, uid: number, gid: number, maxLength: number): RawMapping & { size: number }
-  shmDetach(handle: object, buffer: Buffer): void
+  shmDetach(handle: object, buffer: Buffer): boolean
   shmStat(id: number): RawShmStat
   shmList(): { segments: RawShmStat[]; statAny: boolean; usedIds: number }
   shmSet(id: number, uid: number, gid: number, mode: number, asUid: number, asGid: number): void
@@ -140,7 +140,7 @@ export interface Binding {
   mmapMap(path: string, offset: number, length: number, write: boolean, create: boolean, mode: number, maxLength: number): RawMapping & { fileSize: number }
   mmapSync(handle: object, async: boolean): void
   mmapAdvise(handle: object, advice: number): void
-  mmapUnmap(handle: object, buffer: Buffer): void
+  mmapUnmap(handle: object, buffer: Buffer): boolean
   madvice: Record<string, number>
 
   flockTry(fd: number, exclusive: boolean): boolean

@@ -3,13 +3,15 @@
  * them as Buffers over the segment's own memory, stat, list, change owner and
  * mode, remove. Every argument is checked here before the addon is called.
  *
- * A detached Buffer is neutered (length 0), so no access can reach unmapped
- * memory. One thing can still crash the process, as in C: writing through a
- * read-only attachment (SIGSEGV).
+ * A detached Buffer is neutered (length 0) for JavaScript; what Node's own
+ * asynchronous consumers (zlib, fs, sockets, crypto) still hold reads zeros
+ * and writes into private memory until the Buffer is collected (a
+ * placeholder keeps the address: docs/LIBRARY.md). One thing can still crash
+ * the process, as in C: writing through a read-only attachment (SIGSEGV).
  */
 import { constants as bufferConstants } from 'node:buffer'
 import { markAsUntransferable } from 'node:worker_threads'
-import { sys, sysAsync } from './errors'
+import { DetachedError, sys, sysAsync } from './errors'
 import { formatKey, IPC_PRIVATE, parseKey, type KeyLike } from './keys'
 import { native, type RawShmStat } from './native'
 import { checkBool, checkCount, checkId, checkMode, checkOptions } from './options'
@@ -138,19 +140,35 @@ export interface AttachOptions {
   gid?: number
 }
 
+/**
+ * A Buffer over a segment's memory, as {@link attach} returns it. It is
+ * Disposable: `using b = shm.attach(id)` detaches it at the end of the block.
+ */
+export type AttachedBuffer = Buffer & Disposable
+
 interface Attachment {
   handle: object
   id: number
+  /** detach() ran: the Buffer is neutered, the attachment gone. */
+  detached: boolean
 }
 
 const attachments = new WeakMap<Buffer, Attachment>()
 
+function attachmentOf(what: string, buffer: Buffer): Attachment {
+  const a = attachments.get(buffer)
+  if (!a) throw new TypeError(`${what}: not a Buffer returned by shm.attach`)
+  return a
+}
+
 /**
  * shmat: a Buffer over the segment's memory (no copy). Each call attaches
- * once; {@link detach} releases it, and so does garbage collection of the
- * Buffer. The Buffer cannot be transferred to a worker.
+ * once; {@link detach} (or `using`) releases it. A Buffer that becomes
+ * unreachable is detached too, but only after a garbage collection and a turn
+ * of the event loop: in a loop, detach. The Buffer cannot be transferred to a
+ * worker.
  */
-export function attach(id: number, options: AttachOptions = {}): Buffer {
+export function attach(id: number, options: AttachOptions = {}): AttachedBuffer {
   checkOptions('shm.attach', options, ['readonly', 'offset', 'length', 'uid', 'gid'])
   checkCount('id', id, { max: 0x7fffffff })
   const readonly = checkBool('readonly', options.readonly, false)
@@ -162,20 +180,26 @@ export function attach(id: number, options: AttachOptions = {}): Buffer {
   const uid = checkId('uid', options.uid)
   const gid = checkId('gid', options.gid)
   const raw = sys(`id ${id}`, () => native.shmAttach(id, readonly, offset, length, uid, gid, bufferConstants.MAX_LENGTH))
-  attachments.set(raw.buffer, { handle: raw.handle, id })
-  markAsUntransferable(raw.buffer.buffer)
-  return raw.buffer
+  const buffer = raw.buffer as AttachedBuffer
+  attachments.set(buffer, { handle: raw.handle, id, detached: false })
+  markAsUntransferable(buffer.buffer)
+  Object.defineProperty(buffer, Symbol.dispose, { value: () => detach(buffer), configurable: true })
+  return buffer
 }
 
 /**
- * shmdt: release an attachment made by {@link attach}. Afterwards the Buffer
- * has length 0, so no access can reach the unmapped memory. Detaching twice
- * is harmless; EBUSY while an async copy is using the attachment.
+ * Release an attachment made by {@link attach}: the segment's nattch falls
+ * at once and the Buffer has length 0. Node consumers still holding its
+ * memory (a zlib, fs, socket or crypto call in flight) then read zeros and
+ * write into private memory, never the segment and never a later mapping at
+ * that address; await them before detaching. Detaching twice is harmless;
+ * EBUSY while {@link checksum} is using the attachment.
  */
 export function detach(buffer: Buffer): void {
-  const a = attachments.get(buffer)
-  if (!a) throw new TypeError('shm.detach: not a Buffer returned by shm.attach')
+  const a = attachmentOf('shm.detach', buffer)
+  if (a.detached) return
   sys(`id ${a.id}`, () => native.shmDetach(a.handle, buffer))
+  a.detached = true
 }
 
 /**
@@ -184,15 +208,16 @@ export function detach(buffer: Buffer): void {
  * {@link detach} throws EBUSY, and a Buffer dropped meanwhile is detached
  * once the checksum is done.
  */
-export function checksum(buffer: Buffer): Promise<number> {
-  const a = attachments.get(buffer)
-  if (!a) return Promise.reject(new TypeError('shm.checksum: not a Buffer returned by shm.attach'))
+export async function checksum(buffer: Buffer): Promise<number> {
+  const a = attachmentOf('shm.checksum', buffer)
+  if (a.detached) throw new DetachedError('shm.checksum', `id ${a.id}`)
   return sysAsync(`id ${a.id}`, () => native.checksumMapping(a.handle, buffer))
 }
 
 /** True when `buffer` came from {@link attach} and is not detached. */
 export function isAttached(buffer: Buffer): boolean {
-  return attachments.has(buffer) && buffer.byteLength > 0
+  const a = attachments.get(buffer)
+  return a !== undefined && !a.detached
 }
 
 /** IPC_STAT of one segment. */
