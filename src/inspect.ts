@@ -9,7 +9,7 @@ import type { Logger } from './log'
 import { native } from './native'
 import * as shm from './shm'
 import { StateFileError } from './state/files'
-import type { GenerationRecord, SegmentRecord } from './state/format'
+import type { Consistency, GenerationRecord, SegmentRecord } from './state/format'
 import { prune as pruneGenerations, type PruneResult } from './state/prune'
 import { StateDir, safeName } from './state/statedir'
 import { ipcNamespaceId, segmentMemory } from './system'
@@ -24,7 +24,10 @@ export interface GenerationSummary {
   reason?: string
   clean?: boolean
   side?: boolean
-  inconsistent?: boolean
+  /** How the image was taken: stopped, frozen, live (may be torn), unknown (format 1). */
+  consistency?: Consistency
+  /** Segments it could not save (a partial generation). */
+  unsaved?: number
   segments?: number
   bytes?: number
   /** Why its GENERATION file cannot be read. */
@@ -47,7 +50,8 @@ export function listGenerations(stateDir: string): GenerationSummary[] {
         reason: r.reason,
         clean: r.clean,
         side: r.side,
-        inconsistent: r.inconsistent !== undefined,
+        consistency: r.consistency,
+        unsaved: r.unsaved?.length ?? 0,
         segments: r.segments.length,
         bytes: r.bytes,
       }

@@ -334,6 +334,11 @@ async function restoreGeneration(
   state.setLive(ns, name, shm.list().filter((x) => created.some((c) => c.id === x.id)))
   state.clearRestoring()
   report.generation = name
+  // What the generation itself says it lacks (src/snapshot.ts records it).
+  for (const u of gen.unsaved ?? []) {
+    log.log('warn', 'restore.unsaved', `segment ${u.key} (id ${u.id}) is not in ${name}: it could not be saved then (${u.errno}: ${u.reason})`, { key: u.key, id: u.id })
+  }
+  if (gen.consistency === 'live') log.log('warn', 'restore.live', `${name} was taken while processes were attached to its segments (live): every chunk verifies, but the image may be torn across chunks`)
 }
 
 /**

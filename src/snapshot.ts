@@ -2,37 +2,43 @@
  * Snapshot: save every SysV segment of this IPC namespace into a new
  * generation of the state dir, durably, then switch CURRENT to it.
  *
- * Order of durability (docs/FORMAT.md): each file is written and fsynced; the
- * generation's directory is fsynced; it is renamed into place; the state dir
- * is fsynced; CURRENT.tmp is written, fsynced, renamed to CURRENT; the state
- * dir is fsynced again. Any error abandons the generation: no fsync is ever
- * retried (after a failed fsync the page cache may have dropped the data).
+ * Read top to bottom, {@link snapshot} does: lock the state dir; freeze the
+ * app (a checkpoint); list the segments; copy each into the new generation
+ * (src/state/writer.ts owns the files, their fsyncs and the CURRENT switch);
+ * look at the segments again (one removed meanwhile is dropped, never saved
+ * twice); decide whether CURRENT may move (src/state/side.ts); commit; switch;
+ * prune. Segments that vanish are not failures; a segment that cannot be read
+ * is recorded as unsaved and costs none of the others (src/outcome.ts maps
+ * the outcome to exit codes). Only the disk (a write, an fsync) fails the
+ * whole snapshot, and then the generation is abandoned, never half-kept.
  */
-import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { hasCode, systemError } from './errors'
+import { errnoName, hasCode, systemError } from './errors'
 import { segmentPredicate, type SegmentFilter } from './filter'
-import { currentPowers, readIdentity, type Identity } from './identity'
+import { currentPowers, readIdentity, type Identity, type Powers } from './identity'
 import { formatKey } from './keys'
 import type { FileLock } from './lock'
 import { silentLogger, type Logger } from './log'
 import { native } from './native'
+import { snapshotOutcome, type SnapshotOutcome } from './outcome'
 import * as shm from './shm'
-import { fsyncDir, encodeCheckedJson, makePrivateDir, openNewFile, writeNewFile } from './state/files'
+import { encodeCheckedJson } from './state/files'
 import {
   FORMAT,
-  GENERATION_FILE,
-  generationName,
   segmentStem,
-  TMP_PREFIX,
+  type Consistency,
   type GenerationRecord,
   type SegmentEntry,
+  type SegmentIdentity,
   type SegmentRecord,
   type SnapshotReason,
+  type UnsavedRecord,
 } from './state/format'
 import { prune, type PruneResult } from './state/prune'
+import { decideSide } from './state/side'
 import { StateDir } from './state/statedir'
+import { GenerationWriter } from './state/writer'
 import { ipcNamespaceId, segmentMemory } from './system'
 import { version } from './cli/version'
 
@@ -50,6 +56,8 @@ export interface SnapshotOptions {
   force?: boolean
   /** Write the generation beside CURRENT without switching it. */
   side?: boolean
+  /** All or nothing: a segment that cannot be read fails the snapshot (no generation written). */
+  strict?: boolean
   /** Why (recorded in the generation). */
   reason?: SnapshotReason
   /** Taken at a clean stop of the app (such a generation is never pruned while it is the newest clean one). */
@@ -78,20 +86,25 @@ export interface SnapshotOptions {
   afterCopy?: () => void
   /** Abandon the snapshot (no generation is written) when this aborts. */
   signal?: AbortSignal
-  /** Processes other than shmkeep that were attached (marks the generation inconsistent). */
+  /** Processes other than shmkeep that were attached, when the caller knows them (recorded with their pids). */
   attachers?: Array<{ key: string; pid: number; command: string }>
+  /** Segments on which shmkeep itself keeps one attachment (`run`'s pins): not counted as attachers. */
+  pinnedIds?: ReadonlySet<number>
   log?: Logger
 }
 
-export type SegmentStatus = 'saved' | 'vanished' | 'failed'
+export type SegmentStatus = 'saved' | 'vanished' | 'unsaved'
 
 export interface SegmentOutcome {
   key: string
   id: number
   size: number
   status: SegmentStatus
-  /** Why it vanished or failed. */
+  /** Why it vanished or was not saved. */
   reason?: string
+  /** For an unsaved segment: the errno name, and what would make it readable. */
+  errno?: string
+  remedy?: string
   /** Who it was read as, e.g. "uid 1000 gid 1000" (when shmkeep switched identity). */
   readAs?: string
   bytesWritten: number
@@ -101,6 +114,63 @@ export interface SegmentOutcome {
   unchanged?: boolean
   durationMs: number
 }
+
+export interface SnapshotReport {
+  stateDir: string
+  /** The new generation's name, or null when none was written. */
+  generation: string | null
+  parent: string | null
+  /** Whether CURRENT now names the new generation. */
+  current: boolean
+  /** False when an fsync after the CURRENT switch failed: CURRENT names it, but a crash may undo that. */
+  durable: boolean
+  side: boolean
+  sideReason?: string
+  /** saved, partial, side, undurable or failed (src/outcome.ts: the exit code of each). */
+  outcome: SnapshotOutcome
+  /** How the image was taken: stopped, frozen or live (may be torn across chunks). */
+  consistency: Consistency
+  segments: SegmentOutcome[]
+  /** Segments that could not be saved, as recorded in the generation. */
+  unsaved: UnsavedRecord[]
+  /** Segments that appeared while the snapshot ran (not in it). */
+  appeared: Array<{ key: string; id: number; size: number }>
+  bytes: number
+  bytesWritten: number
+  durationMs: number
+  pruned: PruneResult
+  /** Stale temporary files of a killed writer that were removed. */
+  cleaned: string[]
+}
+
+/** The one log line of a snapshot: message and fields (`run` and shutdown steps). */
+export function describeSnapshot(r: SnapshotReport): { message: string; fields: Record<string, unknown>; saved: number } {
+  const saved = r.segments.filter((s) => s.status === 'saved').length
+  const notes = [
+    r.current ? '' : 'beside CURRENT',
+    r.unsaved.length ? `${r.unsaved.length} segment(s) NOT saved` : '',
+    r.consistency === 'live' ? 'live image: may be torn' : '',
+    r.current && !r.durable ? 'durability unknown' : '',
+  ].filter(Boolean)
+  return {
+    message: `snapshot ${r.generation}: ${saved} segment(s), ${r.bytes} bytes in ${Math.round(r.durationMs)} ms${notes.length ? ` (${notes.join('; ')})` : ''}`,
+    fields: { generation: r.generation, segments: saved, unsaved: r.unsaved.length, consistency: r.consistency, outcome: r.outcome, bytes: r.bytes, ms: Math.round(r.durationMs) },
+    saved,
+  }
+}
+
+/** A snapshot that failed (no generation switched to), or whose CURRENT switch is not known durable. */
+export class SnapshotError extends Error {
+  constructor(
+    message: string,
+    readonly report: SnapshotReport,
+  ) {
+    super(message)
+  }
+}
+
+// ---------------------------------------------------------------------------
+// One segment.
 
 /** Chunks of a checkpoint to copy from the previous generation's file once the app runs again. */
 interface Carry {
@@ -115,20 +185,10 @@ interface Carry {
 /** An unchanged segment's data file to share with the previous generation. */
 interface Link {
   from: string
-  to: string
+  file: string
   size: number
   chunkSize: number
   chunks: Buffer
-}
-
-/** Verify the previous file against its CRCs, then hard-link it; false when it is damaged. */
-async function linkUnchanged(link: Link): Promise<boolean> {
-  const check = await native
-    .verifyFile({ path: link.from, size: link.size, chunkSize: link.chunkSize, chunks: link.chunks })
-    .catch(() => ({ badChunks: [-1] }))
-  if (check.badChunks.length) return false
-  fs.linkSync(link.from, link.to)
-  return true
 }
 
 /** A segment's copy in the previous generation, for an incremental save. */
@@ -137,13 +197,236 @@ interface Previous {
   dataPath: string
 }
 
-/** How many segments a generation holds (0 when unreadable). */
-function generationSegmentCount(state: StateDir, name: string): number {
-  try {
-    return state.readGeneration(name).segments.length
-  } catch {
-    return 0
+interface SegmentResult {
+  outcome: SegmentOutcome
+  /** The listing's IPC_STAT (before the copy). */
+  seg: shm.ShmStat
+  entry?: SegmentEntry
+  unsaved?: UnsavedRecord
+  carry?: Carry
+  link?: Link
+}
+
+interface CopyContext {
+  writer: GenerationWriter
+  chunkSize: number
+  /** A frozen app's checkpoint: write only changed chunks now, carry and link after the thaw. */
+  checkpoint: boolean
+  memory: ReturnType<typeof segmentMemory>
+  powers: Powers
+}
+
+/** Verify the previous file against its CRCs; false when it is damaged (never link damage into a new generation). */
+async function previousVerifies(link: Link): Promise<boolean> {
+  const check = await native
+    .verifyFile({ path: link.from, size: link.size, chunkSize: link.chunkSize, chunks: link.chunks })
+    .catch(() => ({ badChunks: [-1] }))
+  return check.badChunks.length === 0
+}
+
+function describeIdentity(who: Identity): string | undefined {
+  if (who.uid < 0 && who.gid < 0) return undefined
+  return `uid ${who.uid} gid ${who.gid}`
+}
+
+/** System calls on the segment itself (or the identity that reads it): their failure is about that segment only. */
+const SEGMENT_SYSCALLS = new Set(['shmctl', 'shmat', 'shmdt', 'madvise', 'mincore', 'setresuid', 'setresgid', 'setgroups'])
+
+/** What would let shmkeep read a segment it could not. */
+function remedyFor(seg: shm.ShmStat): string {
+  const key = formatKey(seg.key)
+  const exclude = `or leave it out on purpose with --exclude-key ${key}`
+  if ((seg.mode & 0o444) === 0) {
+    return `mode ${seg.mode.toString(8).padStart(4, '0')} lets no one read it, its owner neither: run shmkeep with CAP_IPC_OWNER (--cap-add IPC_OWNER), ${exclude}`
   }
+  return `run shmkeep with CAP_IPC_OWNER (--cap-add IPC_OWNER), or with CAP_SETUID/CAP_SETGID to read it as its owner, ${exclude}`
+}
+
+function segmentIdentity(seg: shm.ShmStat): SegmentIdentity {
+  return { key: formatKey(seg.key), id: seg.id, size: seg.size, mode: seg.mode, uid: seg.uid, gid: seg.gid, cuid: seg.cuid, cgid: seg.cgid }
+}
+
+function unsavedRecord(seg: shm.ShmStat, errno: string, reason: string, syscall?: string): UnsavedRecord {
+  return {
+    ...segmentIdentity(seg),
+    errno,
+    ...(syscall ? { syscall } : {}),
+    reason,
+    remedy: remedyFor(seg),
+  }
+}
+
+/**
+ * A segment's failure, classified: removed meanwhile (EINVAL/EIDRM from
+ * IPC_STAT or shmat: vanished, not a failure), unreadable (any other error
+ * of a call on the segment: recorded, the others go on), or undefined — an
+ * error of the disk, which fails the snapshot.
+ */
+function classifyFailure(e: unknown, seg: shm.ShmStat): { vanished: string } | { unsaved: UnsavedRecord } | undefined {
+  const raw = e as { errno?: number; syscall?: string; message?: string }
+  if (typeof raw.errno !== 'number' || !raw.syscall || !SEGMENT_SYSCALLS.has(raw.syscall)) return undefined
+  const code = errnoName(raw.errno)
+  if ((raw.syscall === 'shmctl' || raw.syscall === 'shmat') && (code === 'EINVAL' || code === 'EIDRM')) {
+    return { vanished: `removed before it could be ${raw.syscall === 'shmat' ? 'attached' : 'read'} (${code} from ${raw.syscall})` }
+  }
+  return { unsaved: unsavedRecord(seg, code, `${raw.syscall}: ${code}${raw.message ? ` (${raw.message.replace(/^[^:]*: /, '')})` : ''}`, raw.syscall) }
+}
+
+/** Save one segment's data and metadata into the generation. */
+async function saveOne(ctx: CopyContext, seg: shm.ShmStat, previous: Previous | undefined): Promise<SegmentResult> {
+  const key = formatKey(seg.key)
+  const stem = segmentStem(seg.key, seg.id)
+  const dataFile = `${stem}.data`
+  const started = performance.now()
+  const who = readIdentity(seg, ctx.powers)
+  const base = { key, id: seg.id, size: seg.size, bytesWritten: 0, dataChunks: 0, zeroChunks: 0 }
+  if ('error' in who) {
+    const unsaved = unsavedRecord(seg, 'EACCES', who.error)
+    return { seg, unsaved, outcome: { ...base, status: 'unsaved', reason: who.error, errno: 'EACCES', remedy: unsaved.remedy, durationMs: 0 } }
+  }
+  const done = (status: SegmentStatus, extra: Partial<SegmentOutcome>): SegmentOutcome => ({
+    ...base,
+    readAs: describeIdentity(who),
+    status,
+    ...extra,
+    durationMs: performance.now() - started,
+  })
+  // mincore() tells never-touched pages from written ones only while
+  // nothing is swapped out: a swapped page is "absent" too, but has data.
+  let skipAbsent = (ctx.memory.get(seg.id)?.swap ?? 1) === 0
+  let size = ctx.chunkSize
+  for (;;) {
+    // The file stays open until the writer fsyncs it, through the same
+    // descriptor (one opened later would not hear of a failed write-back).
+    const fd = ctx.writer.create(dataFile)
+    // The previous generation's copy of this segment, when its chunks line up.
+    const prev = previous && previous.meta.size === seg.size && previous.meta.chunkSize === size && previous.meta.hashes ? previous : undefined
+    let result
+    try {
+      result = await native.saveSegment({
+        id: seg.id,
+        uid: who.uid,
+        gid: who.gid,
+        path: ctx.writer.path(dataFile),
+        chunkSize: size,
+        skipAbsent,
+        fsync: false,
+        fd,
+        previous: prev && { chunks: Buffer.from(prev.meta.chunks, 'base64'), hashes: Buffer.from(prev.meta.hashes!, 'base64') },
+        // A frozen app's checkpoint: write only the changed chunks now, the
+        // unchanged ones are copied from the previous file once it runs again.
+        carryUnchanged: prev !== undefined && ctx.checkpoint,
+      })
+    } catch (e) {
+      ctx.writer.remove(dataFile)
+      const failure = classifyFailure(e, seg)
+      if (!failure) throw systemError(e, `segment ${key}, id ${seg.id}`)
+      if ('vanished' in failure) return { seg, outcome: done('vanished', { reason: failure.vanished }) }
+      return { seg, unsaved: failure.unsaved, outcome: done('unsaved', { reason: failure.unsaved.reason, errno: failure.unsaved.errno, remedy: failure.unsaved.remedy }) }
+    }
+    // mincore() cannot tell a never-touched page from one swapped out: the
+    // segment had no swapped pages when we decided to skip absent ones; if it
+    // has some now, what looked absent may be data. Save it again, reading all.
+    if (skipAbsent && result.absentChunks + result.zeroChunks > 0 && (segmentMemory().get(seg.id)?.swap ?? 0) > 0) {
+      ctx.writer.remove(dataFile)
+      skipAbsent = false
+      continue
+    }
+    const st = result.stat
+    if ((st.key >>> 0) !== seg.key || st.id !== seg.id || st.size !== seg.size) {
+      ctx.writer.remove(dataFile)
+      return { seg, outcome: done('vanished', { reason: `id ${seg.id} now belongs to another segment (key ${formatKey(st.key)}, ${st.size} bytes)` }) }
+    }
+    // A hugetlb segment: chunks must be whole huge pages. Rare; redo with the page size.
+    if (result.kernelPageSize > 0 && size % result.kernelPageSize !== 0) {
+      ctx.writer.remove(dataFile)
+      size = Math.ceil(size / result.kernelPageSize) * result.kernelPageSize
+      continue
+    }
+    let link: Link | undefined
+    if (result.unchanged) {
+      // Every chunk is as in the previous generation. Share its data file (a
+      // hard link: nothing written; each generation stays complete and
+      // independent of pruning) — once it verifies: linking a file damaged
+      // on disk since would carry the damage into this generation while the
+      // good bytes are still in memory. A frozen app's checkpoint does that
+      // after the thaw (linkAfterThaw), so the pause stays one pass.
+      ctx.writer.remove(dataFile)
+      link = { from: prev!.dataPath, file: dataFile, size: seg.size, chunkSize: size, chunks: result.chunks }
+      if (!ctx.checkpoint) {
+        if (!(await previousVerifies(link))) {
+          previous = undefined
+          continue // save it in full
+        }
+        ctx.writer.link(link.from, link.file)
+        link = undefined
+      }
+    }
+    const record: SegmentRecord = {
+      format: FORMAT,
+      ...segmentIdentity(seg),
+      pageSize: result.kernelPageSize || shm.pageSize,
+      hugetlb: result.kernelPageSize > shm.pageSize,
+      info: { cpid: seg.cpid, lpid: seg.lpid, nattch: seg.nattch, atime: seg.atime, dtime: seg.dtime, ctime: seg.ctime },
+      chunkSize: size,
+      chunkCount: Math.ceil(seg.size / size),
+      dataChunks: result.dataChunks,
+      zeroChunks: result.zeroChunks,
+      chunks: result.chunks.toString('base64'),
+      hashes: result.hashes.toString('base64'),
+      data: dataFile,
+    }
+    ctx.writer.addFile(`${stem}.meta`, encodeCheckedJson(FORMAT, record))
+    const carry =
+      !result.unchanged && result.carriedChunks > 0 ? { from: prev!.dataPath, fd, size: seg.size, chunkSize: size, chunks: result.chunks, carried: result.carried } : undefined
+    return {
+      seg,
+      ...(carry ? { carry } : {}),
+      ...(link ? { link } : {}),
+      outcome: done('saved', {
+        unchanged: result.unchanged,
+        bytesWritten: result.unchanged ? 0 : result.bytesWritten,
+        dataChunks: result.dataChunks,
+        zeroChunks: result.zeroChunks,
+      }),
+      entry: { key, id: seg.id, size: seg.size, meta: `${stem}.meta`, data: dataFile },
+    }
+  }
+}
+
+/** After a checkpoint's thaw: link the unchanged files and copy the carried chunks (each checked against its CRC). */
+async function finishCheckpoint(writer: GenerationWriter, results: SegmentResult[]): Promise<void> {
+  for (const r of results) {
+    if (r.link) {
+      if (!(await previousVerifies(r.link))) {
+        throw new Error(`the previous generation's ${r.link.from} fails its checksums: this checkpoint is abandoned (the next one is written in full)`)
+      }
+      writer.link(r.link.from, r.link.file)
+    }
+    if (!r.carry) continue
+    const { bytesCopied } = await native.copyCarried(r.carry).catch((e: Error) => {
+      throw new Error(`${e.message}: this checkpoint is abandoned (the next one is written in full)`)
+    })
+    r.outcome.bytesWritten += bytesCopied
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The generation as a whole.
+
+/** Run `fn` over `items` with at most `limit` at once, keeping order; stops starting new ones once `signal` aborts. */
+async function mapLimit<T, R>(items: T[], limit: number, signal: AbortSignal | undefined, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length)
+  let next = 0
+  const worker = async () => {
+    while (next < items.length) {
+      signal?.throwIfAborted()
+      const i = next++
+      out[i] = await fn(items[i]!)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+  return out
 }
 
 /** The segments of the generation the live state descends from (or CURRENT), by key and id. */
@@ -165,219 +448,99 @@ function previousSegments(state: StateDir, names: Array<string | null>): Map<str
   return out
 }
 
-export interface SnapshotReport {
-  stateDir: string
-  /** The new generation's name, or null when none was written. */
-  generation: string | null
-  parent: string | null
-  /** Whether CURRENT now names the new generation. */
-  current: boolean
-  side: boolean
-  sideReason?: string
-  segments: SegmentOutcome[]
-  /** Segments that appeared while the snapshot ran (not in it). */
-  appeared: Array<{ key: string; id: number; size: number }>
-  bytes: number
-  bytesWritten: number
-  durationMs: number
-  pruned: PruneResult
-  /** Stale temporary files of a killed writer that were removed. */
-  cleaned: string[]
+/** How many segments a generation holds (0 when unreadable). */
+function generationSegmentCount(state: StateDir, name: string | null): number {
+  if (!name) return 0
+  try {
+    return state.readGeneration(name).segments.length
+  } catch {
+    return 0
+  }
 }
 
-/** The one log line of a snapshot: message and fields (`run` and shutdown steps). */
-export function describeSnapshot(r: SnapshotReport): { message: string; fields: Record<string, unknown>; saved: number } {
-  const saved = r.segments.filter((s) => s.status === 'saved').length
+/**
+ * Look at the saved segments again once they are copied. A segment removed
+ * meanwhile (gone, or SHM_DEST: the kernel then gives its key to nobody, and
+ * the key may already name a new segment) is dropped as vanished: once
+ * attached, a removed segment stays readable, so the copy alone does not
+ * tell. Then no key may appear twice (a listing is not one instant): the
+ * newest segment of a key is kept. Returns the stat after the copy by id.
+ */
+export function dropVanished<R extends { outcome: { status: SegmentStatus; key: string; id: number; reason?: string }; seg: { key: number; size: number; ctime: number } }>(
+  results: R[],
+  after: ReadonlyArray<{ id: number; key: number; size: number; dest: boolean }>,
+): void {
+  const now = new Map(after.map((s) => [s.id, s]))
+  for (const r of results) {
+    if (r.outcome.status !== 'saved') continue
+    const s = now.get(r.outcome.id)
+    if (!s) drop(r, 'removed during the snapshot')
+    else if (s.dest) drop(r, 'removed (IPC_RMID) during the snapshot')
+    else if ((s.key >>> 0) !== (r.seg.key >>> 0) || s.size !== r.seg.size) drop(r, `id ${r.outcome.id} now belongs to another segment`)
+  }
+  const byKey = new Map<number, R>()
+  for (const r of results) {
+    if (r.outcome.status !== 'saved' || r.seg.key === 0) continue
+    const other = byKey.get(r.seg.key)
+    if (!other) {
+      byKey.set(r.seg.key, r)
+      continue
+    }
+    const [older, newer] = other.seg.ctime < r.seg.ctime || (other.seg.ctime === r.seg.ctime && other.outcome.id < r.outcome.id) ? [other, r] : [r, other]
+    drop(older, `key ${r.outcome.key} names a newer segment (id ${newer.outcome.id})`)
+    byKey.set(r.seg.key, newer)
+  }
+  function drop(r: R, reason: string) {
+    r.outcome.status = 'vanished'
+    r.outcome.reason = reason
+  }
+}
+
+/**
+ * How the image was taken: frozen when the app was frozen for the copy;
+ * stopped when no saved segment had an attacher other than shmkeep's own
+ * pins, before the copy or after it; live otherwise.
+ */
+export function decideConsistency(i: {
+  frozen: boolean
+  knownAttachers: number
+  segments: ReadonlyArray<{ id: number; nattchBefore: number; nattchAfter: number | undefined }>
+  pinned: ReadonlySet<number>
+}): Consistency {
+  if (i.frozen) return 'frozen'
+  if (i.knownAttachers > 0) return 'live'
+  const others = (n: number, id: number) => n - (i.pinned.has(id) ? 1 : 0)
+  return i.segments.some((s) => others(s.nattchBefore, s.id) > 0 || others(s.nattchAfter ?? 0, s.id) > 0) ? 'live' : 'stopped'
+}
+
+function emptyReport(stateDir: string): SnapshotReport {
   return {
-    message: `snapshot ${r.generation}: ${saved} segment(s), ${r.bytes} bytes in ${Math.round(r.durationMs)} ms${r.current ? '' : ' (beside CURRENT)'}`,
-    fields: { generation: r.generation, segments: saved, bytes: r.bytes, ms: Math.round(r.durationMs) },
-    saved,
-  }
-}
-
-/** A snapshot that wrote no generation (some segment could not be saved, or an I/O error). */
-export class SnapshotError extends Error {
-  constructor(
-    message: string,
-    readonly report: SnapshotReport,
-  ) {
-    super(message)
-  }
-}
-
-function describeIdentity(who: Identity): string | undefined {
-  if (who.uid < 0 && who.gid < 0) return undefined
-  return `uid ${who.uid} gid ${who.gid}`
-}
-
-/** Run `fn` over `items` with at most `limit` at once, keeping order of results. */
-async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length)
-  let next = 0
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++
-      out[i] = await fn(items[i]!)
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
-  return out
-}
-
-/** Save one segment's data and metadata into `dir`. */
-async function saveOne(
-  dir: string,
-  seg: shm.ShmStat,
-  who: Identity,
-  chunkSize: number,
-  skipAbsent: boolean,
-  fsync: boolean,
-  pending: number[],
-  previous: Previous | undefined,
-): Promise<{ outcome: SegmentOutcome; entry?: SegmentEntry; carry?: Carry; link?: Link }> {
-  const key = formatKey(seg.key)
-  const stem = segmentStem(seg.key, seg.id)
-  const base = { key, id: seg.id, size: seg.size, readAs: describeIdentity(who), bytesWritten: 0, dataChunks: 0, zeroChunks: 0 }
-  const started = performance.now()
-  const dataPath = `${dir}/${stem}.data`
-  let size = chunkSize
-  for (;;) {
-    let result
-    // Deferred fsync: the file stays open until it is fsynced, through the
-    // same descriptor (one opened later would not hear of a failed write-back).
-    const fd = fsync ? undefined : openNewFile(dataPath)
-    if (fd !== undefined) pending.push(fd)
-    // The previous generation's copy of this segment, when its chunks line up.
-    const prev = previous && previous.meta.size === seg.size && previous.meta.chunkSize === size && previous.meta.hashes ? previous : undefined
-    try {
-      result = await native.saveSegment({
-        id: seg.id,
-        uid: who.uid,
-        gid: who.gid,
-        path: dataPath,
-        chunkSize: size,
-        skipAbsent,
-        fsync,
-        fd,
-        previous: prev && { chunks: Buffer.from(prev.meta.chunks, 'base64'), hashes: Buffer.from(prev.meta.hashes!, 'base64') },
-        // A frozen app's checkpoint: write only the changed chunks now, the
-        // unchanged ones are copied from the previous file once it runs again.
-        carryUnchanged: prev !== undefined && fd !== undefined,
-      })
-    } catch (e) {
-      fs.rmSync(dataPath, { force: true })
-      const raw = e as { errno?: number; syscall?: string; message: string }
-      // Removed between listing and attaching: not a failure of the snapshot.
-      if (raw.syscall === 'shmat' && (raw.errno === os.constants.errno.EIDRM || raw.errno === os.constants.errno.EINVAL)) {
-        return { outcome: { ...base, status: 'vanished', reason: 'removed before it could be attached', durationMs: performance.now() - started } }
-      }
-      throw systemError(e, `segment ${key}, id ${seg.id}`)
-    }
-    // mincore() cannot tell a never-touched page from one swapped out: the
-    // segment had no swapped pages when we decided to skip absent ones; if it
-    // has some now, what looked absent may be data. Save it again, reading all.
-    if (skipAbsent && result.absentChunks + result.zeroChunks > 0 && (segmentMemory().get(seg.id)?.swap ?? 0) > 0) {
-      if (fd !== undefined) {
-        pending.splice(pending.indexOf(fd), 1)
-        fs.closeSync(fd)
-      }
-      fs.rmSync(dataPath, { force: true })
-      skipAbsent = false
-      continue
-    }
-    const st = result.stat
-    if ((st.key >>> 0) !== seg.key || st.id !== seg.id || st.size !== seg.size) {
-      fs.rmSync(dataPath, { force: true })
-      return {
-        outcome: {
-          ...base,
-          status: 'vanished',
-          reason: `id ${seg.id} now belongs to another segment (key ${formatKey(st.key)}, ${st.size} bytes)`,
-          durationMs: performance.now() - started,
-        },
-      }
-    }
-    // A hugetlb segment: chunks must be whole huge pages. Rare; redo with the page size.
-    if (result.kernelPageSize > 0 && size % result.kernelPageSize !== 0) {
-      fs.rmSync(dataPath, { force: true })
-      size = Math.ceil(size / result.kernelPageSize) * result.kernelPageSize
-      continue
-    }
-    let link: Link | undefined
-    if (result.unchanged) {
-      // Every chunk is as in the previous generation. Share its data file (a
-      // hard link: nothing written; each generation stays complete and
-      // independent of pruning) — once it verifies: linking a file damaged
-      // on disk since would carry the damage into this generation while the
-      // good bytes are still in memory. A frozen app's checkpoint does that
-      // after the thaw (linkUnchanged), so the pause stays one pass.
-      if (fd !== undefined) {
-        pending.splice(pending.indexOf(fd), 1)
-        fs.closeSync(fd)
-      }
-      fs.rmSync(dataPath, { force: true })
-      link = { from: prev!.dataPath, to: dataPath, size: seg.size, chunkSize: size, chunks: result.chunks }
-      if (fsync) {
-        if (!(await linkUnchanged(link))) {
-          previous = undefined
-          continue // save it in full
-        }
-        link = undefined
-      }
-    }
-    const record: SegmentRecord = {
-      format: FORMAT,
-      key,
-      id: seg.id,
-      size: seg.size,
-      mode: seg.mode,
-      uid: seg.uid,
-      gid: seg.gid,
-      cuid: seg.cuid,
-      cgid: seg.cgid,
-      pageSize: result.kernelPageSize || shm.pageSize,
-      hugetlb: result.kernelPageSize > shm.pageSize,
-      info: { cpid: seg.cpid, lpid: seg.lpid, nattch: seg.nattch, atime: seg.atime, dtime: seg.dtime, ctime: seg.ctime },
-      chunkSize: size,
-      chunkCount: Math.ceil(seg.size / size),
-      dataChunks: result.dataChunks,
-      zeroChunks: result.zeroChunks,
-      chunks: result.chunks.toString('base64'),
-      hashes: result.hashes.toString('base64'),
-      data: `${stem}.data`,
-    }
-    if (fsync) {
-      writeNewFile(`${dir}/${stem}.meta`, encodeCheckedJson(FORMAT, record))
-    } else {
-      const metaFd = openNewFile(`${dir}/${stem}.meta`)
-      pending.push(metaFd)
-      fs.writeFileSync(metaFd, encodeCheckedJson(FORMAT, record))
-    }
-    const carry =
-      !result.unchanged && result.carriedChunks > 0 && fd !== undefined
-        ? { from: prev!.dataPath, fd, size: seg.size, chunkSize: size, chunks: result.chunks, carried: result.carried }
-        : undefined
-    return {
-      ...(carry ? { carry } : {}),
-      ...(link ? { link } : {}),
-      outcome: {
-        ...base,
-        status: 'saved',
-        unchanged: result.unchanged,
-        bytesWritten: result.unchanged ? 0 : result.bytesWritten,
-        dataChunks: result.dataChunks,
-        zeroChunks: result.zeroChunks,
-        durationMs: performance.now() - started,
-      },
-      entry: { key, id: seg.id, size: seg.size, meta: `${stem}.meta`, data: `${stem}.data` },
-    }
+    stateDir: path.resolve(stateDir),
+    generation: null,
+    parent: null,
+    current: false,
+    durable: true,
+    side: false,
+    outcome: 'failed',
+    consistency: 'stopped',
+    segments: [],
+    unsaved: [],
+    appeared: [],
+    bytes: 0,
+    bytesWritten: 0,
+    durationMs: 0,
+    pruned: { removed: [], kept: [] },
+    cleaned: [],
   }
 }
 
 /**
  * Save every segment (that the filter takes) into a new generation and make
- * it CURRENT. Throws {@link SnapshotError} (with the report) when any segment
- * could not be saved: then no generation is written and CURRENT is untouched.
+ * it CURRENT. Segments that cannot be read are recorded in the generation as
+ * unsaved (report.outcome 'partial'), unless `strict`. Throws
+ * {@link SnapshotError} (with the report) when nothing was switched to — or
+ * when CURRENT was switched but an fsync after it failed (outcome
+ * 'undurable').
  */
 export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport> {
   const log = options.log ?? silentLogger
@@ -388,32 +551,18 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
   }
   const keep = options.keep ?? 2
   const take = segmentPredicate(options.filter)
-  const report: SnapshotReport = {
-    stateDir: path.resolve(options.stateDir),
-    generation: null,
-    parent: null,
-    current: false,
-    side: false,
-    segments: [],
-    appeared: [],
-    bytes: 0,
-    bytesWritten: 0,
-    durationMs: 0,
-    pruned: { removed: [], kept: [] },
-    cleaned: [],
-  }
-  let tmp: string | undefined
-  let switching: string | undefined
+  const report = emptyReport(options.stateDir)
+  let writer: GenerationWriter | undefined
   let lock: FileLock | undefined
-  const pendingFds: number[] = []
   try {
-    // Inside the try: a state dir that cannot be made or locked (read-only,
-    // full) is a failed snapshot like any other.
+    // 1. The state dir, locked (inside the try: a state dir that cannot be
+    // made or locked — read-only, full — is a failed snapshot like any other).
     const state = StateDir.open(options.stateDir, { create: true })
     lock = await state.lock({ timeoutMs: options.lockTimeoutMs, signal: options.signal })
     report.cleaned = state.removeStaleTemporaries()
     if (report.cleaned.length) log.log('info', 'state.cleaned', `removed what a killed writer left: ${report.cleaned.join(', ')}`)
-    // Freeze only once the lock is ours: a frozen app must never wait on
+
+    // 2. Freeze only once the lock is ours: a frozen app must never wait on
     // another writer (who might even be one of the processes we stopped).
     if (options.freeze) {
       const f = await options.freeze()
@@ -421,106 +570,88 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
       options.signal?.throwIfAborted()
     }
 
+    // 3. What to save, and what it descends from.
     const scan = shm.scan()
     if (!scan.complete) log.log('warn', 'snapshot.incomplete-list', 'this kernel has no SHM_STAT_ANY (Linux < 4.17): segments shmkeep may not read are not listed')
     const listed = scan.segments.filter((s) => !s.dest && take(s)).sort((a, b) => a.id - b.id)
-    const memory = segmentMemory()
-    const powers = currentPowers()
-
     const ns = ipcNamespaceId()
     report.parent = state.liveParent(ns, scan.segments)
     const current = state.readCurrent()
-    const previous = options.incremental === false ? new Map<string, Previous>() : previousSegments(state, [report.parent, 'name' in current ? current.name : null])
-    const seq = state.nextSeq()
-    const name = generationName(seq)
-    tmp = state.path(TMP_PREFIX + name)
-    makePrivateDir(tmp)
+    const currentName = 'name' in current ? current.name : null
+    const previous = options.incremental === false ? new Map<string, Previous>() : previousSegments(state, [report.parent, currentName])
 
-    // With afterCopy (a checkpoint of a frozen app), files are fsynced after
-    // the app is resumed: the freeze lasts only as long as the copy.
-    const deferSync = options.afterCopy !== undefined
-    const pending = pendingFds
+    // 4. Copy every segment into the new generation.
+    writer = GenerationWriter.begin(state)
+    const ctx: CopyContext = { writer, chunkSize, checkpoint: options.afterCopy !== undefined, memory: segmentMemory(), powers: currentPowers() }
     const copyStarted = performance.now()
-    const failures: string[] = []
-    const results = await mapLimit(listed, options.concurrency ?? Math.min(4, os.availableParallelism()), async (seg) => {
-      const who = readIdentity(seg, powers)
-      if ('error' in who) {
-        failures.push(`${formatKey(seg.key)} (id ${seg.id}): ${who.error}`)
-        return { outcome: { key: formatKey(seg.key), id: seg.id, size: seg.size, status: 'failed' as const, reason: who.error, bytesWritten: 0, dataChunks: 0, zeroChunks: 0, durationMs: 0 } }
-      }
-      // mincore() tells never-touched pages from written ones only while
-      // nothing is swapped out: a swapped page is "absent" too, but has data.
-      const skipAbsent = (memory.get(seg.id)?.swap ?? 1) === 0
-      try {
-        return await saveOne(tmp!, seg, who, chunkSize, skipAbsent, !deferSync, pending, previous.get(`${formatKey(seg.key)}-${seg.id}`))
-      } catch (e) {
-        const reason = e instanceof Error ? e.message : String(e)
-        failures.push(reason)
-        return { outcome: { key: formatKey(seg.key), id: seg.id, size: seg.size, status: 'failed' as const, reason, bytesWritten: 0, dataChunks: 0, zeroChunks: 0, durationMs: 0 } }
-      }
+    const results = await mapLimit(listed, options.concurrency ?? Math.min(4, os.availableParallelism()), options.signal, async (seg) => {
+      const r = await saveOne(ctx, seg, previous.get(`${formatKey(seg.key)}-${seg.id}`))
+      // Many files open: fsync some early (a checkpoint still needs its
+      // descriptors for the chunks it carries after the thaw).
+      if (!ctx.checkpoint) await writer!.relieve()
+      return r
     })
     const copyMs = performance.now() - copyStarted
     if (options.afterCopy) {
+      // With afterCopy (a checkpoint of a frozen app), what is left to do
+      // with the files happens after the app is resumed: the freeze lasts
+      // only as long as the copy.
       options.afterCopy()
       options.signal?.throwIfAborted()
-      for (const r of results) {
-        if (r.link && !(await linkUnchanged(r.link))) {
-          throw new Error(`the previous generation's ${r.link.from} fails its checksums: this checkpoint is abandoned (the next one is written in full)`)
-        }
-        if (!r.carry) continue
-        const { bytesCopied } = await native.copyCarried(r.carry).catch((e: Error) => {
-          throw new Error(`${e.message}: this checkpoint is abandoned (the next one is written in full)`)
-        })
-        r.outcome.bytesWritten += bytesCopied
-      }
-      // Not retried: an fsync error abandons the generation (the catch below).
-      while (pending.length) {
-        const fd = pending.shift()!
-        try {
-          fs.fsyncSync(fd)
-        } finally {
-          fs.closeSync(fd)
-        }
-      }
+      await finishCheckpoint(writer, results)
     }
     options.signal?.throwIfAborted()
+
+    // 5. Look again: segments removed meanwhile are dropped, not saved.
+    const after = shm.scan().segments
+    dropVanished(results, after)
     report.segments = results.map((r) => r.outcome)
-    for (const o of report.segments) {
-      if (o.status === 'vanished') log.log('info', 'snapshot.vanished', `segment ${o.key} (id ${o.id}) vanished during the snapshot: ${o.reason}`, { key: o.key, id: o.id })
-      if (o.status === 'failed') log.log('error', 'snapshot.failed-segment', `segment ${o.key} (id ${o.id}) could not be saved: ${o.reason}`, { key: o.key, id: o.id })
+    report.unsaved = results.flatMap((r) => (r.unsaved ? [r.unsaved] : []))
+    for (const r of results) {
+      const o = r.outcome
+      if (o.status === 'vanished') {
+        log.log('info', 'snapshot.vanished', `segment ${o.key} (id ${o.id}) vanished during the snapshot: ${o.reason}`, { key: o.key, id: o.id })
+        if (r.entry) {
+          writer.remove(r.entry.meta)
+          writer.remove(r.entry.data)
+        }
+      }
+      if (o.status === 'unsaved') log.log('error', 'snapshot.unsaved', `segment ${o.key} (id ${o.id}) NOT saved: ${o.reason}; ${o.remedy}`, { key: o.key, id: o.id, errno: o.errno })
     }
-    if (failures.length) {
-      throw new SnapshotError(`snapshot failed, no generation written (CURRENT unchanged): ${failures.join('; ')}`, report)
+    if (report.unsaved.length && options.strict) {
+      throw new SnapshotError(`snapshot failed, no generation written (CURRENT unchanged): --strict, and ${report.unsaved.length} segment(s) could not be saved: ${report.unsaved.map((u) => `${u.key} (id ${u.id}): ${u.reason}`).join('; ')}`, report)
     }
-    const entries = results.flatMap((r) => (r.entry ? [r.entry] : []))
+    const saved = results.filter((r) => r.outcome.status === 'saved')
+    const entries = saved.map((r) => r.entry!)
     report.bytes = entries.reduce((n, e) => n + e.size, 0)
     report.bytesWritten = report.segments.reduce((n, o) => n + o.bytesWritten, 0)
+    const afterById = new Map(after.map((s) => [s.id, s]))
+    report.consistency = decideConsistency({
+      frozen: options.freeze !== undefined,
+      knownAttachers: options.attachers?.length ?? 0,
+      segments: saved.map((r) => ({ id: r.seg.id, nattchBefore: r.seg.nattch, nattchAfter: afterById.get(r.seg.id)?.nattch })),
+      pinned: options.pinnedIds ?? new Set(),
+    })
 
-    // Decide CURRENT before writing GENERATION, so the record says whether it is a side generation.
-    const currentName = 'name' in current ? current.name : null
-    const currentSegments = currentName && generationSegmentCount(state, currentName)
-    if (options.side) {
-      report.side = true
-      report.sideReason = 'asked to write beside CURRENT'
-    } else if (entries.length === 0 && currentSegments && !options.force) {
-      // An app that removed its segments at exit (or a namespace that lost
-      // them) must not bury the saved state under an empty generation.
-      report.side = true
-      report.sideReason = `no segment to save, and CURRENT (${currentName}) holds ${currentSegments}: kept CURRENT (--force to switch to the empty generation)`
-    } else if (currentName !== null && currentName !== report.parent && !options.force) {
-      report.side = true
-      report.sideReason = `CURRENT names ${currentName}, not this state's parent (${report.parent ?? 'none: this state was not restored from this state dir'}): another writer may share this state dir`
-    } else if ('error' in current && !options.force) {
-      report.side = true
-      report.sideReason = `CURRENT is unreadable (${current.error})`
-    }
+    // 6. Whether CURRENT may move to it.
+    const side = decideSide({
+      asked: options.side ?? false,
+      force: options.force ?? false,
+      current,
+      currentSegments: generationSegmentCount(state, currentName),
+      parent: report.parent,
+      saving: entries.length,
+    })
+    report.side = side.side
+    if (side.side) report.sideReason = side.reason
 
+    // 7. Commit, then switch CURRENT.
     const record: GenerationRecord = {
       format: FORMAT,
       tool: 'shmkeep',
       toolVersion: version,
-      name,
-      seq,
+      name: writer.name,
+      seq: writer.seq,
       parent: report.parent,
       createdAt: new Date().toISOString(),
       hostname: os.hostname(),
@@ -529,70 +660,68 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
       clean: options.clean ?? false,
       side: report.side,
       ...(report.sideReason ? { sideReason: report.sideReason } : {}),
-      ...(options.attachers?.length ? { inconsistent: { attachers: options.attachers } } : {}),
+      consistency: report.consistency,
+      ...(options.attachers?.length ? { attachers: options.attachers } : {}),
+      ...(report.unsaved.length ? { unsaved: report.unsaved } : {}),
       bytes: report.bytes,
       bytesWritten: report.bytesWritten,
       durationMs: { total: Math.round(performance.now() - started), copy: Math.round(copyMs) },
       segments: entries,
     }
-    writeNewFile(`${tmp}/${GENERATION_FILE}`, encodeCheckedJson(FORMAT, record))
-    fsyncDir(tmp)
     options.signal?.throwIfAborted()
-    fs.renameSync(tmp, state.path(name))
-    tmp = undefined
-    fsyncDir(state.dir)
-    report.generation = name
+    await writer.commit(record)
+    report.generation = writer.name
     if (report.side) {
-      log.log('error', 'snapshot.side', `generation ${name} written BESIDE CURRENT, which still names ${currentName ?? '(unreadable)'}: ${report.sideReason}. Use --force to switch anyway.`, { generation: name })
+      log.log('error', 'snapshot.side', `generation ${writer.name} written BESIDE CURRENT, which still names ${currentName ?? '(unreadable)'}: ${report.sideReason}. Use --force to switch anyway.`, { generation: writer.name })
     } else {
-      switching = name
-      state.writeCurrent(name)
+      writer.switchCurrent()
       report.current = true
     }
-    // The snapshot is done. What follows is bookkeeping: a failure there is a
-    // warning, never "no generation written".
+    report.outcome = snapshotOutcome(report)
+
+    // 8. The snapshot is done. What follows is bookkeeping: a failure there
+    // is a warning, never "no generation written".
     try {
-      if (report.current) state.setLive(ns, name, listed.filter((x) => entries.some((e) => e.id === x.id)))
+      if (report.current) state.setLive(ns, writer.name, listed.filter((x) => entries.some((e) => e.id === x.id)))
       const seen = new Set(scan.segments.map((s) => s.id))
-      report.appeared = shm.list().filter((s) => !seen.has(s.id) && !s.dest && take(s)).map((s) => ({ key: formatKey(s.key), id: s.id, size: s.size }))
+      report.appeared = after.filter((s) => !seen.has(s.id) && !s.dest && take(s)).map((s) => ({ key: formatKey(s.key), id: s.id, size: s.size }))
       for (const a of report.appeared) log.log('warn', 'snapshot.appeared', `segment ${a.key} (id ${a.id}) appeared during the snapshot and is not in it`, a)
       report.pruned = prune(state, { keep, protect: [report.parent], log })
     } catch (e) {
-      log.log('warn', 'snapshot.after', `generation ${name} is complete${report.current ? ' and CURRENT' : ''}, but what follows failed: ${e instanceof Error ? e.message : String(e)}`)
+      log.log('warn', 'snapshot.after', `generation ${writer.name} is complete${report.current ? ' and CURRENT' : ''}, but what follows failed: ${e instanceof Error ? e.message : String(e)}`)
     }
     report.durationMs = performance.now() - started
     return report
   } catch (e) {
     report.durationMs = performance.now() - started
     if (e instanceof SnapshotError) throw e
-    if (switching) {
+    const why = e instanceof Error ? e.message : String(e)
+    if (writer?.state === 'switching') {
       // CURRENT.tmp was renamed over CURRENT but the state dir's fsync failed
       // (or something between): CURRENT may name the new generation, and
       // whether that survives a crash is unknown. Say exactly that.
       const now = StateDir.open(options.stateDir).readCurrent()
-      const named = 'name' in now && now.name === switching
+      const named = 'name' in now && now.name === writer.name
+      report.generation = writer.name
+      report.current = named
+      report.durable = false
+      report.outcome = snapshotOutcome(report)
       throw new SnapshotError(
-        `snapshot ${switching} is complete, but switching CURRENT to it failed: ${e instanceof Error ? e.message : String(e)}; ` +
-          (named ? 'CURRENT names it, but it may not be durable yet' : 'CURRENT still names the previous generation'),
+        `snapshot ${writer.name} is complete, but switching CURRENT to it failed: ${why}; ` + (named ? 'CURRENT names it, but it may not be durable yet' : 'CURRENT still names the previous generation'),
         report,
       )
     }
+    if (writer?.state === 'renamed') {
+      throw new SnapshotError(`snapshot ${writer.name} was renamed into place, but making that durable failed: ${why}; CURRENT still names the previous generation`, report)
+    }
     if (options.signal?.aborted && e === options.signal.reason) throw new SnapshotError('snapshot abandoned (no generation written, CURRENT unchanged)', report)
-    const reason = hasCode(e, 'ENOSPC', 'EIO', 'EDQUOT') ? ' (the disk refused the write; the previous generation is intact)' : ''
-    throw new SnapshotError(`snapshot failed, no generation written (CURRENT unchanged): ${e instanceof Error ? e.message : String(e)}${reason}`, report)
+    const disk = hasCode(e, 'ENOSPC', 'EIO', 'EDQUOT') || ['ENOSPC', 'EIO', 'EDQUOT'].includes((e as { code?: string }).code ?? '')
+    throw new SnapshotError(`snapshot failed, no generation written (CURRENT unchanged): ${why}${disk ? ' (the disk refused the write; the previous generation is intact)' : ''}`, report)
   } finally {
     try {
-      for (const fd of pendingFds) {
-        try {
-          fs.closeSync(fd)
-        } catch {
-          // the generation is abandoned anyway
-        }
-      }
-      if (tmp) fs.rmSync(tmp, { recursive: true, force: true })
+      writer?.abandon()
     } finally {
       lock?.release()
     }
   }
 }
-

@@ -40,7 +40,7 @@ test('generations, inspect and verify describe what is saved; verify names a dam
   let r = ns(`${mk("0x1001", 9 << 20, "hello")} sk snapshot -q -s ${state}; ${shmpeer} write key:0x1001 0 HELLO; sk snapshot -q -s ${state} --keep 5`)
   expect(r.status, r.stderr).toBe(0)
   r = run('sh', ['-c', `${shmkeep} generations -s ${state}; ${shmkeep} generations -s ${state} --json --verify`])
-  expect(r.stdout).toMatch(/^ {3}gen-000000000001 .* 1 segment\(s\), 9\.0 MiB\n\* {2}gen-000000000002 /)
+  expect(r.stdout).toMatch(/^ {3}gen-000000000001 .* 1 segment\(s\), 9\.0 MiB {2}stopped\n\* {2}gen-000000000002 /)
   const gens = JSON.parse(r.stdout.slice(r.stdout.indexOf('{')))
   expect(gens.generations.map((g: { name: string; current: boolean; verified: boolean }) => [g.name, g.current, g.verified])).toEqual([
     ['gen-000000000001', false, true],

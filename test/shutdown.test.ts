@@ -217,7 +217,7 @@ function get(port: number, urlPath: string): Promise<{ status: number; body: str
 
 function readChecked(file: string): any {
   const text = fs.readFileSync(file, 'utf8')
-  expect(text).toMatch(/^shmkeep-json 1 /)
+  expect(text).toMatch(/^shmkeep-json 2 /)
   return JSON.parse(text.slice(text.indexOf('\n') + 1))
 }
 

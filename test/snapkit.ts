@@ -323,7 +323,7 @@ export function currentOf(stateDir: string): string {
 
 /** No stack trace, no "TypeError", no signal: what "no crash" looks like to the operator. */
 export function noCrash(s: Step): void {
-  if (/^\s+at .+\(.*:\d+:\d+\)$/m.test(s.err) || /\b(TypeError|ReferenceError|RangeError|SyntaxError)\b/.test(s.err) || s.rc > 3) {
+  if (/^\s+at .+\(.*:\d+:\d+\)$/m.test(s.err) || /\b(TypeError|ReferenceError|RangeError|SyntaxError)\b/.test(s.err) || s.rc > 5) {
     throw new Error(`crashed (rc ${s.rc}): ${s.err}`)
   }
 }

@@ -32,7 +32,8 @@ export async function run(argv: string[]): Promise<number> {
         g.createdAt ?? '-',
         g.error ? `unreadable: ${g.error}` : `${g.segments} segment(s), ${humanSize(g.bytes ?? 0)}`,
         g.side ? 'side' : '',
-        g.inconsistent ? 'inconsistent' : '',
+        g.consistency ?? '',
+        g.unsaved ? `PARTIAL: ${g.unsaved} segment(s) not saved` : '',
         g.verified === undefined ? '' : g.verified ? 'verifies' : 'DAMAGED',
       ].filter(Boolean).join('  '),
     )

@@ -27,8 +27,13 @@ export async function run(argv: string[]): Promise<number> {
   const g = d.generation
   process.stdout.write(
     `${d.name}${d.current ? ' (CURRENT)' : ''}: ${g.reason} snapshot at ${g.createdAt} on ${g.hostname}, parent ${g.parent ?? '-'}` +
-      `${g.side ? `, SIDE: ${g.sideReason}` : ''}${g.inconsistent ? `, INCONSISTENT: attached by ${g.inconsistent.attachers.map((a) => a.pid).join(', ')}` : ''}\n`,
+      `, ${g.consistency}${g.consistency === 'live' ? ' (may be torn across chunks)' : ''}` +
+      `${g.attachers?.length ? `, attached by ${g.attachers.map((a) => a.pid).join(', ')}` : ''}` +
+      `${g.side ? `, SIDE: ${g.sideReason}` : ''}\n`,
   )
+  for (const u of g.unsaved ?? []) {
+    process.stdout.write(`NOT SAVED: segment ${u.key} (id ${u.id}, ${humanSize(u.size)}, mode ${u.mode.toString(8).padStart(4, '0')}, owner ${u.uid}:${u.gid}): ${u.errno}: ${u.reason}; ${u.remedy}\n`)
+  }
   process.stdout.write(
     table(
       ['KEY', 'ID', 'SIZE', 'MODE', 'OWNER', 'CREATOR', 'PAGE', 'CHUNKS', 'ZERO'],

@@ -1,6 +1,7 @@
 /** `shmkeep run -- COMMAND`: thin over runApp() in src/run/supervisor.ts. */
 import { parseDuration } from '../run/deadline'
 import { parseRewrites } from '../run/signals'
+import { EXIT_TABLE_HELP } from '../outcome'
 import { RUN_EXIT, runApp } from '../run/supervisor'
 import { COMMON_HELP, FILTER_HELP, commonOptions, filterFrom, filterOptions, makeLogger, parse, requireStateDir, stateDirOption, UsageError } from './common'
 
@@ -42,10 +43,9 @@ status. Runs as PID 1 or under tini / docker run --init.
 FILTERS
 COMMON
 
-Exit status: the app's (its code, or 128 + the signal that killed it);
-125 the restore failed (the app was not started); 124 the final snapshot
-failed (the app's status is in the log); 126 / 127 COMMAND cannot be run /
-was not found; 2 usage.
+Exit status: the app's (its code, or 128 + the signal that killed it) when
+its state was kept; 126 / 127 COMMAND cannot be run / was not found; else:
+EXITS
 
 Dockerfile:
   VOLUME /var/lib/shmkeep
@@ -88,7 +88,7 @@ export async function run(argv: string[]): Promise<number> {
   const command = dash < 0 ? [] : argv.slice(dash + 1)
   const { values } = parse(own, options)
   if (values.help) {
-    process.stdout.write(HELP.replace('FILTERS', FILTER_HELP).replace('COMMON', COMMON_HELP) + '\n')
+    process.stdout.write(HELP.replace('FILTERS', FILTER_HELP).replace('COMMON', COMMON_HELP).replace('EXITS', EXIT_TABLE_HELP) + '\n')
     return 0
   }
   if (command.length === 0) throw new UsageError('no command: shmkeep run [options] -- COMMAND [ARGS...]')

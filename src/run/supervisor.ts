@@ -12,7 +12,8 @@ import type { Logger } from '../log'
 import { native } from '../native'
 import { restore, RestoreError } from '../restore'
 import * as shm from '../shm'
-import { describeSnapshot, snapshot } from '../snapshot'
+import { describeSnapshot, snapshot, SnapshotError } from '../snapshot'
+import { RUN_SNAPSHOT_EXIT } from '../outcome'
 import { StateDir } from '../state/statedir'
 import { ipcNamespaceId } from '../system'
 import { childPids, describeProcess, exitStatus, otherProcesses, reap, startApp, StartError, type Ending } from './app'
@@ -404,7 +405,7 @@ export async function runApp(o: RunOptions): Promise<number> {
         if (s.dest || s.nattch <= (own.has(s.id) ? 1 : 0)) continue
         for (const a of attached.get(s.id) ?? [{ pid: 0, command: 'unknown (not visible in this PID namespace)' }]) attachers.push({ key: formatKey(s.key), ...a })
       }
-      for (const a of attachers) log.log('warn', 'snapshot.inconsistent', `segment ${a.key} is still attached by pid ${a.pid} (${a.command}): the generation is marked inconsistent`, a)
+      for (const a of attachers) log.log('warn', 'snapshot.inconsistent', `segment ${a.key} is still attached by pid ${a.pid} (${a.command}): the generation is marked live (may be torn)`, a)
       try {
         const r = await snapshot({
           stateDir: o.stateDir,
@@ -414,17 +415,25 @@ export async function runApp(o: RunOptions): Promise<number> {
           keep: o.keep,
           filter: o.filter,
           attachers,
+          pinnedIds: own,
           log,
         })
         const d = describeSnapshot(r)
         log.log('info', 'snapshot', d.message, d.fields)
+        const code = RUN_SNAPSHOT_EXIT[r.outcome]
+        if (code !== 'app') {
+          log.log('error', 'snapshot.incomplete', `the app's state was not fully kept (${r.outcome}): exit ${code} (the app exited with status ${status})`, { outcome: r.outcome, status })
+          await hooks.run('post-stop')
+          return code
+        }
         if (d.saved === 0) log.log('warn', 'snapshot.empty', 'no segment to save: an app that removes its segments (IPC_RMID) at exit leaves nothing for shmkeep (see docs/OPERATIONS.md)')
         if (r.durationMs / 1000 > o.grace / 2) log.log('warn', 'deadline', `this snapshot took ${(r.durationMs / 1000).toFixed(1)} s, more than half of the ${o.grace} s grace period: the next stop may be cut off by SIGKILL`)
       } catch (e) {
         // Whatever went wrong, the final snapshot failed: its own exit code, never silent.
         log.log('error', 'snapshot.failed', `${e instanceof Error ? e.message : String(e)} (the app exited with status ${status})`)
         await hooks.run('post-stop')
-        return RUN_EXIT.snapshotFailed
+        const code = e instanceof SnapshotError ? RUN_SNAPSHOT_EXIT[e.report.outcome] : RUN_EXIT.snapshotFailed
+        return code === 'app' ? RUN_EXIT.snapshotFailed : code
       } finally {
         clearInterval(poll)
         process.removeListener('SIGCHLD', reapAll)

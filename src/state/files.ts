@@ -115,14 +115,15 @@ export function encodeCheckedJson(format: number, value: unknown): Buffer {
  * Read what {@link encodeCheckedJson} wrote. A format this reader does not
  * know is refused (it may mean something else), as is any damage.
  */
-export function readCheckedJson<T>(file: string, knownFormat: number): T {
+export function readCheckedJson<T>(file: string, knownFormats: number | readonly number[]): T {
+  const known = typeof knownFormats === 'number' ? [knownFormats] : knownFormats
   const data = readRegularFile(file, MAX_META_BYTES)
   const newline = data.indexOf(10)
   const m = HEADER.exec(data.subarray(0, newline + 1).toString('latin1'))
   if (!m) throw new StateFileError(file, 'has no shmkeep header (damaged, or not written by shmkeep)')
   const format = Number(m[1])
-  if (format !== knownFormat) {
-    throw new StateFileError(file, `is format ${format}; this shmkeep reads format ${knownFormat} only (use the shmkeep version that wrote it)`, 'EFORMAT')
+  if (!known.includes(format)) {
+    throw new StateFileError(file, `is format ${format}; this shmkeep reads format ${known.join(' and ')} only (use the shmkeep version that wrote it)`, 'EFORMAT')
   }
   const body = data.subarray(newline + 1)
   if (body.length !== Number(m[3])) throw new StateFileError(file, `is truncated or padded: ${body.length} bytes of data, header says ${m[3]}`)

@@ -17,8 +17,14 @@
  */
 import { formatKey } from '../keys'
 
-/** Version of everything above. A reader refuses a version it does not know. */
-export const FORMAT = 1
+/** Version written. A reader refuses a version it does not know. */
+export const FORMAT = 2
+/**
+ * Versions read. Format 1 (shmkeep 0.1's first generations) differs only in
+ * GENERATION: `inconsistent` where format 2 has `consistency`, and no
+ * `unsaved`; {@link upgradeGeneration} reads it as format 2.
+ */
+export const READABLE_FORMATS: readonly number[] = [1, 2]
 
 /** Chunk types in a chunk table entry. */
 export const CHUNK_ZERO = 0
@@ -54,9 +60,8 @@ export function segmentStem(key: number, id: number): string {
 /** Why a generation was taken. */
 export type SnapshotReason = 'manual' | 'stop' | 'exit' | 'checkpoint' | 'library'
 
-/** One segment as saved (the `.meta` file). */
-export interface SegmentRecord {
-  format: typeof FORMAT
+/** A segment's name, size and who may read it, as saved. */
+export interface SegmentIdentity {
   key: string
   id: number
   size: number
@@ -66,6 +71,11 @@ export interface SegmentRecord {
   gid: number
   cuid: number
   cgid: number
+}
+
+/** One segment as saved (the `.meta` file). */
+export interface SegmentRecord extends SegmentIdentity {
+  format: number
   /** Kernel page size of the attachment: > the base page size means a hugetlb segment. */
   pageSize: number
   hugetlb: boolean
@@ -92,9 +102,32 @@ export interface SegmentEntry {
   data: string
 }
 
+/**
+ * How the image was taken. `stopped`: no process but shmkeep's own pins was
+ * attached to a saved segment, before and after its copy — the image is one
+ * instant. `frozen`: the app was frozen (SIGSTOP or the cgroup freezer) while
+ * it was copied. `live`: something was attached and may have written during
+ * the copy: every chunk is bytes that were in memory (each verifies), but
+ * chunks may come from different instants (a torn image). `unknown`: a
+ * format 1 generation that was not marked inconsistent (format 1 did not
+ * check attachers of a manual snapshot).
+ */
+export type Consistency = 'stopped' | 'frozen' | 'live' | 'unknown'
+
+/** A segment the snapshot could not save, and what would let it. */
+export interface UnsavedRecord extends SegmentIdentity {
+  /** errno name (EACCES, EPERM, ENOMEM…). */
+  errno: string
+  /** The system call that failed, when one did. */
+  syscall?: string
+  reason: string
+  /** What would make it readable, or leave it out on purpose. */
+  remedy: string
+}
+
 /** The GENERATION file. */
 export interface GenerationRecord {
-  format: typeof FORMAT
+  format: number
   tool: 'shmkeep'
   toolVersion: string
   name: string
@@ -110,12 +143,32 @@ export interface GenerationRecord {
   /** Written beside CURRENT without switching it (another writer moved CURRENT, or the operator said so). */
   side: boolean
   sideReason?: string
-  /** Processes other than shmkeep were attached while it was taken. */
-  inconsistent?: { attachers: Array<{ key: string; pid: number; command: string }> }
+  /** How the image was taken (format 2; a format 1 record is upgraded on reading). */
+  consistency: Consistency
+  /** Processes other than shmkeep attached while it was taken (pid 0: not visible from here). */
+  attachers?: Array<{ key: string; pid: number; command: string }>
+  /** Segments that could not be saved (a partial generation); absent or empty: every segment taken was saved. */
+  unsaved?: UnsavedRecord[]
   bytes: number
   bytesWritten: number
   durationMs: { total: number; copy: number }
   segments: SegmentEntry[]
+}
+
+/**
+ * A GENERATION as this version works with it, whatever version wrote it.
+ * Format 1 marked a generation `inconsistent` (with attachers) where format 2
+ * says `consistency: 'live'`; unmarked format 1 generations are `unknown`.
+ */
+export function upgradeGeneration(raw: GenerationRecord & { inconsistent?: { attachers: GenerationRecord['attachers'] } }): GenerationRecord {
+  if (raw.format >= 2) return raw
+  const { inconsistent, ...rest } = raw
+  return { ...rest, consistency: inconsistent ? 'live' : 'unknown', ...(inconsistent?.attachers?.length ? { attachers: inconsistent.attachers } : {}) }
+}
+
+/** A generation saved only part of the segments it was asked to. */
+export function isPartial(g: GenerationRecord): boolean {
+  return (g.unsaved?.length ?? 0) > 0
 }
 
 /** A decoded chunk table entry. */

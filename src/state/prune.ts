@@ -4,11 +4,18 @@
  * those, the newest `keep` of the main line and the newest `keep` side
  * generations (written beside CURRENT by a diverged writer: the operator has
  * to look at them, so they are not pushed out by the main line).
+ *
+ * Only complete generations count towards `keep`: one that could not save
+ * every segment (partial) or whose GENERATION is unreadable never pushes out
+ * a complete one, so pruning never leaves the state dir without the newest
+ * `keep` complete generations. Every complete generation verified when it
+ * was written (the checksums are of the bytes written: src/snapshot.ts).
+ * Partial generations newer than the oldest kept complete one stay too.
  */
 import fs from 'node:fs'
 import type { Logger } from '../log'
 import { fsyncDir } from './files'
-import { TMP_PREFIX, type GenerationRecord } from './format'
+import { isPartial, TMP_PREFIX, type GenerationRecord } from './format'
 import type { StateDir } from './statedir'
 
 export interface PruneOptions {
@@ -48,9 +55,13 @@ export function prune(state: StateDir, options: PruneOptions): PruneResult {
   let side = 0
   for (const g of gens) {
     const r = records.get(g.name)
-    if (r === null) {
+    if (r === null || r === undefined) {
       why.set(g.name, 'unreadable (see shmkeep verify)')
-    } else if (r?.side) {
+    } else if (isPartial(r)) {
+      // Never counted: it may not push out a complete generation.
+      const line = r.side ? side : main
+      if (line < options.keep && !why.has(g.name)) why.set(g.name, `partial (${r.unsaved!.length} segment(s) not saved), newer than the newest ${options.keep} complete`)
+    } else if (r.side) {
       if (side++ < options.keep && !why.has(g.name)) why.set(g.name, `among the newest ${options.keep} side generations`)
     } else if (main++ < options.keep && !why.has(g.name)) {
       why.set(g.name, `among the newest ${options.keep}`)

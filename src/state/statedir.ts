@@ -16,11 +16,13 @@ import {
   LIVE_FILE,
   LOCK_FILE,
   QUARANTINE_PREFIX,
+  READABLE_FORMATS,
   RESTORING_FILE,
   TMP_PREFIX,
   type GenerationRecord,
   type SegmentEntry,
   type SegmentRecord,
+  upgradeGeneration,
 } from './format'
 
 /** A restore in progress in one IPC namespace (the RESTORING file). */
@@ -138,14 +140,14 @@ export class StateDir {
   }
 
   readGeneration(name: string): GenerationRecord {
-    const record = readCheckedJson<GenerationRecord>(this.path(name, GENERATION_FILE), FORMAT)
+    const record = upgradeGeneration(readCheckedJson<GenerationRecord>(this.path(name, GENERATION_FILE), READABLE_FORMATS))
     if (record.name !== name) throw new StateFileError(this.path(name, GENERATION_FILE), `says it is ${record.name}, but lives in ${name}`)
     return record
   }
 
   readSegment(generation: string, entry: SegmentEntry): SegmentRecord {
     const file = this.path(generation, safeName(entry.meta))
-    const record = readCheckedJson<SegmentRecord>(file, FORMAT)
+    const record = readCheckedJson<SegmentRecord>(file, READABLE_FORMATS)
     if (record.key !== entry.key || record.id !== entry.id || record.size !== entry.size) {
       throw new StateFileError(
         file,
@@ -194,7 +196,7 @@ export class StateDir {
 
   private readLive(): LiveRecord {
     try {
-      return readCheckedJson<LiveRecord>(this.path(LIVE_FILE), FORMAT)
+      return readCheckedJson<LiveRecord>(this.path(LIVE_FILE), READABLE_FORMATS)
     } catch (e) {
       // A missing or damaged LIVE only loses lineage: the next switch of
       // CURRENT then needs --force, which is the safe side.
@@ -209,7 +211,7 @@ export class StateDir {
    */
   readRestoring(): RestoringRecord | null | { damaged: string } {
     try {
-      return readCheckedJson<RestoringRecord>(this.path(RESTORING_FILE), FORMAT)
+      return readCheckedJson<RestoringRecord>(this.path(RESTORING_FILE), READABLE_FORMATS)
     } catch (e) {
       if (e instanceof StateFileError && e.code === 'ENOENT') return null
       fs.rmSync(this.path(RESTORING_FILE), { force: true, recursive: true })
