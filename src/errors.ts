@@ -82,3 +82,31 @@ export async function sysAsync<T>(subject: string, fn: () => Promise<T>): Promis
 export function hasCode(e: unknown, ...codes: string[]): boolean {
   return e instanceof Error && codes.includes((e as SystemError).code)
 }
+
+/**
+ * A bad argument or option of the wrong kind, or unknown: a TypeError whose
+ * `option` names it and whose `code` is Node's (ERR_INVALID_ARG_TYPE, or
+ * ERR_INVALID_ARG_VALUE for an unknown option or value).
+ */
+export class OptionTypeError extends TypeError {
+  constructor(
+    message: string,
+    readonly option: string,
+    readonly code: 'ERR_INVALID_ARG_TYPE' | 'ERR_INVALID_ARG_VALUE' = 'ERR_INVALID_ARG_TYPE',
+  ) {
+    super(message)
+  }
+}
+OptionTypeError.prototype.name = 'TypeError'
+
+/** A number out of range: a RangeError whose `option` names it (code ERR_OUT_OF_RANGE). */
+export class OptionRangeError extends RangeError {
+  readonly code = 'ERR_OUT_OF_RANGE'
+  constructor(
+    message: string,
+    readonly option: string,
+  ) {
+    super(message)
+  }
+}
+OptionRangeError.prototype.name = 'RangeError'

@@ -3,14 +3,14 @@
  * ranges), `--owner` (uid or user name), `--min-size`, `--max-size`.
  */
 import fs from 'node:fs'
-import { KeyRanges } from './keys'
+import { KeyRanges, type KeyLike } from './keys'
 import type { ShmStat } from './shm'
 
 export interface SegmentFilter {
-  /** Only these keys: "0x162e,0x1000-0x1fff" (or a list of such strings). */
-  keys?: string | string[]
+  /** Only these keys: numbers, or strings such as "0x162e,0x1000-0x1fff" (or a list of them). */
+  keys?: KeyLike | KeyLike[]
   /** Not these keys. */
-  excludeKeys?: string | string[]
+  excludeKeys?: KeyLike | KeyLike[]
   /** Only segments owned by these uids or user names. */
   owners?: Array<number | string>
   /** Only segments of at least / at most this many bytes. */

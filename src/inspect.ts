@@ -7,6 +7,7 @@ import { currentPowers, readIdentity } from './identity'
 import { formatKey, parseKey } from './keys'
 import type { Logger } from './log'
 import { native } from './native'
+import { checkEntryOptions, checkStateDir } from './options'
 import * as shm from './shm'
 import { StateFileError } from './state/files'
 import type { Consistency, GenerationRecord, SegmentRecord } from './state/format'
@@ -36,6 +37,7 @@ export interface GenerationSummary {
 
 /** Every generation of a state dir, oldest first. */
 export function listGenerations(stateDir: string): GenerationSummary[] {
+  checkStateDir('listGenerations', stateDir)
   const state = StateDir.open(stateDir)
   const current = state.readCurrent()
   const currentName = 'name' in current ? current.name : null
@@ -119,6 +121,7 @@ async function verifyOne(state: StateDir, name: string): Promise<GenerationVerif
  * against its checksum.
  */
 export async function verify(stateDir: string, generation?: string | 'all'): Promise<VerifyReport> {
+  checkStateDir('verify', stateDir)
   const state = StateDir.open(stateDir)
   let names: string[]
   if (generation === 'all') {
@@ -146,6 +149,7 @@ export interface GenerationDetail {
 
 /** The saved metadata of one generation (default: CURRENT). */
 export function inspect(stateDir: string, generation?: string): GenerationDetail {
+  checkStateDir('inspect', stateDir)
   const state = StateDir.open(stateDir)
   const current = state.readCurrent()
   const currentName = 'name' in current ? current.name : null
@@ -166,6 +170,7 @@ export function inspect(stateDir: string, generation?: string): GenerationDetail
 
 /** Remove old generations (never what CURRENT names, nor the newest clean one), under the writer lock. */
 export async function prune(stateDir: string, options: { keep: number; dryRun?: boolean; log?: Logger }): Promise<PruneResult> {
+  checkStateDir('prune', stateDir), checkEntryOptions('prune', options)
   if (!Number.isInteger(options.keep) || options.keep < 1) throw new RangeError('keep must be at least 1')
   const state = StateDir.open(stateDir)
   const lock = await state.lock()
@@ -200,6 +205,7 @@ export interface DiffReport {
  * (checksums only, nothing written); pages never touched are not read.
  */
 export async function diff(stateDir: string, filter?: SegmentFilter): Promise<DiffReport> {
+  checkStateDir('diff', stateDir), checkEntryOptions('diff', filter, 'diff: filter')
   const state = StateDir.open(stateDir)
   const current = state.readCurrent()
   if ('error' in current) throw new StateFileError(state.path('CURRENT'), current.error)
@@ -244,5 +250,6 @@ export async function diff(stateDir: string, filter?: SegmentFilter): Promise<Di
 
 /** The live segments of this IPC namespace that the filter takes (`shmkeep ls`). */
 export function list(filter?: SegmentFilter): shm.ShmStat[] {
+  checkEntryOptions('list', filter, 'list: filter')
   return shm.list().filter(segmentPredicate(filter)).sort((a, b) => a.id - b.id)
 }

@@ -2,6 +2,12 @@
  * SysV keys. `key_t` is a signed 32-bit int in C; in this API a key is the
  * unsigned value 0..0xFFFFFFFF, given as a number or a string ("0x162e",
  * "5678"), and printed as `0x%08x` the way ipcs prints it.
+ *
+ * The one rule for negative keys: −2³¹…−1 are accepted everywhere keys are
+ * (numbers and strings alike) as the two's complement of 0x80000000…0xffffffff,
+ * because that is how C code and /proc/sysvipc/* print a key_t above
+ * 0x7fffffff (0xdeadbeef is −559038737). So −1 is the key 0xffffffff. Below
+ * −2³¹ or above 0xffffffff is a RangeError.
  */
 
 /** The key that asks shmget for a new segment no key can find again. */
@@ -27,7 +33,7 @@ export function parseKey(key: KeyLike): number {
   if (!Number.isInteger(n)) throw new TypeError(`not a key: ${String(key)} (not an integer)`)
   // A negative key is what C code prints for key_t values above 0x7fffffff.
   if (n < 0 && n >= -0x80000000) n += 0x100000000
-  if (n < 0 || n > 0xffffffff) throw new RangeError(`key ${String(key)} is outside 32 bits (0..0xffffffff)`)
+  if (n < 0 || n > 0xffffffff) throw new RangeError(`key ${String(key)} is outside 32 bits (0..0xffffffff, or -0x80000000..-1 as two's complement)`)
   return n
 }
 
@@ -37,15 +43,20 @@ export function formatKey(key: number): string {
 }
 
 /**
- * A set of keys from a command line: a comma-separated list of keys and
- * inclusive ranges, e.g. `0x162e,0x1000-0x1fff`.
+ * A set of keys: numbers, and strings holding comma-separated keys and
+ * inclusive ranges, e.g. `0x162e,0x1000-0x1fff` (as on a command line).
  */
 export class KeyRanges {
   readonly ranges: ReadonlyArray<readonly [number, number]>
-  constructor(spec: string | string[]) {
-    const parts = (Array.isArray(spec) ? spec : [spec]).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean)
+  constructor(spec: KeyLike | KeyLike[]) {
+    const items: KeyLike[] = Array.isArray(spec) ? spec : [spec]
+    const parts = items.flatMap((s): KeyLike[] => (typeof s === 'string' ? s.split(',').map((p) => p.trim()).filter(Boolean) : [s]))
     if (parts.length === 0) throw new TypeError('empty key list')
     this.ranges = parts.map((p) => {
+      if (typeof p !== 'string') {
+        const k = parseKey(p)
+        return [k, k] as const
+      }
       const m = /^(.+?)-(.+)$/.exec(p)
       if (m && !p.startsWith('-')) {
         const lo = parseKey(m[1]!)

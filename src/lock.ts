@@ -7,7 +7,7 @@ import fs from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { sys } from './errors'
 import { native } from './native'
-import { checkBool, checkCount, checkOptions } from './options'
+import { checkBool, checkEntryOptions } from './options'
 
 export interface LockOptions {
   /** Exclusive (default) or shared. */
@@ -26,10 +26,8 @@ export interface FileLock {
 
 /** Take a flock on `path` (created 0600 if missing; a symlink is not followed). */
 export async function lockFile(path: string, options: LockOptions = {}): Promise<FileLock> {
-  checkOptions('lockFile', options, ['exclusive', 'timeoutMs', 'signal'])
+  checkEntryOptions('lockFile', options)
   const exclusive = checkBool('exclusive', options.exclusive, true)
-  if (options.timeoutMs !== undefined) checkCount('timeoutMs', options.timeoutMs)
-  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) throw new TypeError('lockFile: signal must be an AbortSignal')
   options.signal?.throwIfAborted()
   const fd = sys(path, () => fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600))
   const deadline = options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs

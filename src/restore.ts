@@ -17,6 +17,7 @@ import { creatorIdentity, currentPowers, type Identity, type Powers } from './id
 import { formatKey, parseKey } from './keys'
 import { silentLogger, type Logger } from './log'
 import { native } from './native'
+import { checkEntryOptions } from './options'
 import * as shm from './shm'
 import { StateFileError } from './state/files'
 import { generationSeq, type GenerationRecord, type SegmentRecord } from './state/format'
@@ -387,6 +388,7 @@ function candidates(state: StateDir, options: RestoreOptions, log: Logger): { na
  * Throws {@link RestoreError} with the namespace as it was before.
  */
 export async function restore(options: RestoreOptions): Promise<RestoreReport> {
+  checkEntryOptions('restore', options)
   const log = options.log ?? silentLogger
   const started = performance.now()
   const state = StateDir.open(options.stateDir, { create: true })

@@ -18,9 +18,10 @@
  */
 import os from 'node:os'
 import { segmentPredicate, type SegmentFilter } from './filter'
-import { formatKey, parseKey, type KeyLike } from './keys'
+import type { KeyLike } from './keys'
 import { streamLogger, type Logger } from './log'
-import { checkBool, checkCount, checkOptions } from './options'
+import { OptionTypeError } from './errors'
+import { checkBool, checkEntryOptions } from './options'
 import { describeSnapshot, snapshot, SnapshotError, type SnapshotReport } from './snapshot'
 import { lastFinalSnapshotSeconds } from './run/deadline'
 
@@ -132,13 +133,6 @@ const MAX_TIMER_MS = 2 ** 31 - 1
 const DEFAULT_SIGNALS: NodeJS.Signals[] = ['SIGTERM', 'SIGINT']
 const UNCATCHABLE = new Set(['SIGKILL', 'SIGSTOP'])
 
-function checkSeconds(what: string, value: unknown, { positive }: { positive: boolean }): number | undefined {
-  if (value === undefined) return undefined
-  if (typeof value !== 'number' || !Number.isFinite(value)) throw new TypeError(`${what} must be a number of seconds, got ${String(value)}`)
-  if (positive ? value <= 0 : value < 0) throw new RangeError(`${what} must be ${positive ? 'above' : 'at least'} 0 seconds, got ${value}`)
-  return value
-}
-
 function message(e: unknown): string {
   return e instanceof Error ? e.message : String(e)
 }
@@ -157,24 +151,20 @@ const s1 = (seconds: number) => `${seconds.toFixed(1)} s`
  * ```
  */
 export function createShutdown(options: ShutdownOptions): Shutdown {
-  if (options === undefined) throw new TypeError('createShutdown: options with a stateDir are required')
-  checkOptions('createShutdown', options, ['stateDir', 'grace', 'keys', 'filter', 'snapshotReserve', 'keep', 'log', 'exit', 'signals'])
+  checkEntryOptions('createShutdown', options)
   const { stateDir } = options
-  if (typeof stateDir !== 'string' || stateDir === '') throw new TypeError('createShutdown: stateDir must be a path')
-  const grace = checkSeconds('grace', options.grace, { positive: true }) ?? 10
-  const fixedReserve = checkSeconds('snapshotReserve', options.snapshotReserve, { positive: false })
-  const keep = options.keep === undefined ? undefined : checkCount('keep', options.keep)
+  const grace = options.grace ?? 10
+  const fixedReserve = options.snapshotReserve
+  const keep = options.keep
   const exit = checkBool('exit', options.exit, true)
   const log = options.log ?? streamLogger()
-  if (typeof log?.log !== 'function') throw new TypeError('createShutdown: log must be a Logger')
 
   let filter: SegmentFilter | undefined = options.filter
   if (options.keys !== undefined) {
-    if (filter?.keys !== undefined) throw new TypeError('createShutdown: give keys or filter.keys, not both')
-    const list = Array.isArray(options.keys) ? options.keys : [options.keys]
-    filter = { ...filter, keys: list.map((k) => (typeof k === 'number' ? formatKey(parseKey(k)) : k)) }
+    if (filter?.keys !== undefined) throw new OptionTypeError('createShutdown: give keys or filter.keys, not both', 'keys', 'ERR_INVALID_ARG_VALUE')
+    filter = { ...filter, keys: options.keys }
   }
-  segmentPredicate(filter) // bad keys, sizes or owners throw now, not at the stop
+  segmentPredicate(filter) // owners that name no user throw now, not at the stop
 
   const signals = options.signals ?? DEFAULT_SIGNALS
   if (!Array.isArray(signals)) throw new TypeError('createShutdown: signals must be an array of signal names')
@@ -251,8 +241,17 @@ export function createShutdown(options: ShutdownOptions): Shutdown {
       const timedOut = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), limitMs)))
       const r = await Promise.race([outcome, timedOut])
       clearTimeout(timer)
-      const ms = Math.round(performance.now() - started)
-      if (r === 'timeout') {
+      const took = performance.now() - started
+      const ms = Math.round(took)
+      if (r !== 'timeout' && took > limitMs) {
+        // Returned, but only after its time was up: a step that blocks the
+        // event loop (synchronous work) cannot be cut off, and the timer
+        // could not fire while it ran. It overran all the same.
+        const error = `overran: it blocked for ${s1(took / 1000)}, past its ${s1(limitMs / 1000)}${cutShort ? ` (the steps' budget of ${s1(budget)})` : ''}; a step that blocks the event loop cannot be cut off`
+        budgetSpent ||= cutShort
+        reports.push({ name: step.name, status: 'timed-out', ms, limitMs: Math.round(limitMs), error })
+        log.log('warn', 'shutdown.step.timeout', `${tag} ${error}${r.ok ? '' : ` (and failed: ${message(r.error)})`}; going on with the next`, { step: step.name, ms, limitMs: Math.round(limitMs) })
+      } else if (r === 'timeout') {
         const error = cutShort
           ? `cut off after ${s1(limitMs / 1000)}: the steps' budget of ${s1(budget)} is spent (the snapshot keeps its ${s1(reserve)})`
           : `timed out after ${s1(limitMs / 1000)}`
@@ -348,8 +347,8 @@ export function createShutdown(options: ShutdownOptions): Shutdown {
     step(name, fn, stepOptions) {
       if (typeof name !== 'string' || name === '') throw new TypeError('step: name must be a non-empty string')
       if (typeof fn !== 'function') throw new TypeError(`step "${name}": fn must be a function`)
-      checkOptions(`step "${name}"`, stepOptions, ['timeout'])
-      const timeout = checkSeconds(`step "${name}": timeout`, stepOptions?.timeout, { positive: true })
+      checkEntryOptions('step', stepOptions, `step "${name}"`)
+      const timeout = stepOptions?.timeout
       if (running) throw new Error(`step "${name}": the shutdown has already started`)
       steps.push({ name, fn, timeout })
       return api

@@ -21,6 +21,7 @@ import { formatKey } from './keys'
 import type { FileLock } from './lock'
 import { silentLogger, type Logger } from './log'
 import { native } from './native'
+import { checkEntryOptions } from './options'
 import { snapshotOutcome, type SnapshotOutcome } from './outcome'
 import * as shm from './shm'
 import { encodeCheckedJson } from './state/files'
@@ -543,6 +544,7 @@ function emptyReport(stateDir: string): SnapshotReport {
  * 'undurable').
  */
 export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport> {
+  checkEntryOptions('snapshot', options)
   const log = options.log ?? silentLogger
   const started = performance.now()
   const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE

@@ -908,7 +908,7 @@ describe('bad arguments → TypeError / RangeError', () => {
     try {
       const trace = path.join(dir, 'trace')
       const r = runNode(
-        `try { lib.shm.get(0x510000a3, { size: 4096, create: true, mode: 0o1000 }) } catch (e) { console.log(JSON.stringify(e.constructor.name)) }`,
+        `try { lib.shm.get(0x510000a3, { size: 4096, create: true, mode: 0o1000 }) } catch (e) { console.log(JSON.stringify(e instanceof RangeError && e.name)) }`,
         { prefix: ['unshare', '--ipc', 'strace', '-f', '-qq', '-e', 'trace=shmget,shmat,shmdt,shmctl', '-o', trace] },
       )
       expect(r.json).toBe('RangeError')
