@@ -1,3 +1,6 @@
+// The declarations use Buffer, NodeJS.Signals and Disposable: TypeScript 6+
+// no longer loads @types/* by itself, so say so in the shipped index.d.ts.
+/// <reference types="node" preserve="true" />
 /**
  * shmkeep — keep System V shared memory across container restarts.
  *

@@ -175,3 +175,113 @@ describe('installed into an empty folder with --ignore-scripts', () => {
     expect(bin.stdout.trim()).toBe(pkg.version)
   })
 })
+
+/**
+ * The shipped types, as an app compiles them: `--strict`, ES modules and
+ * CommonJS, with each TypeScript major. TypeScript 6+ no longer loads
+ * @types/* unless told, so the .d.ts must reference Node's types itself
+ * (`/// <reference types="node" />`), and @types/node comes with the package
+ * (a peer dependency, installed with it). The compilers are installed from the
+ * npm registry into a folder of their own at test time.
+ */
+describe('the shipped types compile in a strict app with TypeScript 5, 6 and 7', () => {
+  let tools = ''
+  let toolsSkip = ''
+  beforeAll(() => {
+    if (skipReason) return
+    tools = path.join(tmp.dir, 'tools')
+    fs.mkdirSync(tools)
+    npm(['init', '-y'], tools)
+    const r = npm(['install', '--no-audit', '--no-fund', 'ts5@npm:typescript@5', 'ts6@npm:typescript@6', 'ts7@npm:typescript@7'], tools)
+    if (r.status !== 0) {
+      if (networkError.test(r.stderr)) toolsSkip = `the npm registry is unreachable for typescript@5/6/7: ${r.stderr.trim().split('\n').slice(-2).join(' ')}`
+      else throw new Error(`npm install of typescript@5/6/7 failed:${setupLog}`)
+    }
+    const check = path.join(app, 'check')
+    fs.mkdirSync(check)
+    const body = `
+      const id: number = shm.get('0x5a17', { size: 4096, create: true, mode: 0o600 })
+      {
+        using b: AttachedBuffer = shm.attach(id, { readonly: false })
+        b.writeUInt32LE(1, 0)
+      }
+      const m: Buffer = mmap.map('/tmp/types.bin', { length: 4096, write: true, create: true })
+      mmap.unmap(m)
+      const options: ShutdownOptions = { stateDir: '/var/lib/shmkeep', grace: 30, keys: [0x5a17, '0x5a18'], signals: ['SIGTERM'] }
+      createShutdown(options).step('drain', (signal: AbortSignal) => signal.aborted, { timeout: 3 })
+      try {
+        shm.get(1)
+      } catch (e) {
+        if (e instanceof SystemError) console.log(e.code.length + e.errno, e.syscall)
+        if (e instanceof OptionRangeError) console.log(e.option)
+        if (e instanceof StateFileError || e instanceof DetachedError) console.log(e.message)
+        console.log(hasCode(e, 'ENOENT'))
+      }
+      export async function later(): Promise<number> {
+        const r = await snapshot({ stateDir: '/var/lib/shmkeep', filter: { keys: [0x5a17] } })
+        return r.segments.length
+      }
+    `
+    const imports = `import { shm, mmap, snapshot, createShutdown, hasCode, SystemError, OptionRangeError, StateFileError, DetachedError, type AttachedBuffer, type ShutdownOptions } from 'shmkeep'\n`
+    fs.writeFileSync(path.join(check, 'esm.mts'), imports + body)
+    fs.writeFileSync(path.join(check, 'cjs.cts'), imports + body)
+    fs.writeFileSync(
+      path.join(app, 'tsconfig.json'),
+      JSON.stringify({
+        // No "types": what a fresh app has. skipLibCheck off: the .d.ts themselves are checked.
+        compilerOptions: { strict: true, noEmit: true, target: 'ES2022', lib: ['ES2022'], module: 'nodenext', moduleResolution: 'nodenext', skipLibCheck: false },
+        include: ['check'],
+      }),
+    )
+  }, 300_000)
+
+  for (const major of [5, 6, 7]) {
+    test(`TypeScript ${major}.x: no error`, (ctx) => {
+      if (skipReason) ctx.skip(skipReason)
+      if (toolsSkip) ctx.skip(toolsSkip)
+      const tsc = path.join(tools, 'node_modules', `ts${major}`, 'bin', 'tsc')
+      const version = run(process.execPath, [tsc, '--version'], { cwd: app })
+      expect(version.stdout).toMatch(new RegExp(`Version ${major}\\.`))
+      const r = run(process.execPath, [tsc, '-p', 'tsconfig.json'], { cwd: app })
+      expect(r.stdout + r.stderr).toBe('')
+      expect(r.status).toBe(0)
+    })
+  }
+
+  test('the .d.ts reference Node’s types, and @types/node came with the package', (ctx) => {
+    if (skipReason) ctx.skip(skipReason)
+    expect(fs.readFileSync(path.join(app, 'node_modules', 'shmkeep', 'dist', 'index.d.ts'), 'utf8')).toMatch(/^\/\/\/ <reference types="node"/m)
+    expect(fs.existsSync(path.join(app, 'node_modules', '@types', 'node', 'package.json'))).toBe(true)
+  })
+})
+
+describe('error classes are one and the same from CommonJS and ES modules', () => {
+  test('instanceof SystemError / OptionTypeError / DetachedError / StateFileError, across require and import', (ctx) => {
+    if (skipReason) ctx.skip(skipReason)
+    const r = nodeInApp(
+      `import { createRequire } from 'node:module';
+       import * as esm from 'shmkeep';
+       const cjs = createRequire(import.meta.url)('shmkeep');
+       const out = {};
+       for (const name of ['SystemError', 'OptionTypeError', 'OptionRangeError', 'DetachedError', 'StateFileError', 'SnapshotError', 'RestoreError']) out[name] = typeof esm[name] === 'function' && esm[name] === cjs[name];
+       try { cjs.shm.get(0x54000002) } catch (e) { out.system = e instanceof esm.SystemError && e.code }
+       try { esm.shm.get(0x54000002, { sise: 1 }) } catch (e) { out.option = e instanceof cjs.OptionTypeError && e instanceof TypeError && e.option }
+       try { esm.inspect(process.cwd(), 'gen-999') } catch (e) { out.state = e instanceof cjs.StateFileError }
+       console.log(JSON.stringify(out))`,
+      { esm: true },
+    )
+    expect(r.status, r.stderr).toBe(0)
+    expect(r.json).toEqual({
+      SystemError: true,
+      OptionTypeError: true,
+      OptionRangeError: true,
+      DetachedError: true,
+      StateFileError: true,
+      SnapshotError: true,
+      RestoreError: true,
+      system: 'ENOENT',
+      option: 'sise',
+      state: true,
+    })
+  })
+})
