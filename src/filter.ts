@@ -1,12 +1,16 @@
 /**
- * Which segments a command works on: `--key`, `--exclude-key` (lists and
- * ranges), `--owner` (uid or user name), `--min-size`, `--max-size`.
+ * Which objects a command works on: `--kind` (shm, sem, msg), `--key`,
+ * `--exclude-key` (lists and ranges), `--owner` (uid or user name),
+ * `--min-size`, `--max-size` (segments only).
  */
 import fs from 'node:fs'
+import { KIND_NAMES, type KindName } from './kinds/kind'
 import { KeyRanges, type KeyLike } from './keys'
 import type { ShmStat } from './shm'
 
 export interface SegmentFilter {
+  /** Only these kinds of object: "shm,sem,msg" (or a list of such strings); default all. */
+  kinds?: string | string[]
   /** Only these keys: numbers, or strings such as "0x162e,0x1000-0x1fff" (or a list of them). */
   keys?: KeyLike | KeyLike[]
   /** Not these keys. */
@@ -33,8 +37,22 @@ export function resolveUid(owner: number | string): number {
   return Number(line.split(':')[2])
 }
 
+/** `--kind shm,sem,msg`: the kinds named, checked (TypeError for an unknown one). */
+export function parseKinds(spec: string | readonly string[]): KindName[] {
+  const names = (typeof spec === 'string' ? [spec] : [...spec]).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean)
+  if (names.length === 0) throw new TypeError(`empty kind list (known: ${KIND_NAMES.join(', ')})`)
+  for (const n of names) if (!(KIND_NAMES as readonly string[]).includes(n)) throw new TypeError(`unknown kind "${n}" (known: ${KIND_NAMES.join(', ')})`)
+  return [...new Set(names)] as KindName[]
+}
+
+/** Whether a filter takes a kind (no `kinds`: every kind). */
+export function kindSelected(filter: SegmentFilter | undefined, kind: KindName): boolean {
+  return filter?.kinds === undefined || parseKinds(filter.kinds).includes(kind)
+}
+
 /** A predicate over segments; an empty filter takes all. */
 export function segmentPredicate(filter: SegmentFilter = {}): (s: ShmStat) => boolean {
+  if (!kindSelected(filter, 'shm')) return () => false
   const keys = filter.keys === undefined ? undefined : new KeyRanges(filter.keys)
   const exclude = filter.excludeKeys === undefined ? undefined : new KeyRanges(filter.excludeKeys)
   const owners = filter.owners?.map(resolveUid)

@@ -5,6 +5,7 @@
 import { segmentPredicate, type SegmentFilter } from './filter'
 import { currentPowers, readIdentity } from './identity'
 import { formatKey, parseKey } from './keys'
+import { verifyObjects } from './kinds'
 import type { Logger } from './log'
 import { native } from './native'
 import { checkEntryOptions, checkStateDir } from './options'
@@ -81,6 +82,8 @@ export interface GenerationVerification {
   /** The GENERATION file itself cannot be read. */
   error?: string
   segments: SegmentVerification[]
+  /** Semaphore sets and message queues: their packed data checked against each record. */
+  objects: ReturnType<typeof verifyObjects>
 }
 
 export interface VerifyReport {
@@ -93,7 +96,7 @@ async function verifyOne(state: StateDir, name: string): Promise<GenerationVerif
   try {
     gen = state.readGeneration(name)
   } catch (e) {
-    return { name, ok: false, error: (e as Error).message, segments: [] }
+    return { name, ok: false, error: (e as Error).message, segments: [], objects: verifyObjects(state.path(name), undefined) }
   }
   const segments: SegmentVerification[] = []
   for (const entry of gen.segments) {
@@ -113,7 +116,8 @@ async function verifyOne(state: StateDir, name: string): Promise<GenerationVerif
       segments.push({ ...base, ok: false, error: `${meta.data}: ${(e as Error).message}` })
     }
   }
-  return { name, ok: segments.every((s) => s.ok), segments }
+  const objects = verifyObjects(state.path(name), gen.objects)
+  return { name, ok: segments.every((s) => s.ok) && objects.ok, segments, objects }
 }
 
 /**

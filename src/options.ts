@@ -10,7 +10,7 @@
  * added to an interface without a rule does not compile.
  */
 import { OptionRangeError, OptionTypeError } from './errors'
-import type { SegmentFilter } from './filter'
+import { parseKinds, type SegmentFilter } from './filter'
 import { KeyRanges, type KeyLike } from './keys'
 import type { LockOptions } from './lock'
 import type { RestoreOptions } from './restore'
@@ -139,6 +139,14 @@ export const rules = {
 }
 
 const filterRules = {
+  kinds: ((v, what) => {
+    if (typeof v !== 'string' && !(Array.isArray(v) && v.every((k) => typeof k === 'string'))) throw new OptionTypeError(`${what} must be a string such as "sem,msg" or a list of them, got ${show(v)}`, optionOf(what))
+    try {
+      parseKinds(v as string | string[])
+    } catch (e) {
+      throw new OptionTypeError(`${what}: ${(e as Error).message}`, optionOf(what), 'ERR_INVALID_ARG_VALUE')
+    }
+  }) as Rule,
   keys: rules.keys,
   excludeKeys: rules.keys,
   owners: rules.array((v, what) => {
@@ -197,6 +205,8 @@ const entries = {
       onConflict: rules.oneOf(['fail', 'skip', 'replace']),
       partial: rules.boolean,
       generation: rules.string,
+      filter: rules.filter,
+      semFromCheckpoint: rules.oneOf(['restore', 'skip']),
       lockTimeoutMs: rules.count(),
       log: rules.logger,
     } satisfies Rules<RestoreOptions>,

@@ -13,8 +13,10 @@
  */
 import os from 'node:os'
 import { systemError } from './errors'
+import { segmentPredicate, type SegmentFilter } from './filter'
 import { creatorIdentity, currentPowers, type Identity, type Powers } from './identity'
 import { formatKey, parseKey } from './keys'
+import { ObjectDamage, ObjectRestorePlan, readObjects, undoKilledObjects, type ObjectRestore, type SemFromCheckpoint } from './kinds'
 import { silentLogger, type Logger } from './log'
 import { native } from './native'
 import { checkEntryOptions } from './options'
@@ -34,6 +36,10 @@ export interface RestoreOptions {
   partial?: boolean
   /** Restore this generation (no fallback to others). Default: CURRENT. */
   generation?: string
+  /** Which objects (kinds, keys, owners; sizes pick segments): the others are skipped. Default: all. */
+  filter?: SegmentFilter
+  /** Semaphore sets saved by a checkpoint: restored, or skipped (default; see src/kinds). */
+  semFromCheckpoint?: SemFromCheckpoint
   lockTimeoutMs?: number
   log?: Logger
 }
@@ -62,6 +68,8 @@ export interface RestoreReport {
   /** Generations tried before it that failed, with why (moved aside as quarantinedAs once an older one was restored). */
   rejected: Array<{ generation: string; reason: string; quarantinedAs?: string }>
   segments: SegmentRestore[]
+  /** Semaphore sets and message queues. */
+  objects: ObjectRestore[]
   /** Why ids could not be kept, when they could not. */
   idsNotKept?: string
   /** Segments removed that a killed restore had left. */
@@ -113,7 +121,8 @@ function undoKilledRestore(state: StateDir, ns: string, log: Logger): Array<{ ke
         log.log('warn', 'restore.cleanup', `could not remove segment ${formatKey(s.key)} (id ${s.id}) left by a killed restore: ${(e as Error).message}`)
       }
     }
-    log.log('warn', 'restore.cleanup', `a restore of ${record.generation} was killed in this namespace; removed the ${removed.length} segment(s) it had created`, { removed })
+    const objects = undoKilledObjects(record, currentPowers(), log)
+    log.log('warn', 'restore.cleanup', `a restore of ${record.generation} was killed in this namespace; removed the ${removed.length} segment(s) and ${objects.length} other object(s) it had created`, { removed, objects })
   }
   state.clearRestoring()
   return removed
@@ -183,14 +192,17 @@ async function restoreGeneration(
 ): Promise<void> {
   let gen: GenerationRecord
   const metas: SegmentRecord[] = []
+  let payloads: Buffer[] = []
   try {
     gen = state.readGeneration(name)
     for (const entry of gen.segments) {
       safeName(entry.data)
       metas.push(state.readSegment(name, entry))
     }
+    // Small objects are read and verified whole before anything is created.
+    if (gen.objects) payloads = readObjects(state.path(name), gen.objects)
   } catch (e) {
-    if (e instanceof StateFileError) throw new DamagedError(e.message)
+    if (e instanceof StateFileError || e instanceof ObjectDamage) throw new DamagedError(e.message)
     throw e
   }
 
@@ -203,10 +215,16 @@ async function restoreGeneration(
   const todo: Array<{ meta: SegmentRecord; out: SegmentRestore; replace?: shm.ShmStat }> = []
   const conflicts: string[] = []
   const ids = nextIdControl()
+  const take = segmentPredicate(options.filter)
   metas.forEach((meta, i) => {
     const out = outcomes[i]!
     const key = parseKey(meta.key)
     const existing = key === 0 ? livePrivate.get(meta.id) : live.get(key)
+    if (!take({ ...meta, key } as unknown as shm.ShmStat)) {
+      out.status = 'skipped'
+      out.reason = 'left out by the filter'
+      return
+    }
     if (key === 0 && !ids.ok) {
       out.reason = `an IPC_PRIVATE segment can only be found again by its id, and ids cannot be kept here (${ids.reason})`
       return
@@ -228,6 +246,9 @@ async function restoreGeneration(
   if (conflicts.length) throw new Error(`cannot restore ${name}: these keys have segments here already: ${conflicts.join(', ')} (--on-conflict=skip keeps them, =replace replaces unused ones)`)
   checkLimits(todo.map((t) => t.meta))
   if (!ids.ok && todo.length) report.idsNotKept = ids.reason
+  const objects = new ObjectRestorePlan(gen.objects, payloads, { onConflict, semFromCheckpoint: options.semFromCheckpoint, filter: options.filter, powers, log })
+  report.objects = objects.outcomes
+  if (objects.idsNotKept.length) report.idsNotKept = [report.idsNotKept, ...objects.idsNotKept].filter(Boolean).join('; ')
 
   // Replacing destroys live segments: make sure what replaces them is good
   // first, so a damaged generation never leaves the namespace emptier.
@@ -248,7 +269,7 @@ async function restoreGeneration(
     pid: process.pid,
     generation: name,
     startedAt: new Date().toISOString(),
-    keys: todo.map((t) => t.meta.key),
+    keys: [...todo.map((t) => t.meta.key), ...objects.keys],
     created: [] as Array<{ key: string; id: number }>,
   }
   state.writeRestoring(record)
@@ -315,13 +336,16 @@ async function restoreGeneration(
       }
       out.status = 'restored'
     }
+    objects.create()
     // Every chunk verified: now, and only now, the segments get their real mode and owner.
     for (const { meta, out } of todo) {
       if (out.status !== 'restored') continue
       const c = created.find((x) => x.id === out.id)!
       shm.set(out.id!, { uid: meta.uid, gid: meta.gid, mode: meta.mode, asUid: c.as.uid, asGid: c.as.gid })
     }
+    objects.finish()
   } catch (e) {
+    objects.undo()
     removeCreated()
     for (const o of outcomes) if (o.status === 'restored') o.status = 'not-restored'
     state.clearRestoring()
@@ -392,7 +416,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreReport> {
   const log = options.log ?? silentLogger
   const started = performance.now()
   const state = StateDir.open(options.stateDir, { create: true })
-  const report: RestoreReport = { stateDir: state.dir, generation: null, rejected: [], segments: [], cleanedUp: [], bytes: 0, durationMs: 0 }
+  const report: RestoreReport = { stateDir: state.dir, generation: null, rejected: [], segments: [], objects: [], cleanedUp: [], bytes: 0, durationMs: 0 }
   const lock = await state.lock({ timeoutMs: options.lockTimeoutMs })
   try {
     const ns = ipcNamespaceId()

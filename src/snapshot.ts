@@ -18,6 +18,7 @@ import { errnoName, hasCode, systemError } from './errors'
 import { segmentPredicate, type SegmentFilter } from './filter'
 import { currentPowers, readIdentity, type Identity, type Powers } from './identity'
 import { formatKey } from './keys'
+import { countObjects, saveObjects, type ObjectOutcome } from './kinds'
 import type { FileLock } from './lock'
 import { silentLogger, type Logger } from './log'
 import { native } from './native'
@@ -132,6 +133,8 @@ export interface SnapshotReport {
   /** How the image was taken: stopped, frozen or live (may be torn across chunks). */
   consistency: Consistency
   segments: SegmentOutcome[]
+  /** Semaphore sets and message queues (saved into the generation's packed data file, or not, and why). */
+  objects: ObjectOutcome[]
   /** Segments that could not be saved, as recorded in the generation. */
   unsaved: UnsavedRecord[]
   /** Segments that appeared while the snapshot ran (not in it). */
@@ -144,19 +147,23 @@ export interface SnapshotReport {
   cleaned: string[]
 }
 
-/** The one log line of a snapshot: message and fields (`run` and shutdown steps). */
+/** The one log line of a snapshot: message and fields (`run` and shutdown steps); `saved` counts segments and other objects. */
 export function describeSnapshot(r: SnapshotReport): { message: string; fields: Record<string, unknown>; saved: number } {
   const saved = r.segments.filter((s) => s.status === 'saved').length
+  const objects = r.objects.filter((o) => o.status === 'saved').length
+  const others = countObjects(r.objects, 'saved')
+  const notSaved = r.objects.length - objects - r.objects.filter((o) => o.status === 'vanished').length
   const notes = [
     r.current ? '' : 'beside CURRENT',
     r.unsaved.length ? `${r.unsaved.length} segment(s) NOT saved` : '',
+    notSaved ? `${notSaved} semaphore set(s)/queue(s) NOT saved` : '',
     r.consistency === 'live' ? 'live image: may be torn' : '',
     r.current && !r.durable ? 'durability unknown' : '',
   ].filter(Boolean)
   return {
-    message: `snapshot ${r.generation}: ${saved} segment(s), ${r.bytes} bytes in ${Math.round(r.durationMs)} ms${notes.length ? ` (${notes.join('; ')})` : ''}`,
-    fields: { generation: r.generation, segments: saved, unsaved: r.unsaved.length, consistency: r.consistency, outcome: r.outcome, bytes: r.bytes, ms: Math.round(r.durationMs) },
-    saved,
+    message: `snapshot ${r.generation}: ${saved} segment(s)${others ? `, ${others}` : ''}, ${r.bytes} bytes in ${Math.round(r.durationMs)} ms${notes.length ? ` (${notes.join('; ')})` : ''}`,
+    fields: { generation: r.generation, segments: saved, objects, unsaved: r.unsaved.length + notSaved, consistency: r.consistency, outcome: r.outcome, bytes: r.bytes, ms: Math.round(r.durationMs) },
+    saved: saved + objects,
   }
 }
 
@@ -525,6 +532,7 @@ function emptyReport(stateDir: string): SnapshotReport {
     outcome: 'failed',
     consistency: 'stopped',
     segments: [],
+    objects: [],
     unsaved: [],
     appeared: [],
     bytes: 0,
@@ -594,6 +602,9 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
       return r
     })
     const copyMs = performance.now() - copyStarted
+    // Semaphore sets and message queues: small, read while a frozen app is still frozen.
+    const objects = saveObjects(writer, { filter: options.filter, checkpoint: options.reason === 'checkpoint', powers: ctx.powers, log })
+    report.objects = objects.outcomes
     if (options.afterCopy) {
       // With afterCopy (a checkpoint of a frozen app), what is left to do
       // with the files happens after the app is resumed: the freeze lasts
@@ -620,8 +631,11 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
       }
       if (o.status === 'unsaved') log.log('error', 'snapshot.unsaved', `segment ${o.key} (id ${o.id}) NOT saved: ${o.reason}; ${o.remedy}`, { key: o.key, id: o.id, errno: o.errno })
     }
-    if (report.unsaved.length && options.strict) {
-      throw new SnapshotError(`snapshot failed, no generation written (CURRENT unchanged): --strict, and ${report.unsaved.length} segment(s) could not be saved: ${report.unsaved.map((u) => `${u.key} (id ${u.id}): ${u.reason}`).join('; ')}`, report)
+    // Unsaved semaphore sets and queues count as unsaved segments do (partial; --strict fails).
+    const unsavedObjects = objects.section?.unsaved ?? []
+    if ((report.unsaved.length || unsavedObjects.length) && options.strict) {
+      const all = [...report.unsaved.map((u) => `${u.key} (id ${u.id}): ${u.reason}`), ...unsavedObjects.map((u) => `${u.kind} ${u.key} (id ${u.id}): ${u.reason}`)]
+      throw new SnapshotError(`snapshot failed, no generation written (CURRENT unchanged): --strict, and ${all.length} object(s) could not be saved: ${all.join('; ')}`, report)
     }
     const saved = results.filter((r) => r.outcome.status === 'saved')
     const entries = saved.map((r) => r.entry!)
@@ -669,6 +683,7 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
       bytesWritten: report.bytesWritten,
       durationMs: { total: Math.round(performance.now() - started), copy: Math.round(copyMs) },
       segments: entries,
+      ...(objects.section ? { objects: objects.section } : {}),
     }
     options.signal?.throwIfAborted()
     await writer.commit(record)
@@ -679,7 +694,7 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
       writer.switchCurrent()
       report.current = true
     }
-    report.outcome = snapshotOutcome(report)
+    report.outcome = snapshotOutcome({ ...report, unsaved: [...report.unsaved, ...unsavedObjects] })
 
     // 8. The snapshot is done. What follows is bookkeeping: a failure there
     // is a warning, never "no generation written".

@@ -39,7 +39,9 @@ const writer = () => ({ create: (file: string) => fs.openSync(path.join(tmp.dir,
 const powers = () => currentPowers()
 
 function save(options: { checkpoint?: boolean; filter?: object } = {}) {
-  return saveObjects(writer(), { filter: { ...mine, ...options.filter }, checkpoint: options.checkpoint, powers: powers(), log: silentLogger })
+  const r = saveObjects(writer(), { filter: { ...mine, ...options.filter }, checkpoint: options.checkpoint, powers: powers(), log: silentLogger })
+  if (!r.section) throw new Error('nothing saved')
+  return { section: r.section, outcomes: r.outcomes }
 }
 
 function restore(section: ObjectsSection, options: { semFromCheckpoint?: 'restore' | 'skip'; onConflict?: 'fail' | 'skip' | 'replace'; filter?: object } = {}) {
@@ -177,6 +179,8 @@ describe('kinds: save and restore semaphore sets and message queues', () => {
     populate()
     expect(parseKinds('sem, msg')).toEqual(['sem', 'msg'])
     expect(() => parseKinds('sem,queues')).toThrow(/unknown kind "queues"/)
+    expect(saveObjects(writer(), { filter: { ...mine, kinds: ['shm'] }, powers: powers(), log: silentLogger })).toEqual({ section: undefined, outcomes: [] })
+    expect(fs.readdirSync(tmp.dir)).toEqual([])
     const onlySem = save({ filter: { kinds: ['sem'] } })
     expect(onlySem.section.kinds).toEqual(['sem'])
     expect(onlySem.section.records.map((r) => r.kind)).toEqual(['sem', 'sem'])

@@ -22,6 +22,7 @@ export const commonOptions = {
 
 /** `--key` and friends, for the commands that pick segments. */
 export const filterOptions = {
+  kind: { type: 'string', multiple: true },
   key: { type: 'string', multiple: true },
   'exclude-key': { type: 'string', multiple: true },
   owner: { type: 'string', multiple: true },
@@ -81,9 +82,10 @@ export function requireStateDir(values: { 'state-dir'?: string }): string {
   return dir
 }
 
-export function filterFrom(values: { key?: string[]; 'exclude-key'?: string[]; owner?: string[]; 'min-size'?: string; 'max-size'?: string }): SegmentFilter {
+export function filterFrom(values: { kind?: string[]; key?: string[]; 'exclude-key'?: string[]; owner?: string[]; 'min-size'?: string; 'max-size'?: string }): SegmentFilter {
   try {
     const filter = {
+      kinds: values.kind,
       keys: values.key,
       excludeKeys: values['exclude-key'],
       owners: values.owner?.flatMap((o) => o.split(',')),
@@ -106,12 +108,13 @@ export function ms(n: number): string {
   return `${Math.round(n)} ms`
 }
 
-export const FILTER_HELP = `Segments (default: all):
+export const FILTER_HELP = `Objects (default: all):
+  --kind LIST           only these kinds: shm (segments), sem (semaphore sets), msg (message queues)
   --key LIST            only these keys: 0x162e,0x1000-0x1fff (repeatable)
   --exclude-key LIST    not these keys
-  --owner USER          only segments owned by this uid or user name (repeatable)
+  --owner USER          only objects owned by this uid or user name (repeatable)
   --min-size SIZE       only segments of at least SIZE bytes (4096, 64k, 1M, 2G)
-  --max-size SIZE       only segments of at most SIZE bytes`
+  --max-size SIZE       only segments of at most SIZE bytes (sizes pick segments only)`
 
 export const COMMON_HELP = `Output:
   --json                machine-readable report on stdout (schema in docs/OPERATIONS.md)

@@ -1,6 +1,7 @@
 /** `shmkeep inspect`: the saved metadata of one generation. */
 import { humanSize } from '../filter'
 import { inspect } from '../inspect'
+import { OBJECT_COLUMNS, savedObjectRows } from '../kinds'
 import { COMMON_HELP, commonOptions, parse, printJson, requireStateDir, stateDirOption, UsageError } from './common'
 import { EXIT } from './errors'
 import { table } from './table'
@@ -44,5 +45,6 @@ export async function run(argv: string[]): Promise<number> {
       ),
     ),
   )
+  if (g.objects) process.stdout.write('\n' + table(OBJECT_COLUMNS, savedObjectRows(g.objects)))
   return d.segments.some((s) => 'error' in s) ? EXIT.failed : EXIT.ok
 }

@@ -2,6 +2,7 @@
 import { humanSize } from '../filter'
 import { list } from '../inspect'
 import { formatKey } from '../keys'
+import { liveObjectRows, liveObjects, OBJECT_COLUMNS } from '../kinds'
 import { COMMON_HELP, FILTER_HELP, commonOptions, filterFrom, filterOptions, parse, printJson } from './common'
 import { EXIT } from './errors'
 import { table } from './table'
@@ -9,7 +10,8 @@ import { table } from './table'
 const HELP = `Usage: shmkeep ls [filters] [--json]
 
 The SysV shared memory segments of this IPC namespace: key, id, size, mode,
-owner, attach count, creator pid, last attach/detach times, flags.
+owner, attach count, creator pid, last attach/detach times, flags; then its
+semaphore sets and message queues (like ipcs -s and ipcs -q).
 FILTERS
 COMMON`
 
@@ -25,9 +27,11 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(HELP.replace('FILTERS', FILTER_HELP).replace('COMMON', COMMON_HELP) + '\n')
     return EXIT.ok
   }
-  const segments = list(filterFrom(values))
+  const filter = filterFrom(values)
+  const segments = list(filter)
+  const objects = liveObjects(filter).objects.filter((o) => o.kind !== 'shm')
   if (values.json) {
-    printJson('shmkeep.ls', { segments: segments.map((s) => ({ ...s, key: formatKey(s.key) })) })
+    printJson('shmkeep.ls', { segments: segments.map((s) => ({ ...s, key: formatKey(s.key) })), objects: objects.map((o) => ({ ...o, key: formatKey(o.key) })) })
     return EXIT.ok
   }
   const flags = (s: (typeof segments)[number]) => [s.dest ? 'dest' : '', s.locked ? 'locked' : ''].filter(Boolean).join(',') || '-'
@@ -37,5 +41,6 @@ export async function run(argv: string[]): Promise<number> {
       segments.map((s) => [formatKey(s.key), String(s.id), humanSize(s.size), String(s.size), s.mode.toString(8).padStart(4, '0'), `${s.uid}:${s.gid}`, String(s.nattch), String(s.cpid), time(s.atime), time(s.dtime), flags(s)]),
     ),
   )
+  if (objects.length) process.stdout.write('\n' + table(OBJECT_COLUMNS, liveObjectRows(objects)))
   return EXIT.ok
 }

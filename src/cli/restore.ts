@@ -1,5 +1,6 @@
 /** `shmkeep restore`: thin over restore() in src/restore.ts. */
 import { humanSize } from '../filter'
+import { countObjects, parseSemFromCheckpoint, SEM_FROM_CHECKPOINT_HELP } from '../kinds'
 import { restore, RestoreError, type ConflictPolicy, type RestoreReport } from '../restore'
 import { shmRmidForced } from '../system'
 import { lockTimeoutMs, COMMON_HELP, commonOptions, makeLogger, ms, parse, printJson, requireStateDir, stateDirOption, UsageError } from './common'
@@ -20,6 +21,7 @@ instead. Run it before starting the app. An empty DIR is a normal first start.
                            report the bad ones, instead of all or nothing
   --generation NAME        restore this generation (no fallback)
   --lock-timeout SEC       give up waiting for the state dir's lock after SEC seconds
+SEMCKPT
 COMMON
 
 Exit codes: 0 restored (or nothing to restore); 1 failed (the namespace is as
@@ -32,6 +34,7 @@ const options = {
   partial: { type: 'boolean' },
   generation: { type: 'string' },
   'lock-timeout': { type: 'string' },
+  'sem-from-checkpoint': { type: 'string' },
 } as const
 
 function summary(r: RestoreReport): string {
@@ -39,7 +42,7 @@ function summary(r: RestoreReport): string {
   const done = r.segments.filter((s) => s.status === 'restored')
   const skipped = r.segments.filter((s) => s.status === 'skipped')
   return (
-    `restored ${done.length} segment(s) from ${r.generation}, ${humanSize(r.bytes)} in ${ms(r.durationMs)}` +
+    `restored ${done.length} segment(s)${countObjects(r.objects, 'restored') ? `, ${countObjects(r.objects, 'restored')}` : ''} from ${r.generation}, ${humanSize(r.bytes)} in ${ms(r.durationMs)}` +
     (skipped.length ? `; kept ${skipped.length} live one(s): ${skipped.map((s) => s.key).join(', ')}` : '')
   )
 }
@@ -47,17 +50,24 @@ function summary(r: RestoreReport): string {
 export async function run(argv: string[]): Promise<number> {
   const { values } = parse(argv, options)
   if (values.help) {
-    process.stdout.write(HELP.replace('COMMON', COMMON_HELP) + '\n')
+    process.stdout.write(HELP.replace('SEMCKPT', SEM_FROM_CHECKPOINT_HELP).replace('COMMON', COMMON_HELP) + '\n')
     return EXIT.ok
   }
   const onConflict = (values['on-conflict'] ?? 'fail') as ConflictPolicy
   if (!['fail', 'skip', 'replace'].includes(onConflict)) throw new UsageError(`--on-conflict must be fail, skip or replace, not ${onConflict}`)
   const lockTimeout = lockTimeoutMs(values)
+  let semFromCheckpoint
+  try {
+    semFromCheckpoint = parseSemFromCheckpoint(values['sem-from-checkpoint'])
+  } catch (e) {
+    throw new UsageError((e as Error).message)
+  }
   const log = makeLogger(values)
   try {
     const report = await restore({
       stateDir: requireStateDir(values),
       onConflict,
+      semFromCheckpoint,
       partial: values.partial,
       generation: values.generation,
       lockTimeoutMs: lockTimeout,

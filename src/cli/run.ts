@@ -1,4 +1,5 @@
 /** `shmkeep run -- COMMAND`: thin over runApp() in src/run/supervisor.ts. */
+import { parseSemFromCheckpoint } from '../kinds'
 import { parseDuration } from '../run/deadline'
 import { parseRewrites } from '../run/signals'
 import { EXIT_TABLE_HELP } from '../outcome'
@@ -32,6 +33,11 @@ status. Runs as PID 1 or under tini / docker run --init.
                                 SIGSTOP the app's processes (default), freeze its
                                 cgroup v2, or not at all (the image may tear)
   --freeze-timeout SEC          how long the processes may take to stop (default 2)
+  --sem-from-checkpoint skip|restore
+                                semaphore sets that a checkpoint saved while the app ran
+                                (a lock held then would come back held by nobody, and the
+                                app would hang on it): skip (default: the app creates
+                                them afresh) or restore; sets saved at a stop always return
   --post-start CMD              shell command run once the app has started (e.g. register)
   --pre-stop CMD                run on TERM before it is forwarded (deregister, mark DOWN,
                                 sleep to drain)
@@ -67,6 +73,7 @@ const options = {
   'checkpoint-interval': { type: 'string' },
   freeze: { type: 'string' },
   'freeze-timeout': { type: 'string' },
+  'sem-from-checkpoint': { type: 'string' },
   'post-start': { type: 'string', multiple: true },
   'pre-stop': { type: 'string', multiple: true },
   'post-stop': { type: 'string', multiple: true },
@@ -102,9 +109,10 @@ export async function run(argv: string[]): Promise<number> {
   if (!['sigstop', 'cgroup', 'none'].includes(freeze)) throw new UsageError('--freeze must be sigstop, cgroup or none')
   const checkpointInterval = seconds('checkpoint-interval', values['checkpoint-interval'])
   if (checkpointInterval !== undefined && !(checkpointInterval > 0)) throw new UsageError('--checkpoint-interval must be more than 0')
-  let rewrite
+  let rewrite, semFromCheckpoint
   try {
     rewrite = parseRewrites(values.rewrite ?? [])
+    semFromCheckpoint = parseSemFromCheckpoint(values['sem-from-checkpoint'])
   } catch (e) {
     throw new UsageError((e as Error).message)
   }
@@ -121,6 +129,7 @@ export async function run(argv: string[]): Promise<number> {
     keep,
     filter: filterFrom(values),
     checkpointInterval,
+    semFromCheckpoint,
     freeze: freeze as 'sigstop' | 'cgroup' | 'none',
     freezeTimeoutMs: seconds('freeze-timeout', values['freeze-timeout'], 2)! * 1000,
     hooks: { postStart: values['post-start'], preStop: values['pre-stop'], postStop: values['post-stop'] },

@@ -6,7 +6,8 @@ import { EXIT } from './errors'
 const HELP = `Usage: shmkeep verify --state-dir DIR [GENERATION | --all]
 
 Check every chunk of CURRENT (or GENERATION, or every generation) against its
-checksum. Names each bad segment and chunk.
+checksum, and every saved semaphore set and message queue against its own.
+Names each bad segment and chunk, and each bad object.
 COMMON
 
 Exit codes: 0 all verify; 1 something is damaged; 2 usage.`
@@ -31,6 +32,7 @@ export async function run(argv: string[]): Promise<number> {
         const what = s.error ?? `chunk(s) ${s.badChunks.join(', ')} fail their checksum`
         process.stdout.write(`  segment ${s.key} (saved id ${s.id}): ${what}\n`)
       }
+      for (const p of g.objects.problems) process.stdout.write(`  ${p}\n`)
     }
   }
   return report.ok ? EXIT.ok : EXIT.failed

@@ -14,19 +14,20 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { hasCode } from '../errors'
-import { segmentPredicate, type SegmentFilter } from '../filter'
+import { kindSelected, parseKinds, segmentPredicate, type SegmentFilter } from '../filter'
 import { creatorIdentity, readIdentity, type Identity, type Powers } from '../identity'
 import { formatKey, parseKey } from '../keys'
 import type { Logger } from '../log'
 import { native } from '../native'
 import { StateFileError, readRegularFile } from '../state/files'
 import { nextIdControl } from '../system'
-import { describe, KIND_NAMES, type IpcObject, type Kind, type KindName, type ObjectPerm, type ObjectRecord } from './kind'
+import { describe, type IpcObject, type Kind, type KindName, type ObjectPerm, type ObjectRecord } from './kind'
 import { msgKind } from './msg'
 import { semKind } from './sem'
 import { listShm } from './shm'
 
 export { KIND_NAMES, type KindName, type IpcObject, type ObjectRecord } from './kind'
+export { kindSelected, parseKinds }
 
 /** The kinds saved through the packed data file, in the order they are restored. */
 export const SMALL_KINDS: ReadonlyArray<Kind> = [semKind as Kind, msgKind as Kind]
@@ -34,20 +35,6 @@ const byName = new Map(SMALL_KINDS.map((k) => [k.name, k]))
 
 /** The packed data file of a generation. */
 export const OBJECTS_DATA = 'objects.data'
-
-/** `--kind shm,sem,msg`: the kinds named, checked. */
-export function parseKinds(spec: string | readonly string[]): KindName[] {
-  const names = (typeof spec === 'string' ? [spec] : [...spec]).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean)
-  if (names.length === 0) throw new TypeError(`empty kind list (known: ${KIND_NAMES.join(', ')})`)
-  for (const n of names) if (!(KIND_NAMES as readonly string[]).includes(n)) throw new TypeError(`unknown kind "${n}" (known: ${KIND_NAMES.join(', ')})`)
-  return [...new Set(names)] as KindName[]
-}
-
-/** Whether a filter takes a kind (no `kinds`: every kind). */
-export function kindSelected(filter: SegmentFilter | undefined, kind: KindName): boolean {
-  const kinds = (filter as { kinds?: readonly string[] } | undefined)?.kinds
-  return kinds === undefined || parseKinds(kinds).includes(kind)
-}
 
 /**
  * The key and owner filters over objects of any kind. Size filters speak of
@@ -127,9 +114,10 @@ export interface SaveObjectsOptions {
  * Read every object of the small kinds that the filter takes and write their
  * contents into `objects.data` through `out` (the generation being written:
  * it fsyncs the file before GENERATION). One object that cannot be read is
- * recorded unsaved and costs none of the others.
+ * recorded unsaved and costs none of the others. No object at all: no file
+ * and no section (the generation is as one of segments only).
  */
-export function saveObjects(out: { create(file: string): number }, options: SaveObjectsOptions): { section: ObjectsSection; outcomes: ObjectOutcome[] } {
+export function saveObjects(out: { create(file: string): number }, options: SaveObjectsOptions): { section: ObjectsSection | undefined; outcomes: ObjectOutcome[] } {
   const take = objectPredicate(options.filter)
   const kinds = SMALL_KINDS.filter((k) => kindSelected(options.filter, k.name))
   const records: ObjectRecord[] = []
@@ -168,6 +156,7 @@ export function saveObjects(out: { create(file: string): number }, options: Save
       outcomes.push({ kind: o.kind, key: p.key, id: o.id, status: 'saved', readAs, bytes: r.payload.length })
     }
   }
+  if (records.length === 0 && unsaved.length === 0) return { section: undefined, outcomes }
   // The CRCs are of the very buffer that is written.
   const data = Buffer.concat(payloads, offset)
   for (const rec of records) rec.crc32c = crcHex(data.subarray(rec.offset, rec.offset + rec.length))
@@ -333,6 +322,9 @@ export class ObjectRestorePlan {
       this.limitsNow.set(kind.name, kind.limits())
       this.compareLimits(kind)
     }
+    const held = this.outcomes.filter((o) => o.status === 'skipped' && o.reason?.includes('checkpoint'))
+    if (held.length) options.log.log('warn', 'restore.sem-checkpoint', `${held.length} semaphore set(s) not restored: saved by a checkpoint while the app ran, their values may be locks of processes that are gone (--sem-from-checkpoint=restore restores them): ${held.map((o) => o.key).join(', ')}`)
+    for (const o of this.outcomes) if (o.status === 'not-restored' && o.reason) options.log.log('warn', 'restore.object', `${describe({ ...o, id: o.savedId })} not restored: ${o.reason}`)
     if (conflicts.length) throw new Error(`these keys have objects here already: ${conflicts.join(', ')} (--on-conflict=skip keeps them, =replace replaces them)`)
     if (problems.length) throw new Error(`cannot restore: ${problems.join('; ')}`)
     // Replacements last: a failure before them leaves every live object alone.
@@ -437,4 +429,50 @@ export function undoKilledObjects(record: { keys: string[]; startedAt: string; o
     }
   }
   return removed
+}
+
+/** "2 semaphore set(s), 1 message queue(s)" of the outcomes with this status ('' when none), for log lines. */
+export function countObjects(outcomes: ReadonlyArray<{ kind: KindName; status: string }>, status: string): string {
+  return SMALL_KINDS.map((k) => [k, outcomes.filter((o) => o.kind === k.name && o.status === status).length] as const)
+    .filter(([, n]) => n > 0)
+    .map(([k, n]) => `${n} ${k.noun}(s)`)
+    .join(', ')
+}
+
+/** `--sem-from-checkpoint restore|skip`, checked. */
+export function parseSemFromCheckpoint(text: string | undefined): SemFromCheckpoint | undefined {
+  if (text === undefined) return undefined
+  if (text !== 'restore' && text !== 'skip') throw new TypeError(`--sem-from-checkpoint must be restore or skip, not ${text}`)
+  return text
+}
+
+/** The help text of `--sem-from-checkpoint`. */
+export const SEM_FROM_CHECKPOINT_HELP = `  --sem-from-checkpoint P  semaphore sets saved by a checkpoint while the app ran
+                           (a lock held then comes back held by nobody): skip
+                           (default: the app creates them afresh) or restore`
+
+/** Columns of an object table (`ls`, `inspect`). */
+export const OBJECT_COLUMNS = ['KIND', 'KEY', 'ID', 'MODE', 'OWNER', 'CREATOR', 'CONTENTS']
+
+function contents(kind: KindName, n: { nsems?: number; qnum?: number; bytes?: number }): string {
+  if (kind === 'sem') return `${n.nsems} semaphore(s)`
+  if (kind === 'msg') return `${n.qnum} message(s), ${n.bytes} bytes`
+  return `${n.bytes} bytes`
+}
+
+function row(o: { kind: KindName; key: string; id: number; mode: number; uid: number; gid: number; cuid: number; cgid: number }, what: string): string[] {
+  return [o.kind, o.key, String(o.id), o.mode.toString(8).padStart(4, '0'), `${o.uid}:${o.gid}`, `${o.cuid}:${o.cgid}`, what]
+}
+
+/** Table rows of live objects. */
+export function liveObjectRows(objects: IpcObject[]): string[][] {
+  return objects.map((o) => row({ ...o, key: formatKey(o.key) }, contents(o.kind, { ...(o as { nsems?: number; qnum?: number }), bytes: o.bytes })))
+}
+
+/** Table rows of a generation's saved objects, then its unsaved ones. */
+export function savedObjectRows(section: ObjectsSection): string[][] {
+  return [
+    ...section.records.map((r) => row(r, contents(r.kind, { nsems: r.attrs.nsems, qnum: r.attrs.qnum, bytes: r.attrs.cbytes }))),
+    ...section.unsaved.map((u) => row(u, `NOT SAVED: ${u.reason}`)),
+  ]
 }

@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { isatty } from 'node:tty'
 import type { SegmentFilter } from '../filter'
 import { formatKey } from '../keys'
+import { countObjects, type SemFromCheckpoint } from '../kinds'
 import type { Logger } from '../log'
 import { native } from '../native'
 import { restore, RestoreError } from '../restore'
@@ -59,6 +60,8 @@ export interface RunOptions {
   filter?: SegmentFilter
   /** Seconds between periodic checkpoints (default: none). */
   checkpointInterval?: number
+  /** Semaphore sets a checkpoint saved: restore or skip (src/kinds). */
+  semFromCheckpoint?: SemFromCheckpoint
   /** How checkpoints keep the image consistent (default sigstop). */
   freeze?: 'sigstop' | 'cgroup' | 'none'
   /** How long processes may take to stop for a checkpoint, ms (default 2000). */
@@ -156,9 +159,10 @@ export async function runApp(o: RunOptions): Promise<number> {
       for (const k of warm) log.log('info', 'restore.warm', `segment ${k} is live in this IPC namespace already (a restart inside the same pod): kept, not restored`)
     } else {
       try {
-        const r = await restore({ stateDir: o.stateDir, onConflict: 'fail', log })
+        const r = await restore({ stateDir: o.stateDir, onConflict: 'fail', filter: o.filter, semFromCheckpoint: o.semFromCheckpoint, log })
         const done = r.segments.filter((s) => s.status === 'restored')
-        log.log('info', 'restore', r.generation ? `restored ${done.length} segment(s) from ${r.generation} (${r.bytes} bytes, ${Math.round(r.durationMs)} ms)` : 'nothing to restore (empty state dir): a first start', {
+        const others = countObjects(r.objects, 'restored')
+        log.log('info', 'restore', r.generation ? `restored ${done.length} segment(s)${others ? `, ${others}` : ''} from ${r.generation} (${r.bytes} bytes, ${Math.round(r.durationMs)} ms)` : 'nothing to restore (empty state dir): a first start', {
           generation: r.generation,
           segments: done.length,
           bytes: r.bytes,

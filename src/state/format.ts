@@ -15,6 +15,7 @@
  *   quarantine-gen-000000000041/   a generation that failed verification, kept aside
  * ```
  */
+import type { ObjectsSection } from '../kinds'
 import { formatKey } from '../keys'
 
 /** Version written. A reader refuses a version it does not know. */
@@ -153,6 +154,8 @@ export interface GenerationRecord {
   bytesWritten: number
   durationMs: { total: number; copy: number }
   segments: SegmentEntry[]
+  /** Semaphore sets and message queues (src/kinds): records, unsaved ones, the packed data file. Absent before they were saved. */
+  objects?: ObjectsSection
 }
 
 /**
