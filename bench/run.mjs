@@ -19,6 +19,8 @@
 //   7 freeze pause              `shmkeep run --checkpoint-interval 0.5 --freeze=sigstop` pauseMs
 //                               against checksumming the resident segment + copying what changed
 //   8 start-up                  `shmkeep run -- /bin/true` against `node -e 0` and `tini -- /bin/true`
+//   9 many small segments       2000 segments of 4 KiB: snapshot, unchanged re-snapshot, restore,
+//                               against the same of one segment of the same 8000 KiB
 //
 // Every number compares only with numbers of the same run: the machine this
 // was written on is shared and varies up to 3x from one run to the next.
@@ -46,7 +48,7 @@ const HELP = `Usage: npm run bench -- [options]
   --report-only   exit 0 even when a target is missed by more than 2x
   --dir PATH      where the state dirs go (default: os.tmpdir() when it is a
                   disk file system, else bench/.tmp); must not be tmpfs
-  --only LIST     some of: startup,copy,unchanged,freeze (default all)
+  --only LIST     some of: startup,copy,unchanged,freeze,small (default all)
   --table FILE    print the table of a saved results.json again (measures nothing)
 
 Prints one table; writes bench/results.json. Exit status 1 when a target is
@@ -98,10 +100,10 @@ if (!Number.isInteger(runs) || runs < 1) {
   console.error('bench: --runs must be a positive integer')
   process.exit(2)
 }
-const groups = new Set((opts.only ?? 'startup,copy,unchanged,freeze').split(',').map((s) => s.trim()))
+const groups = new Set((opts.only ?? 'startup,copy,unchanged,freeze,small').split(',').map((s) => s.trim()))
 for (const g of groups) {
-  if (!['startup', 'copy', 'unchanged', 'freeze'].includes(g)) {
-    console.error(`bench: --only takes startup, copy, unchanged, freeze; not ${g}`)
+  if (!['startup', 'copy', 'unchanged', 'freeze', 'small'].includes(g)) {
+    console.error(`bench: --only takes startup, copy, unchanged, freeze, small; not ${g}`)
     process.exit(2)
   }
 }
@@ -408,6 +410,32 @@ function copyFigures(seg) {
       } else {
         attempt(`verify.c.${size}`, () => add(`verify.c.${size}`, json(BASELINE, ['read', data]).ns / 1e9))
       }
+    }
+  }
+  fs.rmSync(d, { recursive: true, force: true })
+}
+
+/** 9: 2000 segments of 4 KiB (packed into one pack.data), and one segment of the same bytes. */
+const SMALL = { count: 2000, size: 4096, first: 0x5e110000, one: '0x5e11ffff' }
+function smallFigures(lib) {
+  const d = path.join(workDir, 'small')
+  fs.mkdirSync(d, { recursive: true })
+  for (let i = 0; i < SMALL.count; i++) {
+    const b = lib.shm.attach(lib.shm.get(SMALL.first + i, { size: SMALL.size, create: true }))
+    b.fill((i % 255) + 1)
+    lib.shm.detach(b)
+  }
+  json(BASELINE, ['fill', SMALL.one, SMALL.count * SMALL.size, 9])
+  const keys = { small: `0x${SMALL.first.toString(16)}-0x${(SMALL.first + SMALL.count - 1).toString(16)}`, one: SMALL.one }
+  for (let r = 0; r < runs; r++) {
+    log(`${SMALL.count} small segments: run ${r + 1}/${runs}`)
+    for (const v of rotate(['small', 'one'], r)) {
+      const state = path.join(d, v)
+      fs.rmSync(state, { recursive: true, force: true })
+      sync()
+      attempt(`small.snap.${v}`, () => add(`small.snap.${v}`, node(['snapshot', state, keys[v], '1', 'manual']).ms / 1e3))
+      attempt(`small.unchanged.${v}`, () => add(`small.unchanged.${v}`, node(['snapshot', state, keys[v], '1', 'manual']).ms / 1e3))
+      attempt(`small.restore.${v}`, () => add(`small.restore.${v}`, json('unshare', ['--ipc', process.execPath, CHILD, 'restore', state]).ms / 1e3))
     }
   }
   fs.rmSync(d, { recursive: true, force: true })
@@ -752,6 +780,22 @@ function buildRows(sizes) {
     const size = Number(name.split('.').pop())
     row({ fig: '!', what: `failed in some runs: ${name}`, size: Number.isFinite(size) && size > 0 ? sizeName(size) : '—', value: `error: ${message}`, result: 'ERROR', off: Infinity })
   }
+  // 9: many small segments.
+  for (const [what, name] of [['snapshot', 'snap'], ['unchanged re-snapshot', 'unchanged'], ['restore', 'restore']]) {
+    const st = stats(S[`small.${name}.small`])
+    const one = stats(S[`small.${name}.one`])
+    if (!st && !errors[`small.${name}.small`]) continue
+    row({
+      fig: 9,
+      what: `${SMALL.count} segments of 4 KiB: ${what}, vs one segment of the same ${(SMALL.count * SMALL.size) >> 10} KiB`,
+      size: `${SMALL.count} × 4 KiB`,
+      value: st ? fmtMs(st) : `error: ${errors[`small.${name}.small`]}`,
+      baseline: one ? fmtMs(one) : '—',
+      ratio: st && one ? fmtX(st.med / one.med) : '—',
+      target: '≤ 1 s',
+      ...(st ? judge(st.med <= 1, st.med / 1) : { result: 'ERROR', off: Infinity }),
+    })
+  }
   return rows
 }
 
@@ -858,6 +902,7 @@ async function main() {
       }
       await section('unchanged', () => unchangedCheckpoint(mid))
     }
+    if (groups.has('small')) await section('small', () => smallFigures(lib))
     if (groups.has('freeze')) {
       await section('freeze', async () => {
         for (const [i, seg] of segs.entries()) if (seg.size <= GiB) await freezePause(seg, i)

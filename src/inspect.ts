@@ -11,6 +11,7 @@ import { native } from './native'
 import { checkEntryOptions, checkStateDir } from './options'
 import * as shm from './shm'
 import { StateFileError } from './state/files'
+import { verifySaved } from './state/segdata'
 import type { Consistency, GenerationRecord, SegmentRecord } from './state/format'
 import { prune as pruneGenerations, type PruneResult } from './state/prune'
 import { StateDir, safeName } from './state/statedir'
@@ -110,7 +111,7 @@ async function verifyOne(state: StateDir, name: string): Promise<GenerationVerif
       continue
     }
     try {
-      const r = await native.verifyFile({ path: state.path(name, meta.data), size: meta.size, chunkSize: meta.chunkSize, chunks: Buffer.from(meta.chunks, 'base64') })
+      const r = await verifySaved(state.path(name, meta.data), meta)
       segments.push({ ...base, ok: r.badChunks.length === 0, badChunks: r.badChunks, bytesRead: r.bytesRead })
     } catch (e) {
       segments.push({ ...base, ok: false, error: `${meta.data}: ${(e as Error).message}` })

@@ -22,6 +22,7 @@ import { native } from './native'
 import { checkEntryOptions } from './options'
 import * as shm from './shm'
 import { StateFileError } from './state/files'
+import { restoreSaved, verifySaved } from './state/segdata'
 import { generationSeq, type GenerationRecord, type SegmentRecord } from './state/format'
 import { StateDir, safeName } from './state/statedir'
 import { disarmNextId, ipcNamespaceId, memoryLimit, nextIdControl, setNextId } from './system'
@@ -254,9 +255,7 @@ async function restoreGeneration(
   // first, so a damaged generation never leaves the namespace emptier.
   for (const t of todo) {
     if (!t.replace) continue
-    const check = await native
-      .verifyFile({ path: state.path(name, t.meta.data), size: t.meta.size, chunkSize: t.meta.chunkSize, chunks: Buffer.from(t.meta.chunks, 'base64') })
-      .catch((e: Error) => ({ badChunks: [-1], error: e.message }))
+    const check = await verifySaved(state.path(name, t.meta.data), t.meta).catch((e: Error) => ({ badChunks: [-1], error: e.message }))
     if (check.badChunks.length) {
       throw new DamagedError(`segment ${t.meta.key} (saved id ${t.meta.id}): ${'error' in check ? check.error : `chunk ${check.badChunks.join(', ')} of ${t.meta.data} fails its checksum`}; the live segment was not replaced`)
     }
@@ -301,16 +300,7 @@ async function restoreGeneration(
       }
       let check
       try {
-        check = await native.restoreSegment({
-          id,
-          uid: who.uid,
-          gid: who.gid,
-          path: state.path(name, meta.data),
-          size: meta.size,
-          chunkSize: meta.chunkSize,
-          chunks: Buffer.from(meta.chunks, 'base64'),
-          stopAtFirstBad: true,
-        })
+        check = await restoreSaved(state.path(name, meta.data), meta, { id, uid: who.uid, gid: who.gid }, true)
       } catch (e) {
         const raw = e as { code?: string; errno?: number; message: string }
         // The data file is missing, not a file, the wrong size, a link or

@@ -12,6 +12,7 @@
  * the outcome to exit codes). Only the disk (a write, an fsync) fails the
  * whole snapshot, and then the generation is abandoned, never half-kept.
  */
+import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { errnoName, hasCode, systemError } from './errors'
@@ -27,8 +28,12 @@ import { snapshotOutcome, type SnapshotOutcome } from './outcome'
 import * as shm from './shm'
 import { encodeCheckedJson } from './state/files'
 import {
+  CHUNK_DATA,
+  CHUNK_ENTRY_BYTES,
   FORMAT,
+  PACK_DATA,
   segmentStem,
+  type PackedRecord,
   type Consistency,
   type GenerationRecord,
   type SegmentEntry,
@@ -37,6 +42,7 @@ import {
   type SnapshotReason,
   type UnsavedRecord,
 } from './state/format'
+import { ensureIndependent } from './state/fallback'
 import { prune, type PruneResult } from './state/prune'
 import { decideSide } from './state/side'
 import { StateDir } from './state/statedir'
@@ -222,7 +228,19 @@ interface CopyContext {
   checkpoint: boolean
   memory: ReturnType<typeof segmentMemory>
   powers: Powers
+  /** pack.data once a small segment has data: its descriptor and where the next one goes. */
+  pack?: { fd: number; end: number }
 }
+
+/**
+ * Segments up to this size are packed into the generation's pack.data, their
+ * records inside GENERATION (docs/FORMAT.md): thousands of small segments
+ * cost one file and one fsync, not two each. They are read whole (at most 16
+ * pages, so holes matter little) and written again at every snapshot (no
+ * hashes, no links: a few KiB).
+ */
+export const PACK_MAX = 64 << 10
+const ZEROS = Buffer.alloc(PACK_MAX)
 
 /** Verify the previous file against its CRCs; false when it is damaged (never link damage into a new generation). */
 async function previousVerifies(link: Link): Promise<boolean> {
@@ -280,17 +298,14 @@ function classifyFailure(e: unknown, seg: shm.ShmStat): { vanished: string } | {
   return { unsaved: unsavedRecord(seg, code, `${raw.syscall}: ${code}${raw.message ? ` (${raw.message.replace(/^[^:]*: /, '')})` : ''}`, raw.syscall) }
 }
 
-/** Save one segment's data and metadata into the generation. */
-async function saveOne(ctx: CopyContext, seg: shm.ShmStat, previous: Previous | undefined): Promise<SegmentResult> {
-  const key = formatKey(seg.key)
-  const stem = segmentStem(seg.key, seg.id)
-  const dataFile = `${stem}.data`
+/** Who may read `seg`, and how its outcome is told; a result at once when no identity may. */
+function beginSegment(ctx: CopyContext, seg: shm.ShmStat): { result: SegmentResult } | { who: Identity; done: (status: SegmentStatus, extra: Partial<SegmentOutcome>) => SegmentOutcome; failed: (e: unknown) => SegmentResult } {
   const started = performance.now()
   const who = readIdentity(seg, ctx.powers)
-  const base = { key, id: seg.id, size: seg.size, bytesWritten: 0, dataChunks: 0, zeroChunks: 0 }
+  const base = { key: formatKey(seg.key), id: seg.id, size: seg.size, bytesWritten: 0, dataChunks: 0, zeroChunks: 0 }
   if ('error' in who) {
     const unsaved = unsavedRecord(seg, 'EACCES', who.error)
-    return { seg, unsaved, outcome: { ...base, status: 'unsaved', reason: who.error, errno: 'EACCES', remedy: unsaved.remedy, durationMs: 0 } }
+    return { result: { seg, unsaved, outcome: { ...base, status: 'unsaved', reason: who.error, errno: 'EACCES', remedy: unsaved.remedy, durationMs: 0 } } }
   }
   const done = (status: SegmentStatus, extra: Partial<SegmentOutcome>): SegmentOutcome => ({
     ...base,
@@ -299,6 +314,82 @@ async function saveOne(ctx: CopyContext, seg: shm.ShmStat, previous: Previous | 
     ...extra,
     durationMs: performance.now() - started,
   })
+  const failed = (e: unknown): SegmentResult => {
+    const failure = classifyFailure(e, seg)
+    if (!failure) throw systemError(e, `segment ${base.key}, id ${seg.id}`)
+    if ('vanished' in failure) return { seg, outcome: done('vanished', { reason: failure.vanished }) }
+    return { seg, unsaved: failure.unsaved, outcome: done('unsaved', { reason: failure.unsaved.reason, errno: failure.unsaved.errno, remedy: failure.unsaved.remedy }) }
+  }
+  return { who, done, failed }
+}
+
+/**
+ * Save a small segment into pack.data: one copy from the attachment into a
+ * buffer of ours, whose bytes are both checksummed and written.
+ */
+function saveSmall(ctx: CopyContext, seg: shm.ShmStat): SegmentResult {
+  const begun = beginSegment(ctx, seg)
+  if ('result' in begun) return begun.result
+  const { who, done, failed } = begun
+  let raw
+  try {
+    raw = native.shmAttach(seg.id, true, 0, -1, who.uid, who.gid, PACK_MAX)
+  } catch (e) {
+    return failed(e)
+  }
+  let copy: Buffer
+  try {
+    if (raw.buffer.length !== seg.size) return { seg, outcome: done('vanished', { reason: `id ${seg.id} now belongs to another segment (${raw.buffer.length} bytes)` }) }
+    copy = Buffer.from(raw.buffer)
+  } finally {
+    native.shmDetach(raw.handle, raw.buffer)
+  }
+  const chunkCount = Math.ceil(seg.size / ctx.chunkSize)
+  const table = Buffer.alloc(chunkCount * CHUNK_ENTRY_BYTES)
+  let dataChunks = 0
+  let written = 0
+  const offset = ctx.pack?.end ?? 0
+  for (let i = 0; i < chunkCount; i++) {
+    const start = i * ctx.chunkSize
+    const chunk = copy.subarray(start, Math.min(seg.size, start + ctx.chunkSize))
+    table.writeUInt32LE(native.crc32c(chunk), i * CHUNK_ENTRY_BYTES)
+    if (chunk.equals(ZEROS.subarray(0, chunk.length))) continue // a hole: nothing written
+    table[i * CHUNK_ENTRY_BYTES + 4] = CHUNK_DATA
+    dataChunks++
+    ctx.pack ??= { fd: ctx.writer.create(PACK_DATA), end: 0 }
+    written += fs.writeSync(ctx.pack.fd, chunk, 0, chunk.length, offset + start)
+  }
+  // The next segment starts on a page of its own (pack.data can be mapped).
+  if (dataChunks) ctx.pack!.end = offset + Math.ceil(seg.size / 4096) * 4096
+  const record: PackedRecord = {
+    format: FORMAT,
+    ...segmentIdentity(seg),
+    pageSize: shm.pageSize,
+    hugetlb: false,
+    info: { cpid: seg.cpid, lpid: seg.lpid, nattch: seg.nattch, atime: seg.atime, dtime: seg.dtime, ctime: seg.ctime },
+    chunkSize: ctx.chunkSize,
+    chunkCount,
+    dataChunks,
+    zeroChunks: chunkCount - dataChunks,
+    chunks: table.toString('base64'),
+    data: PACK_DATA,
+    offset: dataChunks ? offset : 0,
+  }
+  return {
+    seg,
+    outcome: done('saved', { bytesWritten: written, dataChunks, zeroChunks: chunkCount - dataChunks }),
+    entry: { key: record.key, id: seg.id, size: seg.size, meta: '', data: PACK_DATA, packed: record },
+  }
+}
+
+/** Save one segment's data and metadata into the generation. */
+async function saveOne(ctx: CopyContext, seg: shm.ShmStat, previous: Previous | undefined): Promise<SegmentResult> {
+  const key = formatKey(seg.key)
+  const stem = segmentStem(seg.key, seg.id)
+  const dataFile = `${stem}.data`
+  const begun = beginSegment(ctx, seg)
+  if ('result' in begun) return begun.result
+  const { who, done, failed } = begun
   // mincore() tells never-touched pages from written ones only while
   // nothing is swapped out: a swapped page is "absent" too, but has data.
   let skipAbsent = (ctx.memory.get(seg.id)?.swap ?? 1) === 0
@@ -327,10 +418,7 @@ async function saveOne(ctx: CopyContext, seg: shm.ShmStat, previous: Previous | 
       })
     } catch (e) {
       ctx.writer.remove(dataFile)
-      const failure = classifyFailure(e, seg)
-      if (!failure) throw systemError(e, `segment ${key}, id ${seg.id}`)
-      if ('vanished' in failure) return { seg, outcome: done('vanished', { reason: failure.vanished }) }
-      return { seg, unsaved: failure.unsaved, outcome: done('unsaved', { reason: failure.unsaved.reason, errno: failure.unsaved.errno, remedy: failure.unsaved.remedy }) }
+      return failed(e)
     }
     // mincore() cannot tell a never-touched page from one swapped out: the
     // segment had no swapped pages when we decided to skip absent ones; if it
@@ -437,13 +525,23 @@ async function mapLimit<T, R>(items: T[], limit: number, signal: AbortSignal | u
   return out
 }
 
+/** GENERATION records read once per snapshot (with thousands of packed segments, one is large). */
+function generationReader(state: StateDir): (name: string) => GenerationRecord {
+  const seen = new Map<string, GenerationRecord>()
+  return (name) => {
+    let r = seen.get(name)
+    if (!r) seen.set(name, (r = state.readGeneration(name)))
+    return r
+  }
+}
+
 /** The segments of the generation the live state descends from (or CURRENT), by key and id. */
-function previousSegments(state: StateDir, names: Array<string | null>): Map<string, Previous> {
+function previousSegments(state: StateDir, read: (name: string) => GenerationRecord, names: Array<string | null>): Map<string, Previous> {
   const out = new Map<string, Previous>()
   for (const name of names) {
     if (!name) continue
     try {
-      const gen = state.readGeneration(name)
+      const gen = read(name)
       for (const entry of gen.segments) {
         const meta = state.readSegment(name, entry)
         out.set(`${meta.key}-${meta.id}`, { meta, dataPath: state.path(name, meta.data) })
@@ -457,10 +555,10 @@ function previousSegments(state: StateDir, names: Array<string | null>): Map<str
 }
 
 /** How many segments a generation holds (0 when unreadable). */
-function generationSegmentCount(state: StateDir, name: string | null): number {
+function generationSegmentCount(read: (name: string) => GenerationRecord, name: string | null): number {
   if (!name) return 0
   try {
-    return state.readGeneration(name).segments.length
+    return read(name).segments.length
   } catch {
     return 0
   }
@@ -588,14 +686,18 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
     report.parent = state.liveParent(ns, scan.segments)
     const current = state.readCurrent()
     const currentName = 'name' in current ? current.name : null
-    const previous = options.incremental === false ? new Map<string, Previous>() : previousSegments(state, [report.parent, currentName])
+    const read = generationReader(state)
+    const previous = options.incremental === false ? new Map<string, Previous>() : previousSegments(state, read, [report.parent, currentName])
 
     // 4. Copy every segment into the new generation.
     writer = GenerationWriter.begin(state)
     const ctx: CopyContext = { writer, chunkSize, checkpoint: options.afterCopy !== undefined, memory: segmentMemory(), powers: currentPowers() }
     const copyStarted = performance.now()
     const results = await mapLimit(listed, options.concurrency ?? Math.min(4, os.availableParallelism()), options.signal, async (seg) => {
-      const r = await saveOne(ctx, seg, previous.get(`${formatKey(seg.key)}-${seg.id}`))
+      // A small segment goes into pack.data — unless it is a huge page one
+      // (its rss is whole huge pages): that keeps its own file and record.
+      const small = seg.size <= PACK_MAX && (ctx.memory.get(seg.id)?.rss ?? 0) <= Math.ceil(seg.size / shm.pageSize) * shm.pageSize
+      const r = small ? saveSmall(ctx, seg) : await saveOne(ctx, seg, previous.get(`${formatKey(seg.key)}-${seg.id}`))
       // Many files open: fsync some early (a checkpoint still needs its
       // descriptors for the chunks it carries after the thaw).
       if (!ctx.checkpoint) await writer!.relieve()
@@ -624,7 +726,7 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
       const o = r.outcome
       if (o.status === 'vanished') {
         log.log('info', 'snapshot.vanished', `segment ${o.key} (id ${o.id}) vanished during the snapshot: ${o.reason}`, { key: o.key, id: o.id })
-        if (r.entry) {
+        if (r.entry && !r.entry.packed) {
           writer.remove(r.entry.meta)
           writer.remove(r.entry.data)
         }
@@ -654,7 +756,7 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
       asked: options.side ?? false,
       force: options.force ?? false,
       current,
-      currentSegments: generationSegmentCount(state, currentName),
+      currentSegments: generationSegmentCount(read, currentName),
       parent: report.parent,
       saving: entries.length,
     })
@@ -704,6 +806,9 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
       report.appeared = after.filter((s) => !seen.has(s.id) && !s.dest && take(s)).map((s) => ({ key: formatKey(s.key), id: s.id, size: s.size }))
       for (const a of report.appeared) log.log('warn', 'snapshot.appeared', `segment ${a.key} (id ${a.id}) appeared during the snapshot and is not in it`, a)
       report.pruned = prune(state, { keep, protect: [report.parent], log })
+      // A checkpoint (never the final snapshot: the container is about to
+      // exit) makes sure one retained generation shares no file with CURRENT.
+      if (report.current && options.reason === 'checkpoint') await ensureIndependent(state, writer.name, log, options.signal)
     } catch (e) {
       log.log('warn', 'snapshot.after', `generation ${writer.name} is complete${report.current ? ' and CURRENT' : ''}, but what follows failed: ${e instanceof Error ? e.message : String(e)}`)
     }

@@ -91,3 +91,47 @@ test('a damaged previous data file is never carried: the frozen checkpoint is ab
   expect(r.current).toBe(r.first)
   expect(r.full).toBe(12 * MiB)
 })
+
+test('an independent fallback: after a checkpoint, the generation before CURRENT gets its own copy of the file they shared; CURRENT\'s file damaged → restore falls back to it with the right bytes (without the copy: nothing verifies)', () => {
+  for (const reason of ['checkpoint', 'manual'] as const) {
+    const state = path.join(dir, `state-${reason}`)
+    const r = inNamespace(`
+      const { shm, snapshot } = lib
+      const id = shm.get(0x6300, { size: 6 * ${MiB}, create: true })
+      const b = shm.attach(id)
+      for (let i = 0; i < b.length; i += 4096) b.writeUInt32LE((i * 2654435761) >>> 0, i)
+      const first = await snapshot({ stateDir: '${state}', reason: '${reason}' })
+      const second = await snapshot({ stateDir: '${state}', reason: '${reason}' })
+      console.log(JSON.stringify({ gens: [first.generation, second.generation], unchanged: second.segments[0].unchanged, pruned: second.pruned.removed }))
+    `)
+    expect(r.unchanged).toBe(true)
+    expect(r.pruned).toEqual([])
+    const file = (g: string) => path.join(state, g, '00006300-0.data')
+    const [g1, g2] = r.gens
+    if (reason === 'checkpoint') {
+      expect(fs.statSync(file(g2)).ino).not.toBe(fs.statSync(file(g1)).ino)
+      expect(fs.statSync(file(g2)).nlink).toBe(1)
+      // A copy, not a reflink or a link: the same bytes, holes and all.
+      expect(fs.readFileSync(file(g1)).equals(fs.readFileSync(file(g2)))).toBe(true)
+    } else {
+      expect(fs.statSync(file(g2)).ino).toBe(fs.statSync(file(g1)).ino)
+    }
+    // Damage CURRENT's file (chunk 1).
+    const fd = fs.openSync(file(g2), 'r+')
+    fs.writeSync(fd, Buffer.from('XY'), 0, 2, 5 * MiB + 100)
+    fs.closeSync(fd)
+    const back = runNode(`(async () => {
+      const { shm, restore } = lib
+      const r = await restore({ stateDir: '${state}' })
+      const b = shm.attach(shm.get(0x6300))
+      let ok = true
+      for (let i = 0; i < b.length; i += 4096) if (b.readUInt32LE(i) !== ((i * 2654435761) >>> 0)) ok = false
+      console.log(JSON.stringify({ generation: r.generation, rejected: r.rejected.map((x) => x.generation), ok }))
+    })().catch((e) => console.log(JSON.stringify({ error: e.message })))`, { prefix: ['unshare', '--ipc'] })
+    if (reason === 'checkpoint') {
+      expect(back.json, back.stderr).toMatchObject({ generation: g1, rejected: [g2], ok: true })
+    } else {
+      expect(back.json.error).toMatch(/no generation verifies/)
+    }
+  }
+})

@@ -295,6 +295,17 @@ export function writeChecked(file: string, value: unknown, format = 1): void {
   fs.writeFileSync(file, Buffer.concat([Buffer.from(header), body]))
 }
 
+/**
+ * Where a saved segment's byte `at` lies on disk: its own .data file, or its
+ * place in pack.data (a small segment: its record in GENERATION says where).
+ */
+export function savedByte(stateDir: string, gen: string, key: string, at = 0): { file: string; offset: number } {
+  const g = readChecked(path.join(stateDir, gen, 'GENERATION')).value
+  const entry = g.segments.find((s: any) => s.key === key)
+  if (!entry) throw new Error(`${gen} has no segment ${key}`)
+  return { file: path.join(stateDir, gen, entry.data), offset: (entry.packed?.offset ?? 0) + at }
+}
+
 /** Flip every bit of one byte of a file in place. */
 export function flipByte(file: string, offset: number): void {
   const fd = fs.openSync(file, 'r+')

@@ -123,7 +123,7 @@ describe('prune', () => {
   afterAll(() => t.cleanup())
   let n = 0
   /** A state dir with generations described by flags, oldest first; CURRENT names the last. */
-  function stateWith(gens: Array<{ partial?: boolean; side?: boolean }>): StateDir {
+  function stateWith(gens: Array<{ partial?: boolean; side?: boolean; data?: string }>): StateDir {
     const dir = path.join(t.dir, `s${++n}`)
     const state = StateDir.open(dir, { create: true })
     gens.forEach((g, i) => {
@@ -147,9 +147,15 @@ describe('prune', () => {
         bytes: 0,
         bytesWritten: 0,
         durationMs: { total: 0, copy: 0 },
-        segments: [],
+        segments: g.data ? [{ key: '0x00000001', id: 1, size: 4096, meta: '00000001-1.meta', data: '00000001-1.data' }] : [],
       }
       fs.writeFileSync(state.path(name, 'GENERATION'), encodeCheckedJson(FORMAT, record))
+      // The same `data` tag: one inode (a hard link, as an unchanged segment's file is shared).
+      if (g.data) {
+        const first = gens.findIndex((x) => x.data === g.data)
+        if (first === i) fs.writeFileSync(state.path(name, '00000001-1.data'), g.data)
+        else fs.linkSync(state.path(generationName(first + 1), '00000001-1.data'), state.path(name, '00000001-1.data'))
+      }
     })
     state.writeCurrent(generationName(gens.length))
     return state
@@ -168,8 +174,14 @@ describe('prune', () => {
     expect(names(s)).toEqual([3, 4])
   })
   test('side generations are counted apart, partial ones there too', () => {
-    const s = stateWith([{ side: true }, { side: true, partial: true }, { side: true }, {}, {}])
+    const s = stateWith([{ side: true, data: 'a' }, { side: true, partial: true, data: 'a' }, { side: true, data: 'a' }, { data: 'b' }, { data: 'b' }])
     prune(s, { keep: 1 })
     expect(names(s)).toEqual([3, 5])
+  })
+  test('the newest generation that shares no data file with CURRENT stays besides the newest `keep`', () => {
+    const s = stateWith([{ data: 'a' }, { data: 'b' }, { data: 'c' }, { data: 'c' }, { data: 'c' }])
+    const r = prune(s, { keep: 1 })
+    expect(names(s)).toEqual([2, 5])
+    expect(r.kept).toContainEqual({ name: generationName(2), why: expect.stringMatching(/shares no data file with CURRENT/) })
   })
 })

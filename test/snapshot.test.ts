@@ -28,6 +28,7 @@ import {
   Workspace,
   noCrash,
   flipByte,
+  savedByte,
 } from './snapkit'
 import { root } from './helpers'
 
@@ -585,7 +586,8 @@ describe.skipIf(!realRoot)('restoring into a namespace that has segments already
       mkseg 0x5401 10000 0600 pat
       step snap shmkeep snapshot -s "$S"
     `, { env: { S } })
-    flipByte(path.join(S, genName(1), '00005401-1.data'), 10)
+    const at = savedByte(S, genName(1), '0x00005401', 10)
+    flipByte(at.file, at.offset)
     ws.ns(`
       mkseg -s 99 0x5400 10000 0600 pat
       mkseg -s 98 0x5401 10000 0600 pat
@@ -671,5 +673,53 @@ describe.skipIf(!realRoot)('segments that come and go during a snapshot', () => 
     expect(ws.step('restore').rc, ws.step('restore').err).toBe(0)
     const own = contents(ws.sums('own'))
     expect(contents(ws.sums('restored')).filter((l) => l.startsWith('0x00007e01') || l.startsWith('0x00007e02'))).toEqual(own)
+  }, 120_000)
+})
+
+describe.skipIf(!realRoot)('small segments packed into pack.data', () => {
+  test('300 segments of 1 byte to 64 KiB (some all zero, some private, some of uid 1000) share one pack.data and come back exactly; a flipped byte in pack.data is named by verify and refused by restore', () => {
+    const S = ws.state('packed')
+    const sizes = [1, 50, 4095, 4096, 4097, 10000, 65535, 65536]
+    const lines: string[] = []
+    for (let i = 0; i < 300; i++) {
+      const size = sizes[i % sizes.length]!
+      const fill = i % 7 === 3 ? 'zero' : i % 11 === 5 ? 'none' : 'pat'
+      const who = i % 13 === 0 ? '-u 1000 -g 1000 ' : ''
+      lines.push(`mkseg ${who}${i % 17 === 0 ? 0 : `0x${(0x7000 + i).toString(16)}`} ${size} 0640 ${fill}`)
+    }
+    lines.push('mkseg 0x7fff 100000 0600 pat') // above the pack's limit: its own files
+    ws.ns(`
+      ${lines.join('\n')}
+      sums before; shmdump before
+      step snap shmkeep snapshot -s "$S" --json
+      inns 'step restore shmkeep restore -s "$S"; sums after; shmdump after'
+    `, { env: { S } })
+    const snap = ws.step('snap')
+    expect(snap.rc, snap.err).toBe(0)
+    const g = path.join(S, genName(1))
+    expect(fs.readdirSync(g).sort()).toEqual(['00007fff-300.data', '00007fff-300.meta', 'GENERATION', 'pack.data'])
+    const gen = readChecked(path.join(g, 'GENERATION')).value
+    const packed = gen.segments.filter((e: any) => e.packed)
+    expect(packed).toHaveLength(300)
+    // Every packed segment's bytes start on a page of their own.
+    for (const e of packed) expect(e.packed.offset % 4096, e.key).toBe(0)
+    expect(ws.step('restore').rc, ws.step('restore').err).toBe(0)
+    expect(contents(ws.sums('after'))).toEqual(contents(ws.sums('before')))
+    expect(sorted(ws.shm('after').map((s) => identity(s)))).toEqual(sorted(ws.shm('before').map((s) => identity(s))))
+
+    const victim = packed.find((e: any) => e.packed.dataChunks === 1 && e.key !== '0x00000000')
+    const at = savedByte(S, genName(1), victim.key, 0)
+    flipByte(at.file, at.offset)
+    ws.ns(`
+      step verify shmkeep verify -s "$S"
+      inns 'step restore2 shmkeep restore -s "$S"; sums after2'
+    `, { env: { S } })
+    const v = ws.step('verify')
+    expect(v.rc).toBe(1)
+    expect(v.out).toMatch(new RegExp(`segment ${victim.key} \\(saved id ${victim.id}\\): chunk\\(s\\) 0 fail their checksum`))
+    const r2 = ws.step('restore2')
+    expect(r2.rc).toBe(1)
+    expect(r2.err).toMatch(new RegExp(`segment ${victim.key} \\(saved id ${victim.id}\\): chunk 0 of pack.data fails its checksum`))
+    expect(ws.read('after2.sums')?.trim() ?? '').toBe('')
   }, 120_000)
 })

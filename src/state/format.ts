@@ -17,6 +17,7 @@
  */
 import type { ObjectsSection } from '../kinds'
 import { formatKey } from '../keys'
+import { StateFileError } from './files'
 
 /** Version written. A reader refuses a version it does not know. */
 export const FORMAT = 2
@@ -94,13 +95,30 @@ export interface SegmentRecord extends SegmentIdentity {
   data: string
 }
 
+/**
+ * The data file that holds the small segments of a generation, packed (each
+ * at a page-aligned offset; all-zero chunks are holes). Their records are in
+ * GENERATION itself: one file and one record list for thousands of small
+ * segments, instead of two files each.
+ */
+export const PACK_DATA = 'pack.data'
+
+/** A packed segment's record: where in {@link PACK_DATA} its bytes start. */
+export interface PackedRecord extends SegmentRecord {
+  /** Byte offset of the segment's byte 0 in pack.data (a multiple of 4096). */
+  offset: number
+}
+
 /** The segments list inside GENERATION: enough to name each segment without its .meta. */
 export interface SegmentEntry {
   key: string
   id: number
   size: number
+  /** The .meta file (empty for a packed segment). */
   meta: string
   data: string
+  /** A small segment packed into pack.data: its whole record (format 2). */
+  packed?: PackedRecord
 }
 
 /**
@@ -167,6 +185,18 @@ export function upgradeGeneration(raw: GenerationRecord & { inconsistent?: { att
   if (raw.format >= 2) return raw
   const { inconsistent, ...rest } = raw
   return { ...rest, consistency: inconsistent ? 'live' : 'unknown', ...(inconsistent?.attachers?.length ? { attachers: inconsistent.attachers } : {}) }
+}
+
+/** A packed segment's record from its GENERATION entry, checked like a .meta against the entry. */
+export function checkPacked(file: string, entry: SegmentEntry): PackedRecord {
+  const p = entry.packed!
+  if (p.key !== entry.key || p.id !== entry.id || p.size !== entry.size) {
+    throw new StateFileError(file, `packs segment ${p.key} (id ${p.id}, ${p.size} bytes) under the entry of ${entry.key} (id ${entry.id}, ${entry.size} bytes)`)
+  }
+  if (p.data !== PACK_DATA || entry.data !== PACK_DATA || !Number.isSafeInteger(p.offset) || p.offset < 0 || p.offset % 4096 !== 0) {
+    throw new StateFileError(file, `segment ${p.key} (id ${p.id}): not a packed record shmkeep writes (data ${JSON.stringify(p.data)}, offset ${p.offset})`)
+  }
+  return p
 }
 
 /** A generation saved only part of the segments it was asked to. */

@@ -14,6 +14,7 @@
  */
 import fs from 'node:fs'
 import type { Logger } from '../log'
+import { independentOfCurrent } from './fallback'
 import { fsyncDir } from './files'
 import { isPartial, TMP_PREFIX, type GenerationRecord } from './format'
 import type { StateDir } from './statedir'
@@ -49,6 +50,10 @@ export function prune(state: StateDir, options: PruneOptions): PruneResult {
   const why = new Map<string, string>()
   if ('name' in current && current.name) why.set(current.name, 'CURRENT')
   for (const p of options.protect ?? []) if (p && !why.has(p)) why.set(p, 'the running state descends from it')
+  if ('name' in current && current.name) {
+    const { independent } = independentOfCurrent(state, current.name, (name) => records.get(name) ?? undefined)
+    if (independent && !why.has(independent)) why.set(independent, 'shares no data file with CURRENT: the fallback when one of those is damaged')
+  }
   const newestClean = gens.find((g) => records.get(g.name)?.clean)
   if (newestClean && !why.has(newestClean.name)) why.set(newestClean.name, 'newest taken at a clean stop')
   let main = 0

@@ -15,6 +15,7 @@ import {
   generationSeq,
   LIVE_FILE,
   LOCK_FILE,
+  PACK_DATA,
   QUARANTINE_PREFIX,
   READABLE_FORMATS,
   RESTORING_FILE,
@@ -22,6 +23,7 @@ import {
   type GenerationRecord,
   type SegmentEntry,
   type SegmentRecord,
+  checkPacked,
   upgradeGeneration,
 } from './format'
 
@@ -146,6 +148,7 @@ export class StateDir {
   }
 
   readSegment(generation: string, entry: SegmentEntry): SegmentRecord {
+    if (entry.packed) return checkPacked(this.path(generation, GENERATION_FILE), entry)
     const file = this.path(generation, safeName(entry.meta))
     const record = readCheckedJson<SegmentRecord>(file, READABLE_FORMATS)
     if (record.key !== entry.key || record.id !== entry.id || record.size !== entry.size) {
@@ -231,7 +234,7 @@ export class StateDir {
 
 /** A file name from a metadata file must stay inside its generation directory. */
 export function safeName(name: string): string {
-  if (typeof name !== 'string' || !/^[0-9a-f]{8}-\d+\.(meta|data)$/.test(name)) {
+  if (typeof name !== 'string' || !(/^[0-9a-f]{8}-\d+\.(meta|data)$/.test(name) || name === PACK_DATA)) {
     throw new StateFileError(name, 'is not a segment file name shmkeep writes')
   }
   return name
