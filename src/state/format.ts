@@ -201,7 +201,7 @@ export function checkPacked(file: string, entry: SegmentEntry): PackedRecord {
 
 /** A generation saved only part of the segments it was asked to. */
 export function isPartial(g: GenerationRecord): boolean {
-  return (g.unsaved?.length ?? 0) > 0
+  return (g.unsaved?.length ?? 0) > 0 || (g.objects?.unsaved?.length ?? 0) > 0
 }
 
 /** A decoded chunk table entry. */

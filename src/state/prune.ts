@@ -65,7 +65,7 @@ export function prune(state: StateDir, options: PruneOptions): PruneResult {
     } else if (isPartial(r)) {
       // Never counted: it may not push out a complete generation.
       const line = r.side ? side : main
-      if (line < options.keep && !why.has(g.name)) why.set(g.name, `partial (${r.unsaved!.length} segment(s) not saved), newer than the newest ${options.keep} complete`)
+      if (line < options.keep && !why.has(g.name)) why.set(g.name, `partial (${(r.unsaved?.length ?? 0) + (r.objects?.unsaved?.length ?? 0)} object(s) not saved), newer than the newest ${options.keep} complete`)
     } else if (r.side) {
       if (side++ < options.keep && !why.has(g.name)) why.set(g.name, `among the newest ${options.keep} side generations`)
     } else if (main++ < options.keep && !why.has(g.name)) {
