@@ -102,7 +102,7 @@ describe.skipIf(!realRoot || !have('setpriv'))("Docker's default capabilities", 
     expect(ws.step('s1').rc, ws.step('s1').err).toBe(0)
     const strict = ws.step('strict')
     expect(strict.rc, strict.err).toBe(1)
-    expect(strict.err).toMatch(/--strict, and 1 segment\(s\) could not be saved: 0x00009101 \(id 1\)/)
+    expect(strict.err).toMatch(/--strict, and 1 object\(s\) could not be saved: 0x00009101 \(id 1\)/)
     expect(strict.json).toMatchObject({ generation: null, current: false, outcome: 'failed' })
     expect(ws.read('after-strict.find')).toBe(ws.read('before.find'))
     const s2 = ws.step('s2')
