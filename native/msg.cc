@@ -7,6 +7,7 @@
 #include <sys/ipc.h>
 #include <sys/msg.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "common.h"
@@ -153,15 +154,19 @@ Napi::Value Receive(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// msgCopyAll(id, bufSize, uid, gid) -> {before, after, types[], sizes[], data}:
-// IPC_STAT, then every message by position with MSG_COPY until ENOMSG, then
-// IPC_STAT again — one pass under one identity; whether the pass is a true
-// picture of the queue (the stats agree) is for the caller to decide.
-// `data` is every message's bytes, one after another.
+// msgCopyAll(id, bufSize, firstSize, uid, gid) -> {before, after, types[],
+// sizes[], data}: IPC_STAT, then every message by position with MSG_COPY
+// until ENOMSG, then IPC_STAT again — one pass under one identity; whether
+// the pass is a true picture of the queue (the stats agree) is for the caller
+// to decide. `data` is every message's bytes, one after another.
+// MSG_COPY makes the kernel read in and allocate a whole buffer per call:
+// each message is tried with `firstSize` (the caller's guess) and, only when
+// it is longer (E2BIG, nothing taken), again with `bufSize`.
 Napi::Value CopyAll(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int id = I32(info[0]);
   size_t bufSize = static_cast<size_t>(I64(info[1]));
+  size_t firstSize = std::min(bufSize, static_cast<size_t>(I64(info[2])));
   std::vector<char> buf(sizeof(long) + bufSize, 0);
   std::vector<char> data;
   std::vector<long> types;
@@ -170,13 +175,14 @@ Napi::Value CopyAll(const Napi::CallbackInfo& info) {
   const char* failed = nullptr;
   int err = 0;
   {
-    AS_IDENTITY(info[2], info[3]);
+    AS_IDENTITY(info[3], info[4]);
     if (msgctl(id, IPC_STAT, &before) < 0) {
       failed = "msgctl";
       err = errno;
     }
     for (long index = 0; !failed; index++) {
-      ssize_t n = msgrcv(id, buf.data(), bufSize, index, MSG_COPY | IPC_NOWAIT);
+      ssize_t n = msgrcv(id, buf.data(), firstSize, index, MSG_COPY | IPC_NOWAIT);
+      if (n < 0 && errno == E2BIG) n = msgrcv(id, buf.data(), bufSize, index, MSG_COPY | IPC_NOWAIT);
       if (n < 0) {
         if (errno != ENOMSG) { failed = "msgrcv"; err = errno; }
         break;

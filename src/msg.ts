@@ -209,7 +209,11 @@ export interface QueueCopy {
 export function peekAll(id: number, options: AsOptions = {}): QueueCopy {
   const [uid, gid] = checkAs('msg.peekAll', options)
   checkMsgId(id)
-  const raw = sys(`msg id ${id}`, () => native.msgCopyAll(id, copyBufferSize(id, uid, gid), uid, gid))
+  const raw = sys(`msg id ${id}`, () => {
+    const { cbytes, qnum } = native.msgStat(id, uid, gid)
+    // Twice the average message first (the kernel copies in the whole buffer on each call), the largest possible when one is longer.
+    return native.msgCopyAll(id, copyBufferSize(id, uid, gid), Math.max(64, 2 * Math.ceil(cbytes / Math.max(qnum, 1))), uid, gid)
+  })
   const messages: Message[] = []
   let at = 0
   raw.types.forEach((type, i) => {

@@ -131,7 +131,7 @@ export interface Binding {
   msgSend(id: number, type: number, data: Uint8Array, flags: number, uid: number, gid: number): boolean
   /** null = no message (ENOMSG). */
   msgReceive(id: number, type: number, maxSize: number, flags: number, uid: number, gid: number): { type: number; data: Buffer } | null
-  msgCopyAll(id: number, bufSize: number, uid: number, gid: number): { before: RawMsgStat; after: RawMsgStat; types: number[]; sizes: number[]; data: Buffer }
+  msgCopyAll(id: number, bufSize: number, firstSize: number, uid: number, gid: number): { before: RawMsgStat; after: RawMsgStat; types: number[]; sizes: number[]; data: Buffer }
   msgSet(id: number, uid: number, gid: number, mode: number, qbytes: number, asUid: number, asGid: number): void
   msgRemove(id: number, asUid: number, asGid: number): void
   msgLimits(): { msgmax: number; msgmnb: number; msgmni: number; usedIds: number; messages: number; bytes: number; maxIndex: number }
