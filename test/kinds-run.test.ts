@@ -11,8 +11,9 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { afterEach, describe, expect, test } from 'vitest'
-import { binDir, run } from './helpers'
-import { Container } from './e2e/container'
+import { binDir, have, run } from './helpers'
+import { Container, shmkeepBin } from './e2e/container'
+import { DOCKER_BOUNDING } from './snapkit'
 
 const semq = path.join(binDir, 'semq')
 const PY = '/usr/bin/python3' // Debian's python3, where python3-sysv-ipc installs
@@ -20,6 +21,8 @@ const perlHas = (mod: string) => run('perl', [`-M${mod}`, '-e1']).status === 0
 const hasShareLite = perlHas('IPC::ShareLite')
 const hasShareable = perlHas('IPC::Shareable')
 const hasSysvIpc = run(PY, ['-c', 'import sysv_ipc']).status === 0
+/** Tests that switch to uid 1000 need real root (not `unshare -U -r`, where only uid 0 is mapped). */
+const realRoot = process.env.SHMKEEP_TEST_NS === 'ipc' && process.getuid!() === 0
 
 const scratch: string[] = []
 const containers: Container[] = []
@@ -89,6 +92,29 @@ describe('a C app keeps its semaphore set and its message queue across restarts'
     const r = await runOnce(state, [semq, 'put', '0x6b010003'])
     expect(r.stderr).toMatch(new RegExp(`${gen.name} cannot be restored: msg 0x6b010003 \\(id \\d+\\): its bytes in objects.data fail their checksum`))
     expect(r.stdout.trim()).toBe('count 2 qnum 2')
+  })
+})
+
+describe("Docker's 14 capabilities (no CAP_IPC_OWNER, no CAP_SYS_ADMIN)", () => {
+  test.skipIf(!realRoot || !have('setpriv'))("a uid-1000 app's 0600 semaphore set and queue are read as their owner, saved and recreated as their creator", async () => {
+    const state = path.join(workDir(), 'state')
+    const asApp = ['setpriv', '--reuid', '1000', '--regid', '1000', '--clear-groups']
+    const docker = (cmd: string[]) =>
+      Container.start(['setpriv', `--bounding-set=${DOCKER_BOUNDING}`, '--inh-caps=-all', process.execPath, shmkeepBin, 'run', '--state-dir', state, '--grace', '3', '--', ...asApp, semq, ...cmd])
+    for (let i = 1; i <= 3; i++) {
+      const c = docker(['put', '0x6b010060'])
+      containers.push(c)
+      const r = await c.exited
+      expect(r.status, r.stderr).toBe(0)
+      expect(r.stdout.trim()).toBe(`count ${i} qnum ${i}`)
+      if (i > 1) expect(r.stderr).toMatch(/restored 0 segment\(s\), 1 semaphore set\(s\), 1 message queue\(s\)/)
+    }
+    const gen = generationRecord(state)
+    for (const rec of gen.objects.records) expect(rec).toMatchObject({ key: '0x6b010060', mode: 0o600, uid: 1000, gid: 1000, cuid: 1000, cgid: 1000 })
+    expect(gen.objects.unsaved).toEqual([])
+    const c = docker(['dump', '0x6b010060'])
+    containers.push(c)
+    expect((await c.exited).stdout.trim().split('\n')).toEqual(['values 1 3', 'msg 1 msg 1', 'msg 2 msg 2', 'msg 3 msg 3'])
   })
 })
 

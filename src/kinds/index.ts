@@ -380,6 +380,10 @@ export class ObjectRestorePlan {
       t.out.status = 'restored'
       if (t.notKept) this.options.log.log('warn', 'restore.not-kept', `${describe(t.rec)}: ${t.notKept}`)
     }
+    const moved = this.todo.filter((t) => !t.out.idKept)
+    if (moved.length) {
+      this.options.log.log('warn', 'restore.ids', `ids of semaphore sets/queues could not be kept (${this.idsNotKept.join('; ') || 'taken here'}): ${moved.map((t) => `${t.kind.name} ${t.rec.key} was id ${t.rec.id}, now ${t.out.id}`).join(', ')}. An app that stored ids must look them up by key.`)
+    }
   }
 
   /** Remove every object created (after a failure anywhere in the restore). */
