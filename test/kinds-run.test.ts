@@ -118,6 +118,22 @@ describe("Docker's 14 capabilities (no CAP_IPC_OWNER, no CAP_SYS_ADMIN)", () => 
   })
 })
 
+describe('a warm namespace (a container restarted inside its pod)', () => {
+  test('live sets and queues of the saved generation are kept, not restored over (and the app starts)', () => {
+    const state = path.join(workDir(), 'state')
+    const runCmd = (...app: string[]) => ['unshare', '--pid', '--fork', '--mount-proc', '--kill-child', process.execPath, shmkeepBin, 'run', '--state-dir', state, '--grace', '3', '--', ...app].join(' ')
+    // Two runs in one IPC namespace (the pod's); between them the app's state moves on.
+    const script = [`${runCmd(semq, 'put', '0x6b010070')}`, `${semq} put 0x6b010070 >/dev/null`, `echo '--- second run' >&2`, `${runCmd(semq, 'put', '0x6b010070')}; echo "run2=$?"`].join('\n')
+    const r = run('unshare', ['--ipc', 'sh', '-c', script])
+    expect(r.stdout, r.stderr).toContain('run2=0')
+    expect(r.stdout).toMatch(/count 1 qnum 1\ncount 3 qnum 3/)
+    const second = r.stderr.split('--- second run\n')[1]!
+    expect(second).toMatch(/semaphore set 0x6b010070 \(id \d+\) is live in this IPC namespace already/)
+    expect(second).toMatch(/message queue 0x6b010070 \(id \d+\) is live in this IPC namespace already/)
+    expect(second).not.toMatch(/restored \d+ segment/)
+  })
+})
+
 describe('ls, inspect and verify show the objects', () => {
   const cli = (...args: string[]) => run(process.execPath, [path.join(__dirname, '..', 'bin', 'shmkeep.js'), ...args])
 

@@ -480,3 +480,20 @@ export function savedObjectRows(section: ObjectsSection): string[][] {
     ...section.unsaved.map((u) => row(u, `NOT SAVED: ${u.reason}`)),
   ]
 }
+
+/**
+ * The saved objects that are live in this namespace already (same kind and
+ * key; IPC_PRIVATE ones by id): a warm namespace (a container restarted
+ * inside its pod) keeps them rather than restoring older copies.
+ */
+export function liveSavedObjects(section: ObjectsSection | undefined): string[] {
+  if (!section?.records.length) return []
+  const saved = new Set(section.records.map((r) => `${r.kind}:${parseKey(r.key) === 0 ? `id ${r.id}` : r.key}`))
+  const out: string[] = []
+  for (const kind of SMALL_KINDS) {
+    for (const o of kind.list().objects) {
+      if (saved.has(`${kind.name}:${o.key === 0 ? `id ${o.id}` : formatKey(o.key)}`)) out.push(`${kind.noun} ${formatKey(o.key)} (id ${o.id})`)
+    }
+  }
+  return out
+}

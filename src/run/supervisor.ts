@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { isatty } from 'node:tty'
 import type { SegmentFilter } from '../filter'
 import { formatKey } from '../keys'
-import { countObjects, type SemFromCheckpoint } from '../kinds'
+import { countObjects, liveSavedObjects, type SemFromCheckpoint } from '../kinds'
 import type { Logger } from '../log'
 import { native } from '../native'
 import { restore, RestoreError } from '../restore'
@@ -91,15 +91,19 @@ function liveSavedKeys(stateDir: string, log: Logger): string[] {
   const current = state.readCurrent()
   if (!('name' in current) || current.name === null) return []
   let saved: Set<string>
+  let objects: string[]
   try {
-    saved = new Set(state.readGeneration(current.name).segments.map((s) => s.key).filter((k) => k !== formatKey(0)))
+    const gen = state.readGeneration(current.name)
+    saved = new Set(gen.segments.map((s) => s.key).filter((k) => k !== formatKey(0)))
+    objects = liveSavedObjects(gen.objects)
   } catch {
     return []
   }
-  return shm
+  const segments = shm
     .list()
     .filter((s) => !s.dest && saved.has(formatKey(s.key)))
-    .map((s) => `${formatKey(s.key)} (id ${s.id})`)
+    .map((s) => `segment ${formatKey(s.key)} (id ${s.id})`)
+  return [...segments, ...objects]
 }
 
 export async function runApp(o: RunOptions): Promise<number> {
@@ -156,7 +160,7 @@ export async function runApp(o: RunOptions): Promise<number> {
     let side = false
     const warm = liveSavedKeys(o.stateDir, log)
     if (warm.length) {
-      for (const k of warm) log.log('info', 'restore.warm', `segment ${k} is live in this IPC namespace already (a restart inside the same pod): kept, not restored`)
+      for (const k of warm) log.log('info', 'restore.warm', `${k} is live in this IPC namespace already (a restart inside the same pod): kept, not restored`)
     } else {
       try {
         const r = await restore({ stateDir: o.stateDir, onConflict: 'fail', filter: o.filter, semFromCheckpoint: o.semFromCheckpoint, log })
