@@ -35,6 +35,7 @@ const env = (): NodeJS.ProcessEnv => {
     npm_config_audit: 'false',
     npm_config_fund: 'false',
     npm_config_update_notifier: 'false',
+    SHMKEEP_PREBUILD: 'host', // this machine's compiler: quick (the zig build: test/slow/prebuild.test.ts)
   }
   // node-gyp builds against the installed headers, never downloads them (as .ci does).
   if (!e.npm_config_nodedir && fs.existsSync('/usr/include/node/node_api.h')) e.npm_config_nodedir = '/usr'
@@ -76,7 +77,8 @@ beforeAll(() => {
   tarList = packed[0]!.files.map((f) => f.path)
 
   npm(['init', '-y'], app)
-  const install = npm(['install', '--ignore-scripts', '--no-audit', '--no-fund', tarball], app)
+  // @types/node beside it, as a TypeScript app has it (an optional peer of shmkeep).
+  const install = npm(['install', '--ignore-scripts', '--no-audit', '--no-fund', tarball, '@types/node@20'], app)
   if (install.status !== 0) {
     if (networkError.test(install.stderr)) skipReason = `the npm registry is unreachable for the tarball's dependencies: ${install.stderr.trim().split('\n').slice(-3).join(' ')}`
     else throw new Error(`npm install of the tarball failed:${setupLog}`)
@@ -180,8 +182,8 @@ describe('installed into an empty folder with --ignore-scripts', () => {
  * The shipped types, as an app compiles them: `--strict`, ES modules and
  * CommonJS, with each TypeScript major. TypeScript 6+ no longer loads
  * @types/* unless told, so the .d.ts must reference Node's types itself
- * (`/// <reference types="node" />`), and @types/node comes with the package
- * (a peer dependency, installed with it). The compilers are installed from the
+ * (`/// <reference types="node" />`), and @types/node is the app's (an
+ * optional peer dependency of the package). The compilers are installed from the
  * npm registry into a folder of their own at test time.
  */
 describe('the shipped types compile in a strict app with TypeScript 5, 6 and 7', () => {
@@ -248,10 +250,12 @@ describe('the shipped types compile in a strict app with TypeScript 5, 6 and 7',
     })
   }
 
-  test('the .d.ts reference Node’s types, and @types/node came with the package', (ctx) => {
+  test('the .d.ts reference Node’s types, and @types/node is an optional peer', (ctx) => {
     if (skipReason) ctx.skip(skipReason)
     expect(fs.readFileSync(path.join(app, 'node_modules', 'shmkeep', 'dist', 'index.d.ts'), 'utf8')).toMatch(/^\/\/\/ <reference types="node"/m)
     expect(fs.existsSync(path.join(app, 'node_modules', '@types', 'node', 'package.json'))).toBe(true)
+    const shipped = JSON.parse(fs.readFileSync(path.join(app, 'node_modules', 'shmkeep', 'package.json'), 'utf8'))
+    expect(shipped.peerDependenciesMeta['@types/node']).toEqual({ optional: true })
   })
 })
 
