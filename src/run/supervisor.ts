@@ -24,6 +24,7 @@ import { CgroupFreezer, SigstopFreezer, type Freezer } from './freeze'
 import { Hooks } from './hooks'
 import { Pins } from './pins'
 import { forwardableSignals, signalName, signalNumber } from './signals'
+import { warnShellForm } from './shellform'
 
 /** shmkeep's own exit codes (the app's status passes through otherwise). */
 export const RUN_EXIT = {
@@ -148,6 +149,7 @@ export async function runApp(o: RunOptions): Promise<number> {
   })
 
   try {
+    warnShellForm(log)
     if (!isInit) {
       try {
         native.setChildSubreaper()
