@@ -360,7 +360,7 @@ describe('supervisord and --signal-group (examples/supervisord) in an unshare co
 
 describe('recipe files, checked offline', () => {
 
-  test('examples/docker/Dockerfile: exec-form ENTRYPOINT, VOLUME of the state dir, SHMKEEP_GRACE, npm install of shmkeep on a node image', () => {
+  test('examples/docker/Dockerfile: exec-form ENTRYPOINT, VOLUME of the state dir, SHMKEEP_GRACE; every image installs npm pack’s tarball offline', () => {
     const image = dockerImage(ex('docker', 'Dockerfile'))
     expect(image.shellForm).toEqual([])
     expect(image.entrypoint).toEqual(ENTRYPOINT)
@@ -369,12 +369,22 @@ describe('recipe files, checked offline', () => {
     expect(Number(image.env.SHMKEEP_GRACE)).toBeGreaterThan(2)
     const from = image.instructions.find((x) => x.op === 'FROM')!
     expect(from.rest).toMatch(/^node:\d+/)
-    expect(image.instructions.some((x) => x.op === 'RUN' && /npm install -g shmkeep/.test(x.rest))).toBe(true)
-    // Every COPY source from the build context exists in this repository.
-    for (const f of ['docker/Dockerfile', 'supervisord/Dockerfile', 'supervisord/Dockerfile.workers']) {
+    // Every image installs shmkeep from `npm pack`'s tarball, with no registry; every other
+    // COPY source from the build context exists in this repository and passes .dockerignore.
+    const ignore = fs.readFileSync(path.join(root, '.dockerignore'), 'utf8')
+    expect(ignore).toMatch(/^\*$/m)
+    for (const f of ['docker/Dockerfile', 'shell-entrypoint/Dockerfile', 'supervisord/Dockerfile', 'supervisord/Dockerfile.workers']) {
+      const final = dockerImage(ex(f)).instructions
+      expect(final.map((x) => `${x.op} ${x.rest}`), f).toContain('COPY shmkeep-*.tgz /tmp/')
+      expect(final.map((x) => `${x.op} ${x.rest}`), f).toContain('RUN npm install -g --offline /tmp/shmkeep-*.tgz && rm /tmp/shmkeep-*.tgz && npm cache clean --force')
+      expect(final.filter((x) => /shmkeep@|npx/.test(x.rest)), f).toEqual([])
       for (const x of dockerfileInstructions(ex(f)).filter((i) => i.op === 'COPY' && !i.rest.startsWith('--from'))) {
         const words = x.rest.split(/\s+/)
-        for (const src of words.slice(0, -1)) expect(fs.existsSync(path.join(root, src)), `${f}:${x.line} COPY ${src}`).toBe(true)
+        for (const src of words.slice(0, -1)) {
+          if (src === 'shmkeep-*.tgz') continue // made by npm pack before the build
+          expect(fs.existsSync(path.join(root, src)), `${f}:${x.line} COPY ${src}`).toBe(true)
+          expect(ignore, `${f}:${x.line} COPY ${src} must pass .dockerignore`).toMatch(new RegExp(`^!${src.split('/')[0]}/`, 'm'))
+        }
       }
     }
   })
@@ -531,6 +541,7 @@ describe('in a real OCI runtime: runc, Docker’s default capabilities', () => {
     expect(stopped.killed, stopped.stderr).toBe(false)
     expect(stopped.status, stopped.stderr).toBe(0)
     expect(stopped.stderr).not.toMatch(/cannot become a child subreaper/)
+    expect(stopped.stderr).not.toMatch(/runs under a shell/)
     expect(stopped.stderr).toMatch(/forwarded SIGTERM to the app/)
     const count = stoppedAt(stopped.stdout)
 
@@ -596,6 +607,8 @@ describe('in a real OCI runtime: runc, Docker’s default capabilities', () => {
     expect(stopped.killed).toBe(true)
     expect(stopped.status).toBe(137)
     expect(stopped.stderr).not.toMatch(/forwarded SIGTERM/)
+    // shmkeep saw it coming, and said so at start (src/run/shellform.ts).
+    expect(stopped.stderr).toMatch(/warning: shmkeep runs under a shell \(sh\) that is PID 1 and does not pass TERM on/)
     expect(generations(state)).toEqual([])
 
     const next = await runc.run({ args: [...image.entrypoint!, 'read-abc'], env, stateDir: state })
