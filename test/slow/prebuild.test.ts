@@ -54,10 +54,10 @@ describe('npm run prebuild: zig, glibc 2.28', () => {
     stage = path.join(tmp.dir, 'stage')
     stageSources(stage)
     // Its own node_modules/.cache would be the repository's (node_modules is linked): zig is installed once per checkout.
-    const r = run('npm', ['run', 'prebuild'], { cwd: stage, timeout: 1_500_000 })
+    const r = run('npm', ['run', 'prebuild'], { cwd: stage, timeout: 2_700_000 })
     log = r.stdout + r.stderr
     if (r.status !== 0) throw new Error(`npm run prebuild failed:\n${log.slice(-4000)}`)
-  }, 1_600_000)
+  }, 2_800_000)
 
   for (const arch of ['x64', 'arm64']) {
     test(`prebuilds/linux-${arch}: no symbol needs a glibc newer than ${FLOOR} (objdump -T)`, (ctx) => {
