@@ -579,7 +579,9 @@ describe('in a real OCI runtime: runc, Docker’s default capabilities', () => {
     const gen = currentGeneration(state)
     expect(gen).toMatchObject({ reason: 'stop', clean: true })
     expect(gen.segments).toHaveLength(1)
-    const meta = readChecked(path.join(state, gen.name, gen.segments[0].meta))
+    // A small segment's record is inside GENERATION (packed), a larger one's in its .meta.
+    const entry = gen.segments[0]
+    const meta = entry.packed ?? readChecked(path.join(state, gen.name, entry.meta))
     expect(meta).toMatchObject({ key: '0x0000162e', mode: 0o600, uid: 1000, gid: 1000, cuid: 1000, cgid: 1000 })
 
     const next = await runc.run({ args: args('read-abc', 'get'), env, stateDir: state, caps, noNewPrivileges })
