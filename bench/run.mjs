@@ -21,6 +21,8 @@
 //   8 start-up                  `shmkeep run -- /bin/true` against `node -e 0` and `tini -- /bin/true`
 //   9 many small segments       2000 segments of 4 KiB: snapshot, unchanged re-snapshot, restore,
 //                               against the same of one segment of the same 8000 KiB
+//  10 semaphore sets, queues    500 sets of 4 and 200 queues of 100 messages of 100 bytes: snapshot,
+//                               restore, against the same of one semaphore set
 //
 // Every number compares only with numbers of the same run: the machine this
 // was written on is shared and varies up to 3x from one run to the next.
@@ -48,7 +50,7 @@ const HELP = `Usage: npm run bench -- [options]
   --report-only   exit 0 even when a target is missed by more than 2x
   --dir PATH      where the state dirs go (default: os.tmpdir() when it is a
                   disk file system, else bench/.tmp); must not be tmpfs
-  --only LIST     some of: startup,copy,unchanged,freeze,small (default all)
+  --only LIST     some of: startup,copy,unchanged,freeze,small,ipc (default all)
   --table FILE    print the table of a saved results.json again (measures nothing)
 
 Prints one table; writes bench/results.json. Exit status 1 when a target is
@@ -100,9 +102,9 @@ if (!Number.isInteger(runs) || runs < 1) {
   console.error('bench: --runs must be a positive integer')
   process.exit(2)
 }
-const groups = new Set((opts.only ?? 'startup,copy,unchanged,freeze,small').split(',').map((s) => s.trim()))
+const groups = new Set((opts.only ?? 'startup,copy,unchanged,freeze,small,ipc').split(',').map((s) => s.trim()))
 for (const g of groups) {
-  if (!['startup', 'copy', 'unchanged', 'freeze', 'small'].includes(g)) {
+  if (!['startup', 'copy', 'unchanged', 'freeze', 'small', 'ipc'].includes(g)) {
     console.error(`bench: --only takes startup, copy, unchanged, freeze, small; not ${g}`)
     process.exit(2)
   }
@@ -438,6 +440,33 @@ function smallFigures(lib) {
       attempt(`small.restore.${v}`, () => add(`small.restore.${v}`, json('unshare', ['--ipc', process.execPath, CHILD, 'restore', state]).ms / 1e3))
     }
   }
+  fs.rmSync(d, { recursive: true, force: true })
+}
+
+/** 10: many semaphore sets and message queues (one packed objects.data), and one semaphore set. */
+const IPC = { sets: 500, queues: 200, messages: 100, size: 100, firstSem: 0x5e120000, firstMsg: 0x5e130000 }
+function ipcFigures(lib) {
+  const d = path.join(workDir, 'ipc')
+  fs.mkdirSync(d, { recursive: true })
+  for (let i = 0; i < IPC.sets; i++) lib.sem.setValues(lib.sem.get(IPC.firstSem + i, { nsems: 4, create: true }), [1, 0, i % 100, 7])
+  for (let i = 0; i < IPC.queues; i++) {
+    const q = lib.msg.get(IPC.firstMsg + i, { create: true })
+    for (let m = 0; m < IPC.messages; m++) lib.msg.send(q, m + 1, Buffer.alloc(IPC.size, m))
+  }
+  const hex = (n) => `0x${n.toString(16)}`
+  const keys = { many: `${hex(IPC.firstSem)}-${hex(IPC.firstSem + IPC.sets - 1)},${hex(IPC.firstMsg)}-${hex(IPC.firstMsg + IPC.queues - 1)}`, one: hex(IPC.firstSem) }
+  for (let r = 0; r < runs; r++) {
+    log(`${IPC.sets} semaphore sets and ${IPC.queues} queues: run ${r + 1}/${runs}`)
+    for (const v of rotate(['many', 'one'], r)) {
+      const state = path.join(d, v)
+      fs.rmSync(state, { recursive: true, force: true })
+      sync()
+      attempt(`ipc.snap.${v}`, () => add(`ipc.snap.${v}`, node(['snapshot', state, keys[v], '1', 'manual']).ms / 1e3))
+      attempt(`ipc.restore.${v}`, () => add(`ipc.restore.${v}`, json('unshare', ['--ipc', process.execPath, CHILD, 'restore', state]).ms / 1e3))
+    }
+  }
+  for (const s of lib.sem.list()) if (s.key >>> 16 === IPC.firstSem >>> 16) lib.sem.remove(s.id)
+  for (const q of lib.msg.list()) if (q.key >>> 16 === IPC.firstMsg >>> 16) lib.msg.remove(q.id)
   fs.rmSync(d, { recursive: true, force: true })
 }
 
@@ -796,6 +825,22 @@ function buildRows(sizes) {
       ...(st ? judge(st.med <= 1, st.med / 1) : { result: 'ERROR', off: Infinity }),
     })
   }
+  // 10: semaphore sets and message queues.
+  for (const [what, name] of [['snapshot', 'snap'], ['restore', 'restore']]) {
+    const st = stats(S[`ipc.${name}.many`])
+    const one = stats(S[`ipc.${name}.one`])
+    if (!st && !errors[`ipc.${name}.many`]) continue
+    row({
+      fig: 10,
+      what: `${IPC.sets} semaphore sets + ${IPC.queues} queues × ${IPC.messages} messages: ${what}, vs one semaphore set`,
+      size: `${IPC.sets} + ${IPC.queues} × ${IPC.messages}`,
+      value: st ? fmtMs(st) : `error: ${errors[`ipc.${name}.many`]}`,
+      baseline: one ? fmtMs(one) : '—',
+      ratio: st && one ? fmtX(st.med / one.med) : '—',
+      target: '≤ 1 s',
+      ...(st ? judge(st.med <= 1, st.med / 1) : { result: 'ERROR', off: Infinity }),
+    })
+  }
   return rows
 }
 
@@ -903,6 +948,7 @@ async function main() {
       await section('unchanged', () => unchangedCheckpoint(mid))
     }
     if (groups.has('small')) await section('small', () => smallFigures(lib))
+    if (groups.has('ipc')) await section('ipc', () => ipcFigures(lib))
     if (groups.has('freeze')) {
       await section('freeze', async () => {
         for (const [i, seg] of segs.entries()) if (seg.size <= GiB) await freezePause(seg, i)
