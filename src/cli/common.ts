@@ -2,6 +2,7 @@
  * What every subcommand shares: option parsing (node:util parseArgs, with
  * environment variables as defaults), the logger, the filters, JSON output.
  */
+import fs from 'node:fs'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { parseSize, segmentPredicate, type SegmentFilter } from '../filter'
 import { streamLogger, type Logger } from '../log'
@@ -122,5 +123,32 @@ export const COMMON_HELP = `Output:
   -v, --verbose         more detail on stderr
   --log-format FORMAT   text (default) or json lines
   -h, --help            this help
-Every option can also come from the environment: --state-dir as SHMKEEP_STATE_DIR,
---on-conflict as SHMKEEP_ON_CONFLICT, and so on (repeatable ones: one value per line).`
+  -V, --version         print shmkeep's version
+Every option can also come from the environment as SHMKEEP_<OPTION> (--state-dir
+as SHMKEEP_STATE_DIR, --min-size as SHMKEEP_MIN_SIZE; repeatable ones: one value per line).`
+
+/** The state dir option as the commands that read one list it. */
+export const STATE_DIR_HELP = `  -s, --state-dir DIR   where generations live (a volume); SHMKEEP_STATE_DIR`
+
+/**
+ * The state dir of a command that only reads it: a missing one is a one-line
+ * error naming it, not a stack of fs calls.
+ */
+export function existingStateDir(values: { 'state-dir'?: string }): string {
+  const dir = requireStateDir(values)
+  let st: fs.Stats
+  try {
+    st = fs.statSync(dir)
+  } catch (e) {
+    throw new Error(`state dir ${dir}: ${describeFsError(e)}`)
+  }
+  if (!st.isDirectory()) throw new Error(`state dir ${dir} is not a directory`)
+  return dir
+}
+
+/** "no such file or directory" for ENOENT and the like: the message without Node's "ENOENT: ..., stat 'path'" wrapping. */
+export function describeFsError(e: unknown): string {
+  const err = e as NodeJS.ErrnoException
+  const known: Record<string, string> = { ENOENT: 'no such file or directory', EACCES: 'permission denied', ENOTDIR: 'a path component is not a directory', ELOOP: 'too many symbolic links' }
+  return (err.code && known[err.code]) ?? err.message ?? String(e)
+}

@@ -8,7 +8,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { COMMON_HELP, commonOptions, parse } from './common'
+import { commonOptions, parse } from './common'
 import { EXIT } from './errors'
 
 const HELP = `Usage: shmkeep demo
@@ -17,7 +17,10 @@ Shows what shmkeep is for: a legacy C program keeps 'a'..'z' in SysV shared
 memory (key 0x162e); its container is stopped and a new one started. With
 shmkeep the new container reads "a b c ... z"; without it, nothing. Needs
 root (for unshare's namespaces) and a C compiler (cc) for the example app.
-COMMON`
+Prints what happens, in the order it happens (no --json: it is a show).
+
+  -h, --help            this help
+  -V, --version         print shmkeep's version`
 
 const root = path.resolve(__dirname, '..', '..')
 const shmkeepBin = path.join(root, 'bin', 'shmkeep.js')
@@ -27,20 +30,41 @@ function say(t0: number, text: string): void {
   process.stdout.write(`[${((performance.now() - t0) / 1000).toFixed(2).padStart(5)} s] ${text}\n`)
 }
 
-/** Run a "container" to its end; its output, indented. */
+/**
+ * A file that a container's stdout and stderr both write to, so that its
+ * lines come back in the order they were written (shmkeep's log on stderr,
+ * the app's output on stdout).
+ */
+function outputFile(): { fd: number; read(): string; close(): void } {
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'shmkeep-demo-out-')), 'out')
+  const fd = fs.openSync(file, 'w+')
+  return {
+    fd,
+    read: () => fs.readFileSync(file, 'utf8'),
+    close: () => {
+      fs.closeSync(fd)
+      fs.rmSync(path.dirname(file), { recursive: true, force: true })
+    },
+  }
+}
+
+/** Run a "container" to its end; its output, in order. */
 function runContainer(argv: string[]): { status: number | null; out: string } {
-  const r = spawnSync('unshare', [...CONTAINER, ...argv], { encoding: 'utf8' })
-  return { status: r.status, out: (r.stdout + r.stderr).trimEnd() }
+  const out = outputFile()
+  try {
+    const r = spawnSync('unshare', [...CONTAINER, ...argv], { stdio: ['ignore', out.fd, out.fd] })
+    return { status: r.status, out: out.read().trimEnd() }
+  } finally {
+    out.close()
+  }
 }
 
 /** Start a container, wait until `ready` matches its log, then stop it as docker stop does. */
 async function runAndStop(argv: string[], ready: RegExp, grace = 10): Promise<string> {
-  const child = spawn('unshare', [...CONTAINER, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  child.stdout.on('data', (d) => (out += d))
-  child.stderr.on('data', (d) => (out += d))
+  const file = outputFile()
+  const child = spawn('unshare', [...CONTAINER, ...argv], { stdio: ['ignore', file.fd, file.fd] })
   const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()))
-  while (!ready.test(out)) {
+  while (!ready.test(file.read())) {
     if (child.exitCode !== null) break
     await new Promise((r) => setTimeout(r, 20))
   }
@@ -50,15 +74,17 @@ async function runAndStop(argv: string[], ready: RegExp, grace = 10): Promise<st
   const timer = setTimeout(() => child.kill('SIGKILL'), grace * 1000)
   await exited
   clearTimeout(timer)
-  return out.trimEnd()
+  const out = file.read().trimEnd()
+  file.close()
+  return out
 }
 
 const indent = (text: string) => text.split('\n').map((l) => `          | ${l}`).join('\n') + '\n'
 
 export async function run(argv: string[]): Promise<number> {
-  const { values } = parse(argv, commonOptions)
+  const { values } = parse(argv, { help: commonOptions.help })
   if (values.help) {
-    process.stdout.write(HELP.replace('COMMON', COMMON_HELP) + '\n')
+    process.stdout.write(HELP + '\n')
     return EXIT.ok
   }
   if (process.getuid?.() !== 0 || spawnSync('unshare', [...CONTAINER, 'true']).status !== 0) {

@@ -1,24 +1,28 @@
 /** `shmkeep diff`: live segments against CURRENT. */
 import { diff } from '../inspect'
-import { COMMON_HELP, FILTER_HELP, commonOptions, filterFrom, filterOptions, parse, printJson, requireStateDir, stateDirOption } from './common'
+import { COMMON_HELP, FILTER_HELP, STATE_DIR_HELP, commonOptions, existingStateDir, filterFrom, filterOptions, parse, printJson, stateDirOption } from './common'
 import { EXIT } from './errors'
 
 const HELP = `Usage: shmkeep diff --state-dir DIR [filters] [--json]
 
 The live segments of this IPC namespace against DIR's CURRENT generation:
 added, removed, changed (size, mode, owner, or chunk checksums), unchanged.
+
+STATE_DIR
+
 FILTERS
+
 COMMON`
 
-const options = { ...commonOptions, ...stateDirOption, ...filterOptions } as const
+export const options = { ...commonOptions, ...stateDirOption, ...filterOptions } as const
 
 export async function run(argv: string[]): Promise<number> {
   const { values } = parse(argv, options)
   if (values.help) {
-    process.stdout.write(HELP.replace('FILTERS', FILTER_HELP).replace('COMMON', COMMON_HELP) + '\n')
+    process.stdout.write(HELP.replace('STATE_DIR', STATE_DIR_HELP).replace('FILTERS', FILTER_HELP).replace('COMMON', COMMON_HELP) + '\n')
     return EXIT.ok
   }
-  const r = await diff(requireStateDir(values), filterFrom(values))
+  const r = await diff(existingStateDir(values), filterFrom(values))
   if (values.json) {
     printJson('shmkeep.diff', r)
   } else {

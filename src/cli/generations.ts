@@ -1,24 +1,28 @@
 /** `shmkeep generations`: thin over listGenerations() in src/inspect.ts. */
 import { humanSize } from '../filter'
 import { listGenerations, verify } from '../inspect'
-import { COMMON_HELP, commonOptions, parse, printJson, requireStateDir, stateDirOption } from './common'
+import { COMMON_HELP, STATE_DIR_HELP, commonOptions, existingStateDir, parse, printJson, stateDirOption } from './common'
 import { EXIT } from './errors'
 
 const HELP = `Usage: shmkeep generations --state-dir DIR [--verify] [--json]
 
 List the generations of DIR, oldest first: name, created-at, segments, bytes,
-and which one CURRENT names (*). --verify checks every chunk of each.
+and which one CURRENT names (*).
+
+STATE_DIR
+  --verify              check every chunk of each generation (exit 1 if one is damaged)
+
 COMMON`
 
-const options = { ...commonOptions, ...stateDirOption, verify: { type: 'boolean' } } as const
+export const options = { ...commonOptions, ...stateDirOption, verify: { type: 'boolean' } } as const
 
 export async function run(argv: string[]): Promise<number> {
   const { values } = parse(argv, options)
   if (values.help) {
-    process.stdout.write(HELP.replace('COMMON', COMMON_HELP) + '\n')
+    process.stdout.write(HELP.replace('STATE_DIR', STATE_DIR_HELP).replace('COMMON', COMMON_HELP) + '\n')
     return EXIT.ok
   }
-  const dir = requireStateDir(values)
+  const dir = existingStateDir(values)
   const gens = listGenerations(dir)
   const verified = values.verify ? await verify(dir, 'all') : undefined
   const rows = gens.map((g) => ({ ...g, verified: verified?.generations.find((v) => v.name === g.name)?.ok }))

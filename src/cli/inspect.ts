@@ -2,25 +2,28 @@
 import { humanSize } from '../filter'
 import { inspect } from '../inspect'
 import { OBJECT_COLUMNS, savedObjectRows } from '../kinds'
-import { COMMON_HELP, commonOptions, parse, printJson, requireStateDir, stateDirOption, UsageError } from './common'
+import { COMMON_HELP, STATE_DIR_HELP, commonOptions, existingStateDir, parse, printJson, stateDirOption, UsageError } from './common'
 import { EXIT } from './errors'
 import { table } from './table'
 
 const HELP = `Usage: shmkeep inspect --state-dir DIR [GENERATION] [--json]
 
 The segments of one generation (default: CURRENT) with their saved metadata.
+
+STATE_DIR
+
 COMMON`
 
-const options = { ...commonOptions, ...stateDirOption } as const
+export const options = { ...commonOptions, ...stateDirOption } as const
 
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, options, { positionals: true })
   if (values.help) {
-    process.stdout.write(HELP.replace('COMMON', COMMON_HELP) + '\n')
+    process.stdout.write(HELP.replace('STATE_DIR', STATE_DIR_HELP).replace('COMMON', COMMON_HELP) + '\n')
     return EXIT.ok
   }
   if (positionals.length > 1) throw new UsageError('give at most one generation')
-  const d = inspect(requireStateDir(values), positionals[0])
+  const d = inspect(existingStateDir(values), positionals[0])
   if (values.json) {
     printJson('shmkeep.inspect', d)
     return EXIT.ok

@@ -15,7 +15,7 @@ semaphore sets and message queues (like ipcs -s and ipcs -q).
 FILTERS
 COMMON`
 
-const options = { ...commonOptions, ...filterOptions } as const
+export const options = { ...commonOptions, ...filterOptions } as const
 
 function time(t: number): string {
   return t === 0 ? '-' : new Date(t * 1000).toISOString().replace('T', ' ').slice(0, 19)

@@ -4,6 +4,7 @@
  */
 import { version } from './version'
 
+import { describeFsError } from './common'
 import { EXIT, UsageError } from './errors'
 
 export { EXIT, UsageError }
@@ -40,7 +41,8 @@ function help(): string {
     '',
     'Options:',
     '  -h, --help     show this help (also: shmkeep <command> --help)',
-    '  -V, --version  print the version',
+    '  -V, --version  print the version (also after a command)',
+    '  -v, --verbose  more detail on stderr (the same as after the command)',
     '',
     'Exit codes: 0 ok, 1 failed, 2 usage error, 3 done only in part (see each command).',
   ].join('\n')
@@ -54,9 +56,18 @@ export async function main(argv: string[]): Promise<void> {
     process.exitCode = first === undefined ? EXIT.usage : EXIT.ok
     return
   }
-  if (first === '-V' || first === '--version') {
+  if (first === '-V' || first === '--version' || asksVersion(rest, first)) {
     process.stdout.write(version + '\n')
     return
+  }
+  // -v means --verbose everywhere, before the command too.
+  if (first === '-v' || first === '--verbose') {
+    if (rest.length === 0 || !commands[rest[0]!]) {
+      process.stderr.write(`shmkeep: ${first} is --verbose and needs a command (the version is -V)\n\n${help()}\n`)
+      process.exitCode = EXIT.usage
+      return
+    }
+    return main([rest[0]!, '--verbose', ...rest.slice(1)])
   }
   const command = commands[first]
   if (!command) {
@@ -71,8 +82,24 @@ export async function main(argv: string[]): Promise<void> {
       process.stderr.write(`shmkeep ${first}: ${e.message}\n(see shmkeep ${first} --help)\n`)
       process.exitCode = EXIT.usage
     } else {
-      process.stderr.write(`shmkeep ${first}: ${e instanceof Error ? e.message : String(e)}\n`)
+      process.stderr.write(`shmkeep ${first}: ${oneLine(e)}\n`)
       process.exitCode = EXIT.failed
     }
   }
+}
+
+/** `shmkeep CMD … -V`: the version, from any command (not from the app's arguments after `--`). */
+function asksVersion(rest: string[], command: string): boolean {
+  if (!commands[command]) return false
+  const own = rest.indexOf('--') === -1 ? rest : rest.slice(0, rest.indexOf('--'))
+  return own.includes('-V') || own.includes('--version')
+}
+
+/** An error as one line: a file system error names its path and what went wrong, not Node's "ENOENT: …, stat '…'". */
+function oneLine(e: unknown): string {
+  const err = e as NodeJS.ErrnoException
+  if (err && typeof err === 'object' && typeof err.code === 'string' && typeof err.path === 'string' && /^E[A-Z]+$/.test(err.code)) {
+    return `${err.path}: ${describeFsError(err)}`
+  }
+  return e instanceof Error ? e.message : String(e)
 }

@@ -1,6 +1,6 @@
 /** `shmkeep verify`: thin over verify() in src/inspect.ts. */
 import { verify } from '../inspect'
-import { COMMON_HELP, commonOptions, parse, printJson, requireStateDir, stateDirOption, UsageError } from './common'
+import { COMMON_HELP, STATE_DIR_HELP, commonOptions, existingStateDir, parse, printJson, stateDirOption, UsageError } from './common'
 import { EXIT } from './errors'
 
 const HELP = `Usage: shmkeep verify --state-dir DIR [GENERATION | --all]
@@ -8,20 +8,24 @@ const HELP = `Usage: shmkeep verify --state-dir DIR [GENERATION | --all]
 Check every chunk of CURRENT (or GENERATION, or every generation) against its
 checksum, and every saved semaphore set and message queue against its own.
 Names each bad segment and chunk, and each bad object.
+
+STATE_DIR
+  --all                 every generation, not only CURRENT
+
 COMMON
 
 Exit codes: 0 all verify; 1 something is damaged; 2 usage.`
 
-const options = { ...commonOptions, ...stateDirOption, all: { type: 'boolean' } } as const
+export const options = { ...commonOptions, ...stateDirOption, all: { type: 'boolean' } } as const
 
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, options, { positionals: true })
   if (values.help) {
-    process.stdout.write(HELP.replace('COMMON', COMMON_HELP) + '\n')
+    process.stdout.write(HELP.replace('STATE_DIR', STATE_DIR_HELP).replace('COMMON', COMMON_HELP) + '\n')
     return EXIT.ok
   }
   if (positionals.length > 1 || (positionals.length && values.all)) throw new UsageError('give one generation, or --all')
-  const report = await verify(requireStateDir(values), values.all ? 'all' : positionals[0])
+  const report = await verify(existingStateDir(values), values.all ? 'all' : positionals[0])
   if (values.json) {
     printJson('shmkeep.verify', report)
   } else {
