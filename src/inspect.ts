@@ -14,6 +14,7 @@ import { StateFileError } from './state/files'
 import { verifySaved } from './state/segdata'
 import type { Consistency, GenerationRecord, SegmentRecord } from './state/format'
 import { prune as pruneGenerations, type PruneResult } from './state/prune'
+import { readLineage } from './state/lineage'
 import { StateDir, safeName } from './state/statedir'
 import { ipcNamespaceId, segmentMemory } from './system'
 
@@ -35,6 +36,8 @@ export interface GenerationSummary {
   bytes?: number
   /** Why its GENERATION file cannot be read. */
   error?: string
+  /** Moved aside after failing verification (`restore --generation` takes it by this name). */
+  quarantined?: boolean
 }
 
 /** Every generation of a state dir, oldest first. */
@@ -43,8 +46,9 @@ export function listGenerations(stateDir: string): GenerationSummary[] {
   const state = StateDir.open(stateDir)
   const current = state.readCurrent()
   const currentName = 'name' in current ? current.name : null
-  return state.generations().map((g) => {
-    const base = { name: g.name, seq: g.seq, current: g.name === currentName }
+  const all = [...state.generations(), ...state.quarantined().map((g) => ({ ...g, quarantined: true }))].sort((a, b) => a.seq - b.seq)
+  return all.map((g) => {
+    const base = { name: g.name, seq: g.seq, current: g.name === currentName, ...('quarantined' in g ? { quarantined: true } : {}) }
     try {
       const r = state.readGeneration(g.name)
       return {
@@ -132,7 +136,7 @@ export async function verify(stateDir: string, generation?: string | 'all'): Pro
   if (generation === 'all') {
     names = state.generations().map((g) => g.name)
   } else if (generation) {
-    names = [generation]
+    names = [state.generationDir(generation)] // 'no such generation', never DAMAGED
   } else {
     const current = state.readCurrent()
     if ('error' in current) throw new StateFileError(state.path('CURRENT'), current.error)
@@ -180,7 +184,7 @@ export async function prune(stateDir: string, options: { keep: number; dryRun?: 
   const state = StateDir.open(stateDir)
   const lock = await state.lock()
   try {
-    return pruneGenerations(state, { keep: options.keep, dryRun: options.dryRun, protect: [state.liveParent(ipcNamespaceId(), shm.list())], log: options.log })
+    return pruneGenerations(state, { keep: options.keep, dryRun: options.dryRun, protect: [lineageParent(state)], log: options.log })
   } finally {
     lock.release()
   }
@@ -257,4 +261,10 @@ export async function diff(stateDir: string, filter?: SegmentFilter): Promise<Di
 export function list(filter?: SegmentFilter): shm.ShmStat[] {
   checkEntryOptions('list', filter, 'list: filter')
   return shm.list().filter(segmentPredicate(filter)).sort((a, b) => a.id - b.id)
+}
+
+/** The generation this namespace's live state descends from, when its lineage record says so. */
+function lineageParent(state: StateDir): string | null {
+  const l = readLineage(state)
+  return l.known ? l.record.generation : null
 }

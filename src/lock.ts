@@ -29,7 +29,15 @@ export async function lockFile(path: string, options: LockOptions = {}): Promise
   checkEntryOptions('lockFile', options)
   const exclusive = checkBool('exclusive', options.exclusive, true)
   options.signal?.throwIfAborted()
-  const fd = sys(path, () => fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW, 0o600))
+  // O_NONBLOCK: a FIFO in the place of the lock file must not hang the open.
+  const fd = sys(path, () => fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK, 0o600))
+  const st = fs.fstatSync(fd)
+  if (!st.isFile()) {
+    fs.closeSync(fd)
+    const err = new Error(`${path}: is not a regular file${st.isFIFO() ? ' (a FIFO)' : ''}; shmkeep locks only a regular file`) as Error & { code: string }
+    err.code = 'EISDIR'
+    throw err
+  }
   const deadline = options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs
   let wait = 5
   try {

@@ -195,6 +195,10 @@ const entries = {
       pinnedIds: ((v, what) => {
         if (!(v instanceof Set)) throw new OptionTypeError(`${what} must be a Set of segment ids, got ${show(v)}`, optionOf(what))
       }) as Rule,
+      parent: ((v, what) => {
+        if (v !== null) rules.string(v, what)
+      }) as Rule,
+      insecureStateDir: rules.boolean,
       log: rules.logger,
     } satisfies Rules<SnapshotOptions>,
     required: ['stateDir'],
@@ -208,6 +212,8 @@ const entries = {
       filter: rules.filter,
       semFromCheckpoint: rules.oneOf(['restore', 'skip']),
       lockTimeoutMs: rules.count(),
+      signal: rules.signal,
+      insecureStateDir: rules.boolean,
       log: rules.logger,
     } satisfies Rules<RestoreOptions>,
     required: ['stateDir'],

@@ -24,6 +24,7 @@ import * as shm from './shm'
 import { StateFileError } from './state/files'
 import { restoreSaved, verifySaved } from './state/segdata'
 import { generationSeq, type GenerationRecord, type SegmentRecord } from './state/format'
+import { readLineage, warmth, writeLineage, type Undo } from './state/lineage'
 import { StateDir, safeName } from './state/statedir'
 import { disarmNextId, ipcNamespaceId, memoryLimit, nextIdControl, setNextId } from './system'
 
@@ -31,7 +32,11 @@ export type ConflictPolicy = 'fail' | 'skip' | 'replace'
 
 export interface RestoreOptions {
   stateDir: string
-  /** A key that already has a segment here: fail (default), skip it, or replace it when nobody is attached. */
+  /**
+   * A key that already has a segment here: fail (default), skip it, or
+   * replace it when nobody is attached. Left out (and no generation named),
+   * a warm namespace is kept as it is: nothing is restored.
+   */
   onConflict?: ConflictPolicy
   /** Restore the good segments of one generation and report the bad ones, instead of all or nothing. */
   partial?: boolean
@@ -42,6 +47,14 @@ export interface RestoreOptions {
   /** Semaphore sets saved by a checkpoint: restored, or skipped (default; see src/kinds). */
   semFromCheckpoint?: SemFromCheckpoint
   lockTimeoutMs?: number
+  /**
+   * Abandon the restore when this aborts (a TERM while restoring): every
+   * segment created is removed. Abort with the signal's name as the reason
+   * (`controller.abort('SIGTERM')`) and the error says so.
+   */
+  signal?: AbortSignal
+  /** Trust a state dir other users may write (default: SHMKEEP_INSECURE_STATE_DIR; src/state/trust.ts). */
+  insecureStateDir?: boolean
   log?: Logger
 }
 
@@ -75,6 +88,16 @@ export interface RestoreReport {
   idsNotKept?: string
   /** Segments removed that a killed restore had left. */
   cleanedUp: Array<{ key: string; id: number }>
+  /** Why nothing was restored although CURRENT exists: the namespace is warm (src/state/lineage.ts). */
+  warm?: string
+  /**
+   * The generation this namespace's live state now descends from (null: a
+   * first start), or undefined when that is unknown (warm, without a lineage
+   * record). Also recorded in the namespace itself unless `lineageNotRecorded`.
+   */
+  parent?: string | null
+  /** Why the lineage record could not be written (the next snapshot then goes beside CURRENT). */
+  lineageNotRecorded?: string
   bytes: number
   durationMs: number
 }
@@ -108,6 +131,12 @@ function undoKilledRestore(state: StateDir, ns: string, log: Logger): Array<{ ke
   }
   const removed: Array<{ key: string; id: number }> = []
   if (record.ns === ns) {
+    // Killed after it recorded its lineage: it had finished (see restore()).
+    const lineage = readLineage(state)
+    if (lineage.known && lineage.record.generation === record.generation) {
+      state.clearRestoring()
+      return []
+    }
     const ids = new Set(record.created.map((c) => c.id))
     const keys = new Set(record.keys)
     for (const s of shm.list()) {
@@ -182,6 +211,17 @@ function createSegment(seg: SegmentRecord, who: Identity, chooseId: boolean): nu
   }
 }
 
+/**
+ * A generation whose segments are all created, filled, verified and given
+ * their final mode and owner — not yet recorded as finished. `undo` removes
+ * every one of them: whatever fails after this (a full volume refusing LIVE
+ * or CURRENT, a TERM) leaves the namespace as it was.
+ */
+interface Restored {
+  created: Created[]
+  undo(): void
+}
+
 async function restoreGeneration(
   state: StateDir,
   name: string,
@@ -190,7 +230,7 @@ async function restoreGeneration(
   ns: string,
   report: RestoreReport,
   log: Logger,
-): Promise<void> {
+): Promise<Restored> {
   let gen: GenerationRecord
   const metas: SegmentRecord[] = []
   let payloads: Buffer[] = []
@@ -204,8 +244,9 @@ async function restoreGeneration(
     if (gen.objects) payloads = readObjects(state.path(name), gen.objects)
   } catch (e) {
     if (e instanceof StateFileError || e instanceof ObjectDamage) throw new DamagedError(e.message)
-    throw e
+    throw e // EIO and the like: not proof of damage, nothing is quarantined
   }
+  options.signal?.throwIfAborted()
 
   const onConflict = options.onConflict ?? 'fail'
   const segmentsHere = shm.list().filter((s) => !s.dest)
@@ -283,6 +324,7 @@ async function restoreGeneration(
   }
   try {
     for (const { meta, out, replace } of todo) {
+      options.signal?.throwIfAborted()
       const started = performance.now()
       if (replace) {
         shm.remove(replace.id, { asUid: replace.cuid, asGid: replace.cgid })
@@ -303,12 +345,19 @@ async function restoreGeneration(
         check = await restoreSaved(state.path(name, meta.data), meta, { id, uid: who.uid, gid: who.gid }, true)
       } catch (e) {
         const raw = e as { code?: string; errno?: number; message: string }
-        // The data file is missing, not a file, the wrong size, a link or
-        // unreadable on disk: damage (another generation may do). Anything
-        // else (EMFILE, EACCES, ENOMEM…) is about this machine, not the data.
-        const damageErrno = [os.constants.errno.ENOENT, os.constants.errno.ELOOP, os.constants.errno.EIO, os.constants.errno.EISDIR, os.constants.errno.EINVAL, os.constants.errno.ENXIO]
-        if (raw.code === 'ESIZE' || raw.code === 'ETABLE' || (raw.errno !== undefined && damageErrno.includes(raw.errno) && ['open', 'fstat', 'pread', 'read', 'lseek'].includes((e as { syscall?: string }).syscall ?? ''))) {
+        // The data file is missing, not a file, the wrong size or a link:
+        // damage (another generation may do). Anything else — EIO (a
+        // network volume's hiccup, or a bad sector), EMFILE, EACCES,
+        // ENOMEM, EINTR — is not proof of damage: the restore fails naming
+        // the file and errno, and nothing is quarantined.
+        const damageErrno = [os.constants.errno.ENOENT, os.constants.errno.ELOOP, os.constants.errno.EISDIR, os.constants.errno.EINVAL, os.constants.errno.ENXIO]
+        const syscall = (e as { syscall?: string }).syscall ?? ''
+        if (raw.code === 'ESIZE' || raw.code === 'ETABLE' || (raw.errno !== undefined && damageErrno.includes(raw.errno) && ['open', 'fstat', 'pread', 'read', 'lseek'].includes(syscall))) {
           throw new DamagedError(`segment ${meta.key} (saved id ${meta.id}): ${state.path(name, meta.data)}: ${(systemError(e, meta.data) as Error).message}`)
+        }
+        if (['open', 'fstat', 'pread', 'read', 'lseek'].includes(syscall)) {
+          const err = systemError(e, state.path(name, meta.data)) as Error & { code?: string }
+          throw new Error(`segment ${meta.key}: ${state.path(name, meta.data)}: ${err.code ?? 'error'} in ${syscall} (${err.message}; not proof of damage: nothing was quarantined)`)
         }
         throw systemError(e, `segment ${meta.key}, id ${id}`)
       }
@@ -334,26 +383,59 @@ async function restoreGeneration(
       shm.set(out.id!, { uid: meta.uid, gid: meta.gid, mode: meta.mode, asUid: c.as.uid, asGid: c.as.gid })
     }
     objects.finish()
+    options.signal?.throwIfAborted()
   } catch (e) {
     objects.undo()
     removeCreated()
     for (const o of outcomes) if (o.status === 'restored') o.status = 'not-restored'
-    state.clearRestoring()
+    clearRestoringQuietly(state, log)
     if (replaced.length && e instanceof Error) {
       e.message += `; the live segment(s) ${replaced.join(', ')} had been replaced (--on-conflict=replace) and are gone`
     }
     throw e
   }
-  // LIVE first: a restore killed between the two is then seen as finished
-  // (RESTORING's segments are the live state), not as half done.
-  state.setLive(ns, name, shm.list().filter((x) => created.some((c) => c.id === x.id)))
-  state.clearRestoring()
   report.generation = name
   // What the generation itself says it lacks (src/snapshot.ts records it).
   for (const u of gen.unsaved ?? []) {
     log.log('warn', 'restore.unsaved', `segment ${u.key} (id ${u.id}) is not in ${name}: it could not be saved then (${u.errno}: ${u.reason})`, { key: u.key, id: u.id })
   }
   if (gen.consistency === 'live') log.log('warn', 'restore.live', `${name} was taken while processes were attached to its segments (live): every chunk verifies, but the image may be torn across chunks`)
+  return {
+    created: [...created],
+    undo() {
+      objects.undo()
+      removeCreated()
+      for (const o of outcomes) if (o.status === 'restored') o.status = 'not-restored'
+      report.generation = null
+      if (replaced.length) log.log('error', 'restore.undo', `the live segment(s) ${replaced.join(', ')} had been replaced (--on-conflict=replace) and are gone`)
+    },
+  }
+}
+
+/** Remove RESTORING after an undo; a failure there only leaves a record the next restore cleans up. */
+function clearRestoringQuietly(state: StateDir, log: Logger): void {
+  try {
+    state.clearRestoring()
+  } catch (e) {
+    log.log('warn', 'restore.record', `could not remove RESTORING (${(e as Error).message}): the next restore in this namespace removes it`)
+  }
+}
+
+/**
+ * Record in the namespace which generation its state now descends from. Not
+ * being able to (a read-only state dir that never had a LINEAGE id, no room
+ * for one more queue) does not fail the restore: the lineage is then unknown
+ * and the next snapshot goes beside CURRENT, loudly — the safe side.
+ */
+function recordLineage(state: StateDir, report: RestoreReport, log: Logger): Undo | undefined {
+  report.parent = report.generation
+  try {
+    return writeLineage(state, report.generation, { newLine: true })
+  } catch (e) {
+    report.lineageNotRecorded = (e as Error).message
+    log.log('warn', 'restore.lineage', `the lineage of this namespace could not be recorded (${report.lineageNotRecorded}): a later \`shmkeep snapshot\` here goes beside CURRENT`)
+    return undefined
+  }
 }
 
 /**
@@ -361,11 +443,8 @@ async function restoreGeneration(
  * generations. `repair` says CURRENT is unreadable or names no generation:
  * whatever is restored then becomes CURRENT.
  */
-function candidates(state: StateDir, options: RestoreOptions, log: Logger): { names: string[]; repair: boolean } {
-  if (options.generation) {
-    if (generationSeq(options.generation) === undefined) throw new TypeError(`not a generation name: ${JSON.stringify(options.generation)} (e.g. gen-000000000042)`)
-    return { names: [options.generation], repair: false }
-  }
+function candidates(state: StateDir, options: RestoreOptions, log: Logger): { names: string[]; repair: boolean; damage?: string } {
+  if (options.generation) return { names: [state.generationDir(options.generation)], repair: false }
   const gens = state.generations()
   const current = state.readCurrent()
   const main = (limit: number) =>
@@ -382,7 +461,7 @@ function candidates(state: StateDir, options: RestoreOptions, log: Logger): { na
       .reverse()
   if ('error' in current) {
     log.log('error', 'restore.current', `${current.error}; falling back to the newest generation that verifies`)
-    return { names: main(Infinity), repair: true }
+    return { names: main(Infinity), repair: true, damage: current.error }
   }
   if (current.name === null) {
     if (gens.length) log.log('warn', 'restore.current', 'no CURRENT although generations exist (a first snapshot was killed before switching it): trying the newest')
@@ -391,7 +470,7 @@ function candidates(state: StateDir, options: RestoreOptions, log: Logger): { na
   const seq = gens.find((g) => g.name === current.name)?.seq
   if (seq === undefined) {
     log.log('error', 'restore.current', `CURRENT names ${current.name}, which is not in the state dir; falling back to the newest generation that verifies`)
-    return { names: main(Infinity), repair: true }
+    return { names: main(Infinity), repair: true, damage: `CURRENT names ${current.name}, which is not in the state dir` }
   }
   return { names: [current.name, ...main(seq).filter((n) => n !== current.name)], repair: false }
 }
@@ -405,18 +484,41 @@ export async function restore(options: RestoreOptions): Promise<RestoreReport> {
   checkEntryOptions('restore', options)
   const log = options.log ?? silentLogger
   const started = performance.now()
-  const state = StateDir.open(options.stateDir, { create: true })
+  const state = StateDir.open(options.stateDir, { log, warn: true, insecure: options.insecureStateDir })
   const report: RestoreReport = { stateDir: state.dir, generation: null, rejected: [], segments: [], objects: [], cleanedUp: [], bytes: 0, durationMs: 0 }
-  const lock = await state.lock({ timeoutMs: options.lockTimeoutMs })
+  const lock = await state.lock({ timeoutMs: options.lockTimeoutMs, signal: options.signal }).catch((e) => {
+    if (options.signal?.aborted) throw new RestoreError(`restore interrupted by ${String(options.signal.reason)} while waiting for the state dir's lock: nothing restored`, report)
+    throw e
+  })
   try {
     const ns = ipcNamespaceId()
     report.cleanedUp = undoKilledRestore(state, ns, log)
     state.removeStaleTemporaries()
+    // A warm namespace (a container restarted inside its pod) holds state at
+    // least as new as any snapshot: keep it. Only when the caller asked for
+    // nothing else (a generation by name, or a conflict policy).
+    if (options.generation === undefined && options.onConflict === undefined) {
+      const w = warmth(state, ns, new Set(shm.list().filter((s) => !s.dest).map((s) => formatKey(s.key))))
+      if (w.warm) {
+        report.warm = w.why
+        if (w.lineage.known) report.parent = w.lineage.record.generation
+        log.log('info', 'restore.warm', `nothing restored: ${w.why}`)
+        report.durationMs = performance.now() - started
+        return report
+      }
+    }
     const powers = currentPowers()
-    const { names, repair } = candidates(state, options, log)
+    const { names, repair, damage } = candidates(state, options, log)
+    // A damaged CURRENT with nothing to fall back to is not a first start:
+    // starting empty and snapshotting would bury whatever CURRENT meant.
+    if (damage && names.length === 0) {
+      throw new Error(`${damage}, and no other generation is here to fall back to (remove CURRENT to start empty on purpose)`)
+    }
+    let restored: Restored | undefined
+    let lineage: Undo | undefined
     for (const name of names) {
       try {
-        await restoreGeneration(state, name, options, powers, ns, report, log)
+        restored = await restoreGeneration(state, name, options, powers, ns, report, log)
         break
       } catch (e) {
         if (!(e instanceof DamagedError)) throw e
@@ -429,13 +531,33 @@ export async function restore(options: RestoreOptions): Promise<RestoreReport> {
     // deleted) and CURRENT is pointed at what the namespace now holds, so the
     // next snapshot continues this line instead of being written beside it.
     // When nothing could be restored, the state dir stays exactly as it was.
-    if (report.generation && (report.rejected.length || repair)) {
-      for (const r of report.rejected) {
-        r.quarantinedAs = state.quarantine(r.generation)
-        if (r.quarantinedAs) log.log('warn', 'restore.quarantine', `moved the damaged ${r.generation} aside as ${r.quarantinedAs}`)
+    //
+    // Everything from here on is inside all-or-nothing: a failure (a full
+    // volume refusing CURRENT or LIVE, a TERM) removes every segment restored.
+    if (restored) {
+      const done = restored
+      try {
+        if (report.rejected.length || repair) {
+          for (const r of report.rejected) {
+            r.quarantinedAs = state.quarantine(r.generation)
+            if (r.quarantinedAs) log.log('warn', 'restore.quarantine', `moved the damaged ${r.generation} aside as ${r.quarantinedAs}`)
+          }
+          state.writeCurrent(report.generation!)
+          log.log('warn', 'restore.fallback', `restored ${report.generation} instead; CURRENT now names it`)
+        }
+        options.signal?.throwIfAborted()
+        // Lineage first: a restore killed between the two is then seen as
+        // finished (RESTORING's segments are the live state), not half done.
+        lineage = recordLineage(state, report, log)
+        state.clearRestoring()
+      } catch (e) {
+        lineage?.undo()
+        done.undo()
+        clearRestoringQuietly(state, log)
+        throw e
       }
-      state.writeCurrent(report.generation)
-      log.log('warn', 'restore.fallback', `restored ${report.generation} instead; CURRENT now names it`)
+    } else if (report.rejected.length === 0 && !damage) {
+      recordLineage(state, report, log) // a first start: its snapshots may become CURRENT
     }
     if (report.generation === null && report.rejected.length) {
       throw new Error(`no generation verifies: ${report.rejected.map((r) => `${r.generation}: ${r.reason}`).join('; ')}`)
@@ -449,6 +571,10 @@ export async function restore(options: RestoreOptions): Promise<RestoreReport> {
     return report
   } catch (e) {
     report.durationMs = performance.now() - started
+    if (options.signal?.aborted) {
+      const why = options.signal.reason
+      throw new RestoreError(`restore interrupted by ${typeof why === 'string' ? why : 'an abort'}: undone, nothing restored`, report)
+    }
     throw new RestoreError(`restore failed, nothing restored: ${e instanceof Error ? e.message : String(e)}`, report)
   } finally {
     lock.release()

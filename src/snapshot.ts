@@ -44,6 +44,7 @@ import {
 } from './state/format'
 import { ensureIndependent } from './state/fallback'
 import { prune, type PruneResult } from './state/prune'
+import { readLineage, writeLineage, type Lineage } from './state/lineage'
 import { decideSide } from './state/side'
 import { StateDir } from './state/statedir'
 import { GenerationWriter } from './state/writer'
@@ -96,6 +97,15 @@ export interface SnapshotOptions {
   signal?: AbortSignal
   /** Processes other than shmkeep that were attached, when the caller knows them (recorded with their pids). */
   attachers?: Array<{ key: string; pid: number; command: string }>
+  /**
+   * The generation the live state descends from, when the caller knows it
+   * (`run` restored it itself). Default: this namespace's lineage record
+   * (src/state/lineage.ts); without one the lineage is unknown and the
+   * generation goes beside CURRENT.
+   */
+  parent?: string | null
+  /** Trust a state dir other users may write (default: SHMKEEP_INSECURE_STATE_DIR; src/state/trust.ts). */
+  insecureStateDir?: boolean
   /** Segments on which shmkeep itself keeps one attachment (`run`'s pins): not counted as attachers. */
   pinnedIds?: ReadonlySet<number>
   log?: Logger
@@ -665,7 +675,7 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
   try {
     // 1. The state dir, locked (inside the try: a state dir that cannot be
     // made or locked — read-only, full — is a failed snapshot like any other).
-    const state = StateDir.open(options.stateDir, { create: true })
+    const state = StateDir.open(options.stateDir, { create: true, log, insecure: options.insecureStateDir })
     lock = await state.lock({ timeoutMs: options.lockTimeoutMs, signal: options.signal })
     report.cleaned = state.removeStaleTemporaries()
     if (report.cleaned.length) log.log('info', 'state.cleaned', `removed what a killed writer left: ${report.cleaned.join(', ')}`)
@@ -682,8 +692,8 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
     const scan = shm.scan()
     if (!scan.complete) log.log('warn', 'snapshot.incomplete-list', 'this kernel has no SHM_STAT_ANY (Linux < 4.17): segments shmkeep may not read are not listed')
     const listed = scan.segments.filter((s) => !s.dest && take(s)).sort((a, b) => a.id - b.id)
-    const ns = ipcNamespaceId()
-    report.parent = state.liveParent(ns, scan.segments)
+    const lineage: Lineage = options.parent !== undefined ? { known: true, record: { id: -1, key: 0, token: '', generation: options.parent } } : readLineage(state)
+    report.parent = lineage.known ? lineage.record.generation : null
     const current = state.readCurrent()
     const currentName = 'name' in current ? current.name : null
     const read = generationReader(state)
@@ -758,7 +768,7 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
       current,
       currentSegments: generationSegmentCount(read, currentName),
       parent: report.parent,
-      saving: entries.length,
+      lineage: lineage.known ? { known: true } : { known: false, why: lineage.why },
     })
     report.side = side.side
     if (side.side) report.sideReason = side.reason
@@ -791,7 +801,7 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
     await writer.commit(record)
     report.generation = writer.name
     if (report.side) {
-      log.log('error', 'snapshot.side', `generation ${writer.name} written BESIDE CURRENT, which still names ${currentName ?? '(unreadable)'}: ${report.sideReason}. Use --force to switch anyway.`, { generation: writer.name })
+      log.log('error', 'snapshot.side', `generation ${writer.name} written BESIDE CURRENT, which still names ${currentName ?? '(unreadable)'}: ${report.sideReason}. To make it CURRENT: shmkeep adopt --state-dir ${state.dir} ${writer.name} (or snapshot with --force)`, { generation: writer.name })
     } else {
       writer.switchCurrent()
       report.current = true
@@ -801,7 +811,8 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
     // 8. The snapshot is done. What follows is bookkeeping: a failure there
     // is a warning, never "no generation written".
     try {
-      if (report.current) state.setLive(ns, writer.name, listed.filter((x) => entries.some((e) => e.id === x.id)))
+      // The lineage follows CURRENT: the next snapshot of this namespace continues from it.
+      if (report.current) writeLineage(state, writer.name)
       const seen = new Set(scan.segments.map((s) => s.id))
       report.appeared = after.filter((s) => !seen.has(s.id) && !s.dest && take(s)).map((s) => ({ key: formatKey(s.key), id: s.id, size: s.size }))
       for (const a of report.appeared) log.log('warn', 'snapshot.appeared', `segment ${a.key} (id ${a.id}) appeared during the snapshot and is not in it`, a)
@@ -822,8 +833,18 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
       // CURRENT.tmp was renamed over CURRENT but the state dir's fsync failed
       // (or something between): CURRENT may name the new generation, and
       // whether that survives a crash is unknown. Say exactly that.
-      const now = StateDir.open(options.stateDir).readCurrent()
+      const stateNow = StateDir.open(options.stateDir)
+      const now = stateNow.readCurrent()
       const named = 'name' in now && now.name === writer.name
+      if (named) {
+        // The lineage follows CURRENT, durable or not: the next snapshot of
+        // this namespace must continue from what CURRENT names.
+        try {
+          writeLineage(stateNow, writer.name)
+        } catch (err) {
+          log.log('warn', 'snapshot.lineage', `the lineage of this namespace could not be recorded: ${(err as Error).message}`)
+        }
+      }
       report.generation = writer.name
       report.current = named
       report.durable = false

@@ -524,11 +524,11 @@ shmdump rke${i}; sums rke${i}
     // Most kill points land before the restore finished.
     expect(finishedBeforeKill).toBeLessThan(names.length / 2)
   }, 600_000)
-  test('a restore killed while recording LIVE: the restart in the same namespace exits 0 with B whole', () => {
+  test('a restore killed while recording its lineage (the record in the namespace): the restart in the same namespace exits 0 with B whole', () => {
     const R = DRY
     ws.ns(`
       D="$W/live-kill"; cp -a "$R" "$D"
-      strace -f -qq -o /dev/null -P "$D/LIVE.tmp" -P "$D/LIVE" -e trace=rename -e inject=rename:signal=KILL:when=1 "$SK_NODE" "$SK_BIN" restore -s "$D" >/dev/null 2>&1
+      strace -f -qq -o /dev/null -e trace=msgsnd -e inject=msgsnd:signal=KILL:when=1 "$SK_NODE" "$SK_BIN" restore -s "$D" >/dev/null 2>&1
       echo $? >"$W/live-kill.rc"
       step again shmkeep restore -s "$D"
       shmdump again; sums again
@@ -544,7 +544,7 @@ describe.skipIf(!realRoot)('a full disk', () => {
     const T = ws.state('tmpfs')
     fs.mkdirSync(T)
     ws.ns(`
-      mount -t tmpfs -o size=2m tmpfs "$T" || { echo mount >>"$W/.errors"; exit 1; }
+      mount -t tmpfs -o size=2m,mode=0700 tmpfs "$T" || { echo mount >>"$W/.errors"; exit 1; }
       mkseg 0x7000 100000 0600 pat
       step s1 shmkeep snapshot -s "$T"
       sums first

@@ -17,7 +17,8 @@ import { StateDir } from '../src/state/statedir'
 import { tempDir } from './helpers'
 
 describe('decideSide', () => {
-  const base = { asked: false, force: false, current: { name: 'gen-000000000002' }, currentSegments: 3, parent: 'gen-000000000002', saving: 3 }
+  const known = { known: true } as const
+  const base = { asked: false, force: false, current: { name: 'gen-000000000002' }, currentSegments: 3, parent: 'gen-000000000002', lineage: known as { known: true } | { known: false; why: string } }
   test('CURRENT moves along its own line', () => {
     expect(decideSide(base)).toEqual({ side: false })
     expect(decideSide({ ...base, current: { name: null }, currentSegments: 0, parent: null })).toEqual({ side: false })
@@ -32,10 +33,14 @@ describe('decideSide', () => {
     expect(decideSide({ ...other, parent: null })).toMatchObject({ side: true, reason: expect.stringMatching(/not restored from this state dir/) })
     expect(decideSide({ ...other, force: true })).toEqual({ side: false })
   })
-  test('nothing to save while CURRENT holds segments: beside, unless forced; an empty CURRENT may be followed by an empty one', () => {
-    expect(decideSide({ ...base, saving: 0 })).toMatchObject({ side: true, reason: expect.stringMatching(/no segment to save, and CURRENT \(gen-000000000002\) holds 3/) })
-    expect(decideSide({ ...base, saving: 0, force: true })).toEqual({ side: false })
-    expect(decideSide({ ...base, saving: 0, currentSegments: 0 })).toEqual({ side: false })
+  test('lineage unknown while CURRENT exists: beside, saying why, unless forced; a first snapshot ever becomes CURRENT', () => {
+    const unknown = { ...base, parent: null, lineage: { known: false as const, why: 'no lineage record in this IPC namespace' } }
+    expect(decideSide(unknown)).toMatchObject({ side: true, reason: expect.stringMatching(/^lineage unknown: no lineage record in this IPC namespace; CURRENT \(gen-000000000002\) holds 3/) })
+    expect(decideSide({ ...unknown, force: true })).toEqual({ side: false })
+    expect(decideSide({ ...unknown, current: { name: null }, currentSegments: 0 })).toEqual({ side: false })
+  })
+  test('known lineage: the generation becomes CURRENT whatever it holds (an app that removed its segments at a clean stop decided so)', () => {
+    expect(decideSide(base)).toEqual({ side: false }) // there is no "saving" input any more: emptiness never decides
   })
   test('an unreadable CURRENT: beside, unless forced', () => {
     expect(decideSide({ ...base, current: { error: 'garbage' } })).toMatchObject({ side: true, reason: 'CURRENT is unreadable (garbage)' })

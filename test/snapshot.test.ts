@@ -310,7 +310,7 @@ describe.skipIf(!realRoot)('what a generation records', () => {
     // Modes: everything shmkeep made is 0600 / 0700.
     expect(fs.statSync(S).mode & 0o777).toBe(0o700)
     expect(fs.statSync(g).mode & 0o777).toBe(0o700)
-    for (const f of ['CURRENT', 'LIVE', 'LOCK']) expect(fs.statSync(path.join(S, f)).mode & 0o777, f).toBe(0o600)
+    for (const f of ['CURRENT', 'LINEAGE', 'LOCK']) expect(fs.statSync(path.join(S, f)).mode & 0o777, f).toBe(0o600)
     for (const f of fs.readdirSync(g)) expect(fs.statSync(path.join(g, f)).mode & 0o777, f).toBe(0o600)
     expect(fs.readdirSync(g).sort()).toEqual(['00004000-0.data', '00004000-0.meta', '00004001-1.data', '00004001-1.meta', 'GENERATION'])
     expect(currentOf(S)).toBe(`${genName(1)}\n`)
@@ -401,6 +401,7 @@ describe.skipIf(!realRoot)('what a generation records', () => {
 describe.skipIf(!realRoot)('exit codes and --json reports', () => {
   test('0 done, 1 failed, 2 usage; every report names its schema and version', () => {
     const S = ws.state('exits')
+    fs.mkdirSync(S, { mode: 0o700 }) // a volume: restore never creates the state dir
     fs.writeFileSync(path.join(ws.dir, 'afile'), 'not a directory\n')
     ws.ns(`
       step first shmkeep restore -s "$S" --json
@@ -469,9 +470,11 @@ describe.skipIf(!realRoot)('exit codes and --json reports', () => {
       { key: '0x00005100', savedId: 0, id: 0, idKept: true, status: 'restored', size: 100 },
       { key: '0x00005101', savedId: 1, id: 1, idKept: true, status: 'restored', size: 70000 },
     ])
+    // Restoring again into the namespace it just filled: warm, nothing restored, exit 0.
     const again = ws.step('again')
-    expect(again.rc).toBe(1)
-    expect(again.json.error).toMatch(/0x00005100 \(id 0\), 0x00005101 \(id 1\)/)
+    expect(again.rc).toBe(0)
+    expect(again.json).toMatchObject({ generation: null, parent: genName(2), segments: [] })
+    expect(again.json.warm).toMatch(/already holds the state of gen-000000000002/)
     expect(ws.step('help').rc).toBe(0)
     expect(ws.step('help').out).toMatch(/Exit codes/)
   })
@@ -538,7 +541,7 @@ describe.skipIf(!realRoot)('restoring into a namespace that has segments already
       step r1 shmkeep restore -s "$S"
       shmpeer write key:0x5300 0 LIVE0; shmpeer write key:0x5301 0 LIVE1
       shmdump live; sums live
-      step fail shmkeep restore -s "$S" --json
+      step fail shmkeep restore -s "$S" --on-conflict=fail --json
       shmdump afterFail; sums afterFail
       step skip shmkeep restore -s "$S" --on-conflict=skip --json
       shmdump afterSkip; sums afterSkip

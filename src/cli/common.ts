@@ -6,6 +6,7 @@ import fs from 'node:fs'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { parseSize, segmentPredicate, type SegmentFilter } from '../filter'
 import { streamLogger, type Logger } from '../log'
+import { INSECURE_ENV } from '../state/trust'
 import { UsageError } from './errors'
 
 export { UsageError }
@@ -33,6 +34,7 @@ export const filterOptions = {
 
 export const stateDirOption = {
   'state-dir': { type: 'string', short: 's' },
+  'insecure-state-dir': { type: 'boolean' },
 } as const satisfies Options
 
 /**
@@ -77,9 +79,12 @@ export function lockTimeoutMs(values: { 'lock-timeout'?: string }): number | und
   return ms
 }
 
-export function requireStateDir(values: { 'state-dir'?: string }): string {
+export function requireStateDir(values: { 'state-dir'?: string; 'insecure-state-dir'?: boolean }): string {
   const dir = values['state-dir']
   if (!dir) throw new UsageError('--state-dir (or SHMKEEP_STATE_DIR) is required')
+  // --insecure-state-dir reaches every state dir the command opens through
+  // the variable that is its library default (src/state/trust.ts).
+  if (values['insecure-state-dir']) process.env[INSECURE_ENV] = '1'
   return dir
 }
 

@@ -101,6 +101,7 @@ export async function run(argv: string[]): Promise<number> {
       return EXIT.usage
     }
     const state = path.join(work, 'state')
+    fs.mkdirSync(state, { mode: 0o700 }) // as a volume would be: run never creates its state dir
     const t0 = performance.now()
     say(t0, `built the legacy app ${source}`)
     say(t0, `with shmkeep (state dir ${state}):`)

@@ -19,6 +19,7 @@ const commands: Record<string, Command> = {
   demo: { summary: 'see what shmkeep does, in a few seconds (needs root and cc)', load: () => require('./demo') },
   run: { summary: 'the container entrypoint: restore, run the app, snapshot at stop', load: () => require('./run') },
   snapshot: { summary: 'save every segment into a new generation of the state dir', load: () => require('./snapshot') },
+  adopt: { summary: 'make a generation written beside CURRENT the CURRENT one', load: () => require('./adopt') },
   restore: { summary: 'recreate the segments of the state dir\'s CURRENT generation', load: () => require('./restore') },
   ls: { summary: 'the live segments of this IPC namespace', load: () => require('./ls') },
   generations: { summary: 'list the generations of a state dir', load: () => require('./generations') },

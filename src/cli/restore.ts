@@ -8,14 +8,20 @@ import { EXIT } from './errors'
 
 const HELP = `Usage: shmkeep restore --state-dir DIR [options]
 
-Recreate the segments saved in DIR's CURRENT generation in this IPC namespace:
+Recreate the segments saved in DIR's CURRENT generation in this IPC namespace
+(unless it is warm — its lineage record is here, or a saved key is live, and
+no restore was cut short: then nothing is restored and the exit code is 0):
 same key, size, mode, owner and creator, and the same id where the kernel lets
 shmkeep choose it. Every chunk is verified before a segment is handed over; if
 CURRENT is damaged, the newest earlier generation that verifies is restored
-instead. Run it before starting the app. An empty DIR is a normal first start.
+instead. Run it before starting the app. An empty DIR is a normal first start;
+a missing DIR is an error (mount a volume there: restore never creates it).
 
   -s, --state-dir DIR      where generations live; SHMKEEP_STATE_DIR
-  --on-conflict POLICY     a key that exists here already: fail (default),
+  --insecure-state-dir     trust a state dir that other users may write or own
+                           (refused by default: they could forge what is restored)
+  --on-conflict POLICY     restore even into a warm namespace; a key that exists
+                           here already: fail,
                            skip (keep the live one), replace (when unattached)
   --partial                restore the good segments of the generation and
                            report the bad ones, instead of all or nothing
@@ -53,8 +59,8 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(HELP.replace('SEMCKPT', SEM_FROM_CHECKPOINT_HELP).replace('COMMON', COMMON_HELP) + '\n')
     return EXIT.ok
   }
-  const onConflict = (values['on-conflict'] ?? 'fail') as ConflictPolicy
-  if (!['fail', 'skip', 'replace'].includes(onConflict)) throw new UsageError(`--on-conflict must be fail, skip or replace, not ${onConflict}`)
+  const onConflict = values['on-conflict'] as ConflictPolicy | undefined
+  if (onConflict !== undefined && !['fail', 'skip', 'replace'].includes(onConflict)) throw new UsageError(`--on-conflict must be fail, skip or replace, not ${onConflict}`)
   const lockTimeout = lockTimeoutMs(values)
   let semFromCheckpoint
   try {
@@ -63,8 +69,14 @@ export async function run(argv: string[]): Promise<number> {
     throw new UsageError((e as Error).message)
   }
   const log = makeLogger(values)
+  // TERM or INT while restoring: undo what was created and exit 1, not die
+  // halfway (the next restore would have to clean up after us).
+  const abort = new AbortController()
+  const onSignal = (sig: NodeJS.Signals) => abort.abort(sig)
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) process.on(sig, onSignal)
   try {
     const report = await restore({
+      signal: abort.signal,
       stateDir: requireStateDir(values),
       onConflict,
       semFromCheckpoint,
@@ -87,5 +99,7 @@ export async function run(argv: string[]): Promise<number> {
     if (values.json) printJson('shmkeep.restore', { ...e.report, error: e.message })
     log.log('error', 'restore.failed', e.message)
     return EXIT.failed
+  } finally {
+    for (const sig of ['SIGTERM', 'SIGINT'] as const) process.removeListener(sig, onSignal)
   }
 }

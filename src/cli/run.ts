@@ -13,7 +13,10 @@ shell; its own process group), forward signals to it, and when the container
 stops (TERM or INT) let it finish, snapshot every segment, and exit with its
 status. Runs as PID 1 or under tini / docker run --init.
 
-  -s, --state-dir DIR           where generations live (a volume); SHMKEEP_STATE_DIR
+  -s, --state-dir DIR           where generations live (a volume); SHMKEEP_STATE_DIR.
+                                Never created: a missing one fails (exit 125)
+  --insecure-state-dir          trust a state dir that other users may write or own
+                                (refused by default: they could forge what is restored)
   --grace SEC                   the orchestrator's grace period (docker stop -t;
                                 Kubernetes terminationGracePeriodSeconds); default 10
   --stop-timeout SEC            how long the app gets to stop before SIGKILL
@@ -24,6 +27,9 @@ status. Runs as PID 1 or under tini / docker run --init.
   --rewrite FROM:TO             forward signal FROM as TO, e.g. TERM:QUIT (repeatable)
   --on-restore-error exit|start exit without starting the app (default), or start it
   --accept-new-state            with start: its snapshots may replace CURRENT
+  --force                       let snapshots replace CURRENT although their lineage
+                                is unknown (this namespace was not restored by shmkeep
+                                from this state dir) or another writer moved CURRENT
   --snapshot-on-exit always|success|never
                                 when the app exits on its own (default always)
   --keep N                      generations to keep (default 2)
@@ -68,6 +74,7 @@ const options = {
   rewrite: { type: 'string', multiple: true },
   'on-restore-error': { type: 'string' },
   'accept-new-state': { type: 'boolean' },
+  force: { type: 'boolean' },
   'snapshot-on-exit': { type: 'string' },
   keep: { type: 'string' },
   'checkpoint-interval': { type: 'string' },
@@ -125,6 +132,7 @@ export async function run(argv: string[]): Promise<number> {
     rewrite,
     onRestoreError,
     acceptNewState: values['accept-new-state'],
+    force: values.force,
     snapshotOnExit: snapshotOnExit as 'always' | 'success' | 'never',
     keep,
     filter: filterFrom(values),

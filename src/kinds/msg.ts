@@ -17,6 +17,7 @@
  * msg_qbytes above kernel.msgmnb without CAP_SYS_RESOURCE (kept at msgmnb
  * when the messages fit, else the restore refuses).
  */
+import { isLineageQueue } from '../state/lineage'
 import { hasCode } from '../errors'
 import type { Identity } from '../identity'
 import { native } from '../native'
@@ -77,7 +78,8 @@ export const msgKind: Kind<LiveMsg> = {
 
   list() {
     const scan = msg.scan()
-    return { objects: scan.queues.map(toLive), complete: scan.complete }
+    // shmkeep's own lineage record is never saved, listed or filtered (src/state/lineage.ts).
+    return { objects: scan.queues.filter((q) => !isLineageQueue(q)).map(toLive), complete: scan.complete }
   },
 
   read(obj, as) {

@@ -16,7 +16,6 @@ import * as shm from '../shm'
 import { describeSnapshot, snapshot, SnapshotError } from '../snapshot'
 import { RUN_SNAPSHOT_EXIT } from '../outcome'
 import { StateDir } from '../state/statedir'
-import { ipcNamespaceId } from '../system'
 import { childPids, describeProcess, exitStatus, otherProcesses, reap, startApp, StartError, type Ending } from './app'
 import { attachersById } from './attachers'
 import { lastFinalSnapshotSeconds, stopDeadline } from './deadline'
@@ -55,6 +54,8 @@ export interface RunOptions {
   onRestoreError?: 'exit' | 'start'
   /** With onRestoreError 'start': let the new state's snapshots move CURRENT. */
   acceptNewState?: boolean
+  /** Let snapshots move CURRENT even when the lineage is unknown or another writer moved it. */
+  force?: boolean
   /** Snapshot when the app exits on its own: always (default), only on status 0, never. */
   snapshotOnExit?: 'always' | 'success' | 'never'
   keep?: number
@@ -71,41 +72,13 @@ export interface RunOptions {
   hooks?: { postStart?: string[]; preStop?: string[]; postStop?: string[] }
   /** Seconds each hook may run (default 5). */
   hookTimeout?: number
+  /** Trust a state dir other users may write (default: SHMKEEP_INSECURE_STATE_DIR; src/state/trust.ts). */
+  insecureStateDir?: boolean
   log: Logger
   env?: NodeJS.ProcessEnv
 }
 
 const STOP_SIGNALS = new Set<NodeJS.Signals>(['SIGTERM', 'SIGINT'])
-
-/**
- * Warm start: this IPC namespace already holds saved keys (a Kubernetes
- * container restart inside its pod), and no killed restore is recorded for
- * it. The live segments are at least as new as any snapshot: keep them.
- */
-function liveSavedKeys(stateDir: string, log: Logger): string[] {
-  const state = StateDir.open(stateDir, { create: true })
-  const restoring = state.readRestoring()
-  if (restoring && 'damaged' in restoring) {
-    log.log('warn', 'restore.record', `removed an unreadable RESTORING record (${restoring.damaged}): it belonged to a namespace that ended with a crash of the host`)
-  }
-  if (restoring && 'ns' in restoring && restoring.ns === ipcNamespaceId()) return []
-  const current = state.readCurrent()
-  if (!('name' in current) || current.name === null) return []
-  let saved: Set<string>
-  let objects: string[]
-  try {
-    const gen = state.readGeneration(current.name)
-    saved = new Set(gen.segments.map((s) => s.key).filter((k) => k !== formatKey(0)))
-    objects = liveSavedObjects(gen.objects)
-  } catch {
-    return []
-  }
-  const segments = shm
-    .list()
-    .filter((s) => !s.dest && saved.has(formatKey(s.key)))
-    .map((s) => `segment ${formatKey(s.key)} (id ${s.id})`)
-  return [...segments, ...objects]
-}
 
 export async function runApp(o: RunOptions): Promise<number> {
   const { log } = o
@@ -123,6 +96,8 @@ export async function runApp(o: RunOptions): Promise<number> {
   let phase: 'starting' | 'running' | 'stopping' | 'saving' = 'starting'
   let stopRequest: NodeJS.Signals | undefined
   let onStop: ((sig: NodeJS.Signals) => void) | undefined
+  // A stop signal during the restore undoes it (the app is then not started).
+  const restoreAbort = new AbortController()
   const forward = (sig: NodeJS.Signals) => {
     if (app === undefined) return
     const to = o.rewrite?.get(sig) ?? sig
@@ -136,7 +111,10 @@ export async function runApp(o: RunOptions): Promise<number> {
   const listeners = forwardableSignals().map((sig) => {
     const listener = () => {
       if (STOP_SIGNALS.has(sig)) {
-        if (phase === 'starting') stopRequest ??= sig
+        if (phase === 'starting') {
+          stopRequest ??= sig
+          restoreAbort.abort(sig)
+        }
         else if (phase === 'running') onStop?.(sig)
         else if (phase === 'stopping') forward(sig)
         else log.log('info', 'signal', `${sig} during the final snapshot: ignored, the snapshot goes on`)
@@ -158,35 +136,62 @@ export async function runApp(o: RunOptions): Promise<number> {
       }
     }
 
-    // 1. Restore (or keep a warm namespace).
+    // 1. Restore (or keep a warm namespace). A state dir that is missing or
+    // cannot be trusted is a failed restore: the app is not started.
+    try {
+      StateDir.open(o.stateDir, { log, warn: true, insecure: o.insecureStateDir })
+    } catch (e) {
+      log.log('error', 'restore.failed', `${(e as Error).message}. The app is not started.`)
+      return RUN_EXIT.restoreFailed
+    }
+    // Lineage: which generation the live state descends from. run knows it
+    // from its own restore and keeps it for its whole life, whatever the app
+    // does to its objects; undefined: unknown (its snapshots go beside CURRENT).
+    let parent: string | null | undefined
     let side = false
-    const warm = liveSavedKeys(o.stateDir, log)
-    if (warm.length) {
-      for (const k of warm) log.log('info', 'restore.warm', `${k} is live in this IPC namespace already (a restart inside the same pod): kept, not restored`)
-    } else {
-      try {
-        const r = await restore({ stateDir: o.stateDir, onConflict: 'fail', filter: o.filter, semFromCheckpoint: o.semFromCheckpoint, log })
-        const done = r.segments.filter((s) => s.status === 'restored')
-        const others = countObjects(r.objects, 'restored')
+    // --accept-new-state: the first snapshot of the new state switches CURRENT.
+    let forceNext = false
+    try {
+      const r = await restore({ stateDir: o.stateDir, filter: o.filter, semFromCheckpoint: o.semFromCheckpoint, insecureStateDir: o.insecureStateDir, signal: restoreAbort.signal, log })
+      parent = r.parent
+      if (r.warm && parent === undefined) {
+        log.log('warn', 'restore.warm', 'this namespace holds saved keys but no lineage record: its snapshots are written beside CURRENT (run --force to let them replace it)')
+      }
+      const done = r.segments.filter((s) => s.status === 'restored')
+      const others = countObjects(r.objects, 'restored')
+      if (!r.warm) {
         log.log('info', 'restore', r.generation ? `restored ${done.length} segment(s)${others ? `, ${others}` : ''} from ${r.generation} (${r.bytes} bytes, ${Math.round(r.durationMs)} ms)` : 'nothing to restore (empty state dir): a first start', {
           generation: r.generation,
           segments: done.length,
           bytes: r.bytes,
           ms: Math.round(r.durationMs),
         })
-        const moved = done.filter((s) => !s.idKept)
-        if (r.idsNotKept && moved.length) {
-          log.log('warn', 'restore.ids', `segment ids could not be kept (${r.idsNotKept}): ${moved.map((s) => `${s.key} was id ${s.savedId}, now ${s.id}`).join('; ')}. Keys, sizes, modes and owners are back; an app that stored ids must look them up by key.`)
-        }
-      } catch (e) {
-        if (!(e instanceof RestoreError)) throw e
-        if (o.onRestoreError !== 'start') {
-          log.log('error', 'restore.failed', `${e.message}. The app is not started: starting it on empty state and snapshotting later would bury the saved state. See \`shmkeep verify\`; --on-restore-error=start starts it anyway.`)
-          return RUN_EXIT.restoreFailed
-        }
-        side = !o.acceptNewState
-        log.log('error', 'restore.failed', `${e.message}. Starting the app anyway (--on-restore-error=start)${side ? '; its snapshots are written beside CURRENT and never replace it (--accept-new-state to let them)' : ''}`)
       }
+      const moved = done.filter((s) => !s.idKept)
+      if (r.idsNotKept && moved.length) {
+        log.log('warn', 'restore.ids', `segment ids could not be kept (${r.idsNotKept}): ${moved.map((s) => `${s.key} was id ${s.savedId}, now ${s.id}`).join('; ')}. Keys, sizes, modes and owners are back; an app that stored ids must look them up by key.`)
+      }
+    } catch (e) {
+      if (!(e instanceof RestoreError)) throw e
+      if (restoreAbort.signal.aborted) {
+        log.log('error', 'restore.failed', `${e.message}. The app is not started.`)
+        return RUN_EXIT.restoreFailed
+      }
+      if (o.onRestoreError !== 'start') {
+        log.log('error', 'restore.failed', `${e.message}. The app is not started: starting it on empty state and snapshotting later would bury the saved state. See \`shmkeep verify\`; --on-restore-error=start starts it anyway.`)
+        return RUN_EXIT.restoreFailed
+      }
+      side = !o.acceptNewState
+      forceNext = !!o.acceptNewState
+      log.log('error', 'restore.failed', `${e.message}. Starting the app anyway (--on-restore-error=start)${side ? '; its snapshots are written beside CURRENT and never replace it (--accept-new-state to let them)' : '; its first snapshot replaces CURRENT (--accept-new-state)'}`)
+    }
+    /** Options every snapshot of this run shares: the lineage, and whether CURRENT may move. */
+    const lineageOptions = () => ({ side, force: o.force || forceNext, ...(parent !== undefined ? { parent } : {}) })
+    /** After a snapshot: CURRENT moved to it, so it is the parent of the next. */
+    const followed = (r: { current: boolean; generation: string | null }) => {
+      if (!r.current) return
+      parent = r.generation
+      forceNext = false
     }
     if (stopRequest) {
       log.log('info', 'stop', `${stopRequest} arrived before the app started: not starting it`)
@@ -275,6 +280,7 @@ export async function runApp(o: RunOptions): Promise<number> {
       try {
         const r = await snapshot({
           stateDir: o.stateDir,
+          insecureStateDir: o.insecureStateDir,
           reason: 'checkpoint',
           // Another writer holds the state dir (an operator's `shmkeep snapshot`):
           // skip this checkpoint rather than wait, the next one comes soon.
@@ -287,7 +293,7 @@ export async function runApp(o: RunOptions): Promise<number> {
             : undefined,
           // After a failed checkpoint (e.g. a damaged previous generation), write the next in full.
           incremental: !lastCheckpointFailed,
-          side,
+          ...lineageOptions(),
           keep: o.keep,
           filter: o.filter,
           log,
@@ -299,6 +305,7 @@ export async function runApp(o: RunOptions): Promise<number> {
               }
             : undefined,
         })
+        followed(r)
         log.log(
           'info',
           'checkpoint',
@@ -308,6 +315,8 @@ export async function runApp(o: RunOptions): Promise<number> {
         lastCheckpointFailed = false
       } catch (e) {
         const message = (e as Error).message
+        // CURRENT switched although durability is unknown: the lineage follows it.
+        if (e instanceof SnapshotError) followed(e.report)
         if (abort.signal.aborted) {
           log.log('info', 'checkpoint.failed', 'checkpoint abandoned: the container is stopping')
         } else if (/EWOULDBLOCK|checkpoint skipped/.test(message)) {
@@ -419,20 +428,24 @@ export async function runApp(o: RunOptions): Promise<number> {
       try {
         const r = await snapshot({
           stateDir: o.stateDir,
+          insecureStateDir: o.insecureStateDir,
           reason,
           clean: reason === 'stop' && !killed && attachers.length === 0,
-          side,
+          ...lineageOptions(),
           keep: o.keep,
           filter: o.filter,
           attachers,
           pinnedIds: own,
           log,
         })
+        followed(r)
         const d = describeSnapshot(r)
         log.log('info', 'snapshot', d.message, d.fields)
         const code = RUN_SNAPSHOT_EXIT[r.outcome]
         if (code !== 'app') {
-          log.log('error', 'snapshot.incomplete', `the app's state was not fully kept (${r.outcome}): exit ${code} (the app exited with status ${status})`, { outcome: r.outcome, status })
+          // A side generation's one error line (why, and the command to adopt
+          // it) was logged by the snapshot itself.
+          log.log(r.outcome === 'side' ? 'warn' : 'error', 'snapshot.incomplete', `the app's state was not fully kept (${r.outcome}): exit ${code} (the app exited with status ${status})`, { outcome: r.outcome, status })
           await hooks.run('post-stop')
           return code
         }
@@ -442,6 +455,7 @@ export async function runApp(o: RunOptions): Promise<number> {
         // Whatever went wrong, the final snapshot failed: its own exit code, never silent.
         log.log('error', 'snapshot.failed', `${e instanceof Error ? e.message : String(e)} (the app exited with status ${status})`)
         await hooks.run('post-stop')
+        if (e instanceof SnapshotError) followed(e.report)
         const code = e instanceof SnapshotError ? RUN_SNAPSHOT_EXIT[e.report.outcome] : RUN_EXIT.snapshotFailed
         return code === 'app' ? RUN_EXIT.snapshotFailed : code
       } finally {

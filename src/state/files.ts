@@ -25,6 +25,29 @@ export class StateFileError extends Error {
   }
 }
 
+/**
+ * A state file that could not be read for a reason that is not proof of
+ * damage (EIO from a network volume, EMFILE, ENOMEM, EINTR, EACCES…): the
+ * restore fails naming file and errno, and no generation is quarantined for
+ * it. Retrying may work; a persistent EIO (a bad sector) is for the operator.
+ */
+export class StateIOError extends Error {
+  constructor(
+    readonly file: string,
+    readonly code: string,
+    cause: Error,
+  ) {
+    super(`${file}: ${code}: ${cause.message.replace(/^[A-Z]+: /, '')} (not proof of damage: nothing was quarantined)`)
+  }
+}
+
+/** A Node fs error as a StateIOError naming the file (a StateFileError passes through). */
+export function ioError(file: string, e: unknown): Error {
+  if (e instanceof StateFileError || e instanceof StateIOError) return e
+  const code = (e as NodeJS.ErrnoException).code
+  return code ? new StateIOError(file, code, e as Error) : (e as Error)
+}
+
 /** fsync a directory, so that the names created or renamed in it are durable. */
 export function fsyncDir(dir: string): void {
   const fd = fs.openSync(dir, O.O_RDONLY | O.O_DIRECTORY)
@@ -75,25 +98,43 @@ export function replaceFile(file: string, data: string | Uint8Array, { durable =
   if (durable) fsyncDir(path.dirname(file))
 }
 
-/** Read a regular file without following a symlink; a clear error for anything else. */
+/**
+ * Read a regular file without following a symlink; a clear error for anything
+ * else. O_NONBLOCK: a FIFO planted in the place of a state file must never
+ * hang the open (a restore holding the lock, deaf to TERM); once it is known
+ * to be a regular file the flag changes nothing.
+ */
 export function readRegularFile(file: string, maxBytes: number): Buffer {
   let fd: number
   try {
-    fd = fs.openSync(file, O.O_RDONLY | O.O_NOFOLLOW)
+    fd = fs.openSync(file, O.O_RDONLY | O.O_NOFOLLOW | O.O_NONBLOCK)
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code
     if (code === 'ELOOP') throw new StateFileError(file, 'is a symbolic link; shmkeep never follows links in the state dir', 'ELOOP')
     if (code === 'ENOENT') throw new StateFileError(file, 'is missing', 'ENOENT')
-    throw e
+    if (code === 'ENOTDIR') throw new StateFileError(file, 'is missing (a file where its directory should be)', 'ENOENT')
+    throw ioError(file, e)
   }
   try {
     const st = fs.fstatSync(fd)
-    if (!st.isFile()) throw new StateFileError(file, 'is not a regular file', 'EISDIR')
+    if (!st.isFile()) throw new StateFileError(file, `is not a regular file${st.isDirectory() ? '' : ` (${fileKind(st)})`}`, 'EISDIR')
     if (st.size > maxBytes) throw new StateFileError(file, `is ${st.size} bytes, more than a ${path.basename(file)} can be (${maxBytes})`)
     return fs.readFileSync(fd)
+  } catch (e) {
+    throw ioError(file, e)
   } finally {
     fs.closeSync(fd)
   }
+}
+
+/** "a FIFO", "a directory"… for messages. */
+export function fileKind(st: fs.Stats): string {
+  if (st.isFIFO()) return 'a FIFO'
+  if (st.isDirectory()) return 'a directory'
+  if (st.isSymbolicLink()) return 'a symbolic link'
+  if (st.isSocket()) return 'a socket'
+  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device'
+  return st.isFile() ? 'a regular file' : 'not a file'
 }
 
 const HEADER = /^shmkeep-json (\d+) crc32c=([0-9a-f]{8}) length=(\d+)\n/

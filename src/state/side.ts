@@ -4,11 +4,14 @@
  * tested without a state dir, and so that lineage work can feed it more.
  *
  * The rule: CURRENT moves only along one line of state. It stays put when the
- * operator asked for a side generation; when the new generation saves nothing
- * while CURRENT holds segments (an app that removed its segments at exit must
- * not bury the saved state); when CURRENT names another generation than the
- * one this state descends from (another writer shares the state dir); and
- * when CURRENT is unreadable. `force` overrides all but the operator's own ask.
+ * operator asked for a side generation; when the lineage of the live state is
+ * unknown (src/state/lineage.ts: this namespace was not restored from this
+ * state dir, or its record was removed) while CURRENT exists; when CURRENT
+ * names another generation than the one this state descends from (another
+ * writer shares the state dir); and when CURRENT is unreadable. With a known
+ * lineage even an empty generation becomes CURRENT: the app removed its
+ * objects itself (PostgreSQL at a clean stop), and the next start must not
+ * bring back crash-time state. `force` overrides all but the operator's own ask.
  */
 
 export interface SideInput {
@@ -20,10 +23,10 @@ export interface SideInput {
   current: { name: string | null } | { error: string }
   /** Segments CURRENT's generation holds (0 when none, or unreadable). */
   currentSegments: number
-  /** The generation the live state descends from (null: not restored from here). */
+  /** The generation the live state descends from (null: a first start). */
   parent: string | null
-  /** Segments the new generation holds. */
-  saving: number
+  /** Whether the lineage is known at all (the namespace's record, or the caller's own restore). */
+  lineage: { known: true } | { known: false; why: string }
 }
 
 export type SideDecision = { side: false } | { side: true; reason: string }
@@ -33,8 +36,8 @@ export function decideSide(i: SideInput): SideDecision {
   if (i.force) return { side: false }
   if ('error' in i.current) return { side: true, reason: `CURRENT is unreadable (${i.current.error})` }
   const current = i.current.name
-  if (current !== null && i.saving === 0 && i.currentSegments > 0) {
-    return { side: true, reason: `no segment to save, and CURRENT (${current}) holds ${i.currentSegments}: kept CURRENT (--force to switch to the empty generation)` }
+  if (current !== null && !i.lineage.known) {
+    return { side: true, reason: `lineage unknown: ${i.lineage.why}${i.currentSegments ? `; CURRENT (${current}) holds ${i.currentSegments} segment(s)` : ''}` }
   }
   if (current !== null && current !== i.parent) {
     return {

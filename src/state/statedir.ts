@@ -7,7 +7,10 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { lockFile, type FileLock } from '../lock'
+import type { Logger } from '../log'
 import { fsyncDir, readCheckedJson, readRegularFile, replaceFile, encodeCheckedJson, StateFileError } from './files'
+import { checkGenerationRecord, checkSegmentRecord } from './validate'
+import { checkTrust, insecureFromEnv, mountWarning, placeProblem, volatileWarning } from './trust'
 import {
   CURRENT_FILE,
   FORMAT,
@@ -39,37 +42,69 @@ export interface RestoringRecord {
   created: Array<{ key: string; id: number }>
 }
 
-/** Which generation each IPC namespace's live state descends from (the LIVE file). */
-interface LiveRecord {
-  entries: Array<{ ns: string; generation: string; at: string; segments?: Array<{ id: number; key: number; ctime: number }> }>
-}
-
-/** How many namespaces LIVE remembers. */
-const LIVE_ENTRIES = 32
-
 export interface GenerationDir {
   name: string
   seq: number
   path: string
 }
 
-export class StateDir {
-  private constructor(readonly dir: string) {}
+/** Warnings already given in this process (once per state dir). */
+const warned = new Set<string>()
 
-  /** Open (and with `create`, make 0700) a state dir. */
-  static open(dir: string, { create = false } = {}): StateDir {
+export interface OpenOptions {
+  /** Make it (0700) when missing — `snapshot` only: restore and run never do. */
+  create?: boolean
+  /** Trust it whoever can write it (`--insecure-state-dir`; default: SHMKEEP_INSECURE_STATE_DIR). */
+  insecure?: boolean
+  /** Where to say that it was created, and (with `warn`) that its state may not last. */
+  log?: Logger
+  /** Warn once when it is on tmpfs/ramfs or not a mount point (`run` and `restore`). */
+  warn?: boolean
+}
+
+/** A user-given generation name: a generation or a quarantined one, nothing else. */
+const USER_GENERATION = /^(quarantine-)?gen-\d{12}(\.\d+)?$/
+
+export class StateDir {
+  private constructor(
+    readonly dir: string,
+    /** The real path (symbolic links resolved): what the place and trust checks looked at. */
+    readonly real: string,
+  ) {}
+
+  /**
+   * Open a state dir, refusing one that cannot be trusted (src/state/trust.ts)
+   * or that lies under /proc, /sys or /dev. Only with `create` is a missing
+   * one made: a mistyped --state-dir made silently would keep the state in
+   * the container's own layer, lost with it.
+   */
+  static open(dir: string, { create = false, insecure = insecureFromEnv(), log, warn = false }: OpenOptions = {}): StateDir {
     if (typeof dir !== 'string' || dir === '') throw new TypeError('a state dir is required (--state-dir or SHMKEEP_STATE_DIR)')
     const abs = path.resolve(dir)
     let st: fs.Stats
     try {
       st = fs.statSync(abs)
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || !create) throw e
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e
+      if (!create) {
+        throw new StateFileError(abs, 'does not exist — mount a volume there (restore and run never create the state dir: one made in the container\'s own file system would die with the container)', 'ENOENT')
+      }
+      const place = placeProblem(realPathOfMissing(abs))
+      if (place) throw new StateFileError(abs, place, 'EPLACE')
       fs.mkdirSync(abs, { recursive: true, mode: 0o700 })
       st = fs.statSync(abs)
+      log?.log('info', 'state.created', `created the state dir ${abs} (it did not exist)`, { stateDir: abs })
     }
+    const real = fs.realpathSync(abs)
+    const place = placeProblem(real)
+    if (place) throw new StateFileError(abs, place, 'EPLACE')
     if (!st.isDirectory()) throw new StateFileError(abs, 'is not a directory', 'ENOTDIR')
-    return new StateDir(abs)
+    checkTrust(abs, insecure)
+    if (warn && log && !warned.has(real)) {
+      warned.add(real)
+      for (const w of [volatileWarning(real), mountWarning(real)]) if (w) log.log('warn', 'state.volatile', w, { stateDir: abs })
+    }
+    return new StateDir(abs, real)
   }
 
   path(...names: string[]): string {
@@ -127,7 +162,8 @@ export class StateDir {
       text = readRegularFile(this.path(CURRENT_FILE), 4096).toString('utf8')
     } catch (e) {
       if (e instanceof StateFileError && e.code === 'ENOENT') return { name: null }
-      return { error: e instanceof Error ? e.message : String(e) }
+      if (!(e instanceof StateFileError)) throw e // EIO and friends: not proof that CURRENT is damaged
+      return { error: e.message }
     }
     const name = text.trim()
     if (generationSeq(name) === undefined || text !== name + '\n') {
@@ -141,9 +177,44 @@ export class StateDir {
     replaceFile(this.path(CURRENT_FILE), name + '\n')
   }
 
+  /**
+   * Check a generation name given by a user (`restore --generation`,
+   * `inspect`, `verify`): a plain name of a generation or a quarantined one
+   * that is a directory here — never a path, never a symbolic link (a
+   * symlinked directory would take every read outside the state dir).
+   */
+  generationDir(name: string): string {
+    if (typeof name !== 'string' || !USER_GENERATION.test(name)) {
+      throw new StateFileError(String(name), 'is not a generation name (e.g. gen-000000000042, or quarantine-gen-000000000041 for one moved aside)', 'EINVAL')
+    }
+    let st: fs.Stats
+    try {
+      st = fs.lstatSync(this.path(name))
+    } catch {
+      throw new StateFileError(name, `no such generation in ${this.dir}`, 'ENOENT')
+    }
+    if (st.isSymbolicLink()) throw new StateFileError(this.path(name), 'is a symbolic link; shmkeep never enters one in the state dir', 'ELOOP')
+    if (!st.isDirectory()) throw new StateFileError(this.path(name), 'is not a generation directory', 'ENOTDIR')
+    return name
+  }
+
+  /** Quarantined generations (moved aside after failing verification), oldest first. */
+  quarantined(): GenerationDir[] {
+    const out: GenerationDir[] = []
+    for (const entry of fs.readdirSync(this.dir, { withFileTypes: true })) {
+      if (!entry.name.startsWith(QUARANTINE_PREFIX) || !USER_GENERATION.test(entry.name) || !entry.isDirectory()) continue
+      out.push({ name: entry.name, seq: generationSeq(entry.name.slice(QUARANTINE_PREFIX.length).replace(/\.\d+$/, ''))!, path: this.path(entry.name) })
+    }
+    return out.sort((a, b) => a.seq - b.seq || a.name.localeCompare(b.name))
+  }
+
   readGeneration(name: string): GenerationRecord {
+    this.generationDir(name)
     const record = upgradeGeneration(readCheckedJson<GenerationRecord>(this.path(name, GENERATION_FILE), READABLE_FORMATS))
-    if (record.name !== name) throw new StateFileError(this.path(name, GENERATION_FILE), `says it is ${record.name}, but lives in ${name}`)
+    // A quarantined generation keeps the name it was written with.
+    const plain = name.startsWith(QUARANTINE_PREFIX) ? name.slice(QUARANTINE_PREFIX.length).replace(/\.\d+$/, '') : name
+    if (record.name !== plain) throw new StateFileError(this.path(name, GENERATION_FILE), `says it is ${record.name}, but lives in ${name}`)
+    checkGenerationRecord(this.path(name, GENERATION_FILE), record)
     return record
   }
 
@@ -159,6 +230,7 @@ export class StateDir {
     }
     // The data file must be the one GENERATION names, inside this generation.
     if (record.data !== safeName(entry.data)) throw new StateFileError(file, `names the data file ${JSON.stringify(record.data)} but ${GENERATION_FILE} lists ${entry.data}`)
+    checkSegmentRecord(file, record)
     return record
   }
 
@@ -170,41 +242,6 @@ export class StateDir {
     fs.renameSync(this.path(name), this.path(target))
     fsyncDir(this.dir)
     return target
-  }
-
-  /**
-   * The generation the live state of namespace `ns` descends from, if
-   * recorded. Namespace ids (boot id + inode) can be reused once a namespace
-   * is gone, so the record must also match a segment that is live now (same
-   * id, key and change time): a new container that inherited the inode of an
-   * old one does not inherit its lineage.
-   */
-  liveParent(ns: string, live: ReadonlyArray<{ id: number; key: number; ctime: number }>): string | null {
-    const entry = this.readLive().entries.find((e) => e.ns === ns)
-    if (!entry) return null
-    const recorded = entry.segments ?? []
-    if (recorded.length === 0) return entry.generation
-    const here = new Set(live.map((s) => `${s.id}/${s.key >>> 0}/${s.ctime}`))
-    return recorded.some((r) => here.has(`${r.id}/${r.key}/${r.ctime}`)) ? entry.generation : null
-  }
-
-  /** Record that namespace `ns` now holds `generation`'s state, in these segments. */
-  setLive(ns: string, generation: string, segments: ReadonlyArray<{ id: number; key: number; ctime: number }>): void {
-    const live = this.readLive()
-    const entry = { ns, generation, at: new Date().toISOString(), segments: segments.map((s) => ({ id: s.id, key: s.key >>> 0, ctime: s.ctime })) }
-    const entries = [entry, ...live.entries.filter((e) => e.ns !== ns)].slice(0, LIVE_ENTRIES)
-    // Lineage of live namespaces: no fsync, a host crash ends them anyway.
-    replaceFile(this.path(LIVE_FILE), encodeCheckedJson(FORMAT, { entries }), { durable: false })
-  }
-
-  private readLive(): LiveRecord {
-    try {
-      return readCheckedJson<LiveRecord>(this.path(LIVE_FILE), READABLE_FORMATS)
-    } catch (e) {
-      // A missing or damaged LIVE only loses lineage: the next switch of
-      // CURRENT then needs --force, which is the safe side.
-      return { entries: [] }
-    }
   }
 
   /**
@@ -238,4 +275,15 @@ export function safeName(name: string): string {
     throw new StateFileError(name, 'is not a segment file name shmkeep writes')
   }
   return name
+}
+
+/** The real path a missing `abs` would have: its nearest existing ancestor resolved, the rest appended. */
+function realPathOfMissing(abs: string): string {
+  let dir = abs
+  const rest: string[] = []
+  while (!fs.existsSync(dir) && path.dirname(dir) !== dir) {
+    rest.unshift(path.basename(dir))
+    dir = path.dirname(dir)
+  }
+  return path.join(fs.realpathSync(dir), ...rest)
 }

@@ -78,7 +78,8 @@ let scratchN = 0
 /** A fresh folder under the temp dir. */
 function scratch(name: string): string {
   const d = path.join(tmp, `${name}-${++scratchN}`)
-  fs.mkdirSync(d, { recursive: true })
+  // With its state dir, as a volume would be: shmkeep restore/run never create it.
+  fs.mkdirSync(path.join(d, 'state'), { recursive: true, mode: 0o700 })
   return d
 }
 

@@ -52,6 +52,8 @@ afterEach(() => {
 function workDir(): { work: string; state: string } {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'shmkeep-e2e-'))
   scratch.push(work)
+  // Made here, as a volume would be: shmkeep run never creates its state dir.
+  fs.mkdirSync(path.join(work, 'state'), { mode: 0o700 })
   return { work, state: path.join(work, 'state') }
 }
 
@@ -306,7 +308,6 @@ describe('exit status', () => {
 
   test('a failed final snapshot (state dir made immutable with chattr +i) → 124, the app’s status in the log', async (ctx) => {
     const { work, state } = workDir()
-    fs.mkdirSync(state)
     const probe = path.join(work, 'probe')
     fs.mkdirSync(probe)
     if (run('chattr', ['+i', probe]).status !== 0) ctx.skip('chattr +i does not work here (no CAP_LINUX_IMMUTABLE, or the file system has no immutable flag)')
@@ -321,7 +322,6 @@ describe('exit status', () => {
 
   test('a failed final snapshot (state dir a read-only bind mount) → 124, the app’s status in the log', async () => {
     const { state } = workDir()
-    fs.mkdirSync(state)
     // The container has a mount namespace of its own (--mount-proc): the app
     // remounts the state dir read-only there, then exits; the host never sees it.
     const r = await runToEnd(state, ['sh', '-c', `${shq(L, 'write-abc')} && mount --bind -o ro ${shq(state)} ${shq(state)}`])
