@@ -5,7 +5,7 @@
  * STATE/
  *   CURRENT                        name of the generation to restore ("gen-000000000042\n")
  *   LOCK                           flock: one writer at a time
- *   LIVE                           which generation each IPC namespace's live state descends from
+ *   LINEAGE                        the random id that keys this state dir's lineage records (src/state/lineage.ts)
  *   RESTORING                      a restore in progress (so a killed one is cleaned up)
  *   gen-000000000042/
  *     GENERATION                   checked JSON: the generation and its list of segments

@@ -1,6 +1,6 @@
 /**
- * The state directory: its generations, CURRENT, the writer lock, and the two
- * small records that tie it to live IPC namespaces (LIVE, RESTORING).
+ * The state directory: its generations, CURRENT, the writer lock, and the
+ * record of a restore in progress in a live IPC namespace (RESTORING).
  * Everything here is about names and files; what to save or restore is
  * decided in src/snapshot.ts and src/restore.ts.
  */
