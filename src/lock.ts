@@ -65,3 +65,44 @@ export async function lockFile(path: string, options: LockOptions = {}): Promise
     },
   }
 }
+
+/**
+ * Who holds a lock on `file`, as far as /proc/locks shows it: "pid 1234
+ * (command)" per holder. A holder in another PID namespace shows as pid 0;
+ * a holder on another machine (NFS) not at all: then the list is empty.
+ */
+export function lockHolders(file: string): string[] {
+  let st: fs.Stats
+  let text: string
+  try {
+    st = fs.statSync(file)
+    text = fs.readFileSync('/proc/locks', 'utf8')
+  } catch {
+    return []
+  }
+  // st_dev as the kernel encodes it (new_encode_dev): /proc/locks prints major:minor.
+  const dev = BigInt(st.dev)
+  const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn))
+  const minor = Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn))
+  const out: string[] = []
+  for (const line of text.split('\n')) {
+    // "1: FLOCK  ADVISORY  WRITE 1234 fd:01:5678 0 EOF" ("->" marks a waiter).
+    const f = line.trim().split(/\s+/)
+    if (f[1] === '->') continue
+    const m = /^([0-9a-f]+):([0-9a-f]+):(\d+)$/.exec(f[5] ?? '')
+    if (!m || parseInt(m[1]!, 16) !== major || parseInt(m[2]!, 16) !== minor || Number(m[3]) !== st.ino) continue
+    const pid = Number(f[4])
+    if (pid === 0) {
+      out.push('a process in another PID namespace (pid 0 here)')
+      continue
+    }
+    let cmd = '?'
+    try {
+      cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ') || '?'
+    } catch {
+      // gone, or not visible
+    }
+    out.push(`pid ${pid} (${cmd})`)
+  }
+  return out
+}

@@ -97,7 +97,7 @@ describe.skipIf(!realRoot || !have('setpriv'))("Docker's default capabilities", 
       inns 'step restore docker ${SK} restore -s "$S"; sums restored'
       step s3 docker ${SK} snapshot -s "$S" --exclude-key 0x9101
       step s4 setpriv --bounding-set="$SK_DOCKER,+ipc_owner" --inh-caps=-all ${SK} snapshot -s "$S" --json
-      step run docker ${SK} run -s "$R" -- true
+      mkdir -m 0700 "$R"; step run docker ${SK} run -s "$R" -- true
     `, { env: { S, R } })
     expect(ws.step('s1').rc, ws.step('s1').err).toBe(0)
     const strict = ws.step('strict')

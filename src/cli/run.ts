@@ -19,8 +19,17 @@ status. Runs as PID 1 or under tini / docker run --init.
                                 (refused by default: they could forge what is restored)
   --grace SEC                   the orchestrator's grace period (docker stop -t;
                                 Kubernetes terminationGracePeriodSeconds); default 10
-  --stop-timeout SEC            how long the app gets to stop before SIGKILL
-                                (default: grace - max(2 s, 2 x last snapshot time))
+  --stop-timeout SEC            how long the app gets to stop before SIGKILL. Default:
+                                  grace − snapshot reserve − hooks
+                                where the reserve is max(2 s, 2 × the final snapshot
+                                time: the median of the last 3, else estimated from
+                                the bytes to save and this restore's throughput), and
+                                at least twice what a final snapshot cut off by SIGKILL
+                                had; hooks = (pre-stop + post-stop hooks) × --hook-timeout.
+                                E.g. --grace 10, one --pre-stop and one --post-stop:
+                                10 − 2 − 2 × 5 = −2 s. Under 1 s run refuses to start
+                                (exit 2, the arithmetic in the log); under half the grace
+                                it warns. The log's "deadline" line shows the numbers
   --signal-group                send signals to the app's whole process group (as PID 1,
                                 every process of the container gets the stop's TERM and
                                 is waited for anyway)

@@ -23,6 +23,11 @@ export class Hooks {
   ) {}
 
   /** Seconds the hooks that run inside the stop's grace period may take at most. */
+  /** The stop hooks' share of the grace period, itemized for the arithmetic in the log. */
+  get stopHooks(): { seconds: number; preStop: number; postStop: number; timeout: number } {
+    return { seconds: this.stopBudget, preStop: this.commands['pre-stop'].length, postStop: this.commands['post-stop'].length, timeout: this.timeout }
+  }
+
   get stopBudget(): number {
     return (this.commands['pre-stop'].length + this.commands['post-stop'].length) * this.timeout
   }

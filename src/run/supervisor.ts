@@ -15,10 +15,11 @@ import { restore, RestoreError } from '../restore'
 import * as shm from '../shm'
 import { describeSnapshot, snapshot, SnapshotError } from '../snapshot'
 import { RUN_SNAPSHOT_EXIT } from '../outcome'
+import { lockHolders } from '../lock'
 import { StateDir } from '../state/statedir'
 import { childPids, describeProcess, exitStatus, otherProcesses, reap, startApp, StartError, type Ending } from './app'
 import { attachersById } from './attachers'
-import { lastFinalSnapshotSeconds, stopDeadline } from './deadline'
+import { cutOffStop, lastFinalSnapshotSeconds, stopDeadline, stopFinished, stopStarting } from './deadline'
 import { CgroupFreezer, SigstopFreezer, type Freezer } from './freeze'
 import { Hooks } from './hooks'
 import { Pins } from './pins'
@@ -151,9 +152,12 @@ export async function runApp(o: RunOptions): Promise<number> {
     let side = false
     // --accept-new-state: the first snapshot of the new state switches CURRENT.
     let forceNext = false
+    /** Bytes per second the restore ran at (an estimate of the final snapshot's speed without history). */
+    let measured: number | undefined
     try {
       const r = await restore({ stateDir: o.stateDir, filter: o.filter, semFromCheckpoint: o.semFromCheckpoint, insecureStateDir: o.insecureStateDir, signal: restoreAbort.signal, log })
       parent = r.parent
+      if (r.bytes > 0 && r.durationMs > 0) measured = r.bytes / (r.durationMs / 1000)
       if (r.warm && parent === undefined) {
         log.log('warn', 'restore.warm', 'this namespace holds saved keys but no lineage record: its snapshots are written beside CURRENT (run --force to let them replace it)')
       }
@@ -197,8 +201,24 @@ export async function runApp(o: RunOptions): Promise<number> {
       log.log('info', 'stop', `${stopRequest} arrived before the app started: not starting it`)
       return 128 + signalNumber(stopRequest)
     }
+    // The snapshot reserve: from the final snapshots recorded; without any,
+    // estimated from what there is to save and the throughput this restore had.
     const lastSeconds = lastFinalSnapshotSeconds(o.stateDir)
-    const deadline = stopDeadline(o.grace, lastSeconds, hooks.stopBudget, o.stopTimeout)
+    const liveBytes = shm.list().reduce((n, s) => n + (s.dest ? 0 : s.size), 0)
+    const deadline = stopDeadline(
+      o.grace,
+      {
+        lastSeconds,
+        ...(measured ? { estimate: { bytes: liveBytes, bytesPerSecond: measured, from: 'by this restore' } } : {}),
+        cutOff: cutOffStop(o.stateDir),
+      },
+      hooks.stopHooks,
+      o.stopTimeout,
+    )
+    if (deadline.refuse) {
+      log.log('error', 'deadline', deadline.refuse)
+      return RUN_EXIT.usage
+    }
     log.log('info', 'deadline', deadline.explain, { stopTimeout: deadline.stopTimeout, grace: o.grace })
     if (deadline.warning) log.log('warn', 'deadline', deadline.warning)
     if (pins.scan()) log.log('info', 'pin', 'kernel.shm_rmid_forced is 1: shmkeep keeps one attachment on every segment until the final snapshot (attach counts are one higher)')
@@ -341,6 +361,8 @@ export async function runApp(o: RunOptions): Promise<number> {
     let ending: Ending
     let killed = false
     let reason: 'stop' | 'exit'
+    /** When the orchestrator's stop signal came: its SIGKILL follows `grace` seconds later. */
+    let termAt: number | undefined
     clearTimeout(checkpointTimer)
     // A checkpoint never overlaps the final snapshot: resume the app at once
     // and abandon the checkpoint; it lets go of the state dir before the
@@ -355,6 +377,7 @@ export async function runApp(o: RunOptions): Promise<number> {
     if ('signal' in first) {
       phase = 'stopping'
       reason = 'stop'
+      termAt = performance.now()
       await hooks.run('pre-stop')
       // The stop timeout is the app's own share of the grace period (the
       // hooks' budgets were taken out of it): it starts now.
@@ -425,10 +448,25 @@ export async function runApp(o: RunOptions): Promise<number> {
         for (const a of attached.get(s.id) ?? [{ pid: 0, command: 'unknown (not visible in this PID namespace)' }]) attachers.push({ key: formatKey(s.key), ...a })
       }
       for (const a of attachers) log.log('warn', 'snapshot.inconsistent', `segment ${a.key} is still attached by pid ${a.pid} (${a.command}): the generation is marked live (may be torn)`, a)
+      // At a stop, the orchestrator's SIGKILL comes `grace` seconds after its
+      // TERM: the lock wait is bounded by what is left, and the attempt is
+      // recorded so that one cut off makes the next reserve grow.
+      const secondsLeft = termAt === undefined ? undefined : Math.max(0, o.grace - (performance.now() - termAt) / 1000)
+      let stopRecord: StateDir | undefined
+      try {
+        stopRecord = StateDir.open(o.stateDir, { insecure: o.insecureStateDir })
+        if (secondsLeft !== undefined) {
+          stopStarting(stopRecord, secondsLeft)
+          log.log('info', 'deadline', `final snapshot: ${secondsLeft.toFixed(1)} s left before SIGKILL`, { secondsLeft })
+        }
+      } catch (e) {
+        log.log('debug', 'deadline', `could not record the final snapshot's start: ${(e as Error).message}`)
+      }
       try {
         const r = await snapshot({
           stateDir: o.stateDir,
           insecureStateDir: o.insecureStateDir,
+          ...(secondsLeft !== undefined ? { lockTimeoutMs: Math.floor(secondsLeft * 1000) } : {}),
           reason,
           clean: reason === 'stop' && !killed && attachers.length === 0,
           ...lineageOptions(),
@@ -453,12 +491,19 @@ export async function runApp(o: RunOptions): Promise<number> {
         if (r.durationMs / 1000 > o.grace / 2) log.log('warn', 'deadline', `this snapshot took ${(r.durationMs / 1000).toFixed(1)} s, more than half of the ${o.grace} s grace period: the next stop may be cut off by SIGKILL`)
       } catch (e) {
         // Whatever went wrong, the final snapshot failed: its own exit code, never silent.
-        log.log('error', 'snapshot.failed', `${e instanceof Error ? e.message : String(e)} (the app exited with status ${status})`)
+        let message = e instanceof Error ? e.message : String(e)
+        if (/EWOULDBLOCK/.test(message)) {
+          const holders = lockHolders(StateDir.open(o.stateDir, { insecure: o.insecureStateDir }).path('LOCK'))
+          message = `the state dir's lock was not free within the ${secondsLeft?.toFixed(1)} s left before SIGKILL; held by ${holders.length ? holders.join(', ') : 'no process visible here (one in another PID namespace shows as pid 0, one on another machine over NFS not at all)'}`
+        }
+        log.log('error', 'snapshot.failed', `${message} (the app exited with status ${status})`)
         await hooks.run('post-stop')
         if (e instanceof SnapshotError) followed(e.report)
         const code = e instanceof SnapshotError ? RUN_SNAPSHOT_EXIT[e.report.outcome] : RUN_EXIT.snapshotFailed
         return code === 'app' ? RUN_EXIT.snapshotFailed : code
       } finally {
+        // Finished (saved or failed, not cut off): the next reserve needs no extra.
+        if (stopRecord) stopFinished(stopRecord)
         clearInterval(poll)
         process.removeListener('SIGCHLD', reapAll)
       }

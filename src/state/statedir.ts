@@ -125,7 +125,7 @@ export class StateDir {
     for (const name of fs.readdirSync(this.dir)) {
       const ours =
         name.startsWith(TMP_PREFIX + 'gen-') ||
-        [CURRENT_FILE, LIVE_FILE, RESTORING_FILE].some((f) => name === f + '.tmp')
+        [CURRENT_FILE, LIVE_FILE, RESTORING_FILE, 'STOPPING', 'LINEAGE'].some((f) => name === f + '.tmp')
       if (!ours) continue
       fs.rmSync(this.path(name), { recursive: true, force: true })
       removed.push(name)

@@ -48,7 +48,8 @@ test('hooks run in order, inside the deadline; a hanging one is cut off and the 
 test('hooks can come from the environment, one per line', async () => {
   const state = tmp()
   const log = path.join(tmp(), 'hooks.log')
-  const c = Container.shmkeep(state, [legacyApp, 'exit', '0'], [], { SHMKEEP_POST_STOP: `echo one >> ${log}\necho two; echo three >> ${log}` })
+  // Two post-stop hooks of 5 s take 10 s: a 15 s grace leaves the app 3 s (run refuses under 1 s).
+  const c = Container.shmkeep(state, [legacyApp, 'exit', '0'], ['--grace', '15'], { SHMKEEP_POST_STOP: `echo one >> ${log}\necho two; echo three >> ${log}` })
   const r = await c.exited
   expect(r.status, r.stderr).toBe(0)
   expect(fs.readFileSync(log, 'utf8')).toBe('one\nthree\n')

@@ -635,7 +635,7 @@ describe('a restart inside the same IPC namespace (Kubernetes container restart 
     expect(r.stdout, r.stderr).toContain('run2=0')
     const [firstLog, second] = r.stderr.split('--- second run\n')
     expect(firstLog).toMatch(/nothing to restore/)
-    expect(second, r.stderr).toMatch(/segment 0x0000162e \(id \d+\) is live in this IPC namespace already .*kept, not restored/)
+    expect(second, r.stderr).toMatch(/nothing restored: this IPC namespace already holds the state of gen-000000000001 \(its lineage record is here\)/)
     expect(second).not.toMatch(/restored \d+ segment/)
     expect(second).toMatch(/app started/)
     // The app saw the segment as it was, marker included: nothing overwrote it.
