@@ -35,7 +35,7 @@ function ns(script: string, env: NodeJS.ProcessEnv = {}, timeoutMs = 30_000): Ch
 let pristine: string
 beforeAll(() => {
   pristine = dir('pristine')
-  const r = ns(`mkseg 0x7100 8192 0600 pat && sk snapshot -q -s "$S"`, { S: pristine })
+  const r = ns(`mkseg 0x7100 131072 0600 pat && sk snapshot -q -s "$S"`, { S: pristine })
   expect(r.status, r.stderr).toBe(0)
 })
 

@@ -119,12 +119,12 @@ describe('unknown lineage is never success', () => {
 
   test('shell steps: restore … snapshot keeps the lineage through a recreate; after ipcrm -a the snapshot goes beside CURRENT (exit 3) saying why', () => {
     const state = stateDir()
-    const first = steps(state, `"$MK" 0x5557 8192 0600 zero >/dev/null && sk snapshot -q -s "$S"`)
+    const first = steps(state, `"$MK" 0x5557 131072 0600 zero >/dev/null && sk snapshot -q -s "$S"`)
     expect(first.status, first.stderr).toBe(0)
-    const kept = steps(state, `sk restore -q -s "$S" && ipcrm -M 0x5557 && "$MK" 0x5557 4096 0600 zero >/dev/null && sk snapshot -q -s "$S"`)
+    const kept = steps(state, `sk restore -q -s "$S" && ipcrm -M 0x5557 && "$MK" 0x5557 131072 0600 zero >/dev/null && sk snapshot -q -s "$S"`)
     expect(kept.status, kept.stderr).toBe(0)
     expect(current(state)).toBe('gen-000000000002')
-    const lost = steps(state, `sk restore -q -s "$S" && ipcrm -a && "$MK" 0x5557 4096 0600 zero >/dev/null && sk snapshot -s "$S"; echo "rc=$?"`)
+    const lost = steps(state, `sk restore -q -s "$S" && ipcrm -a && "$MK" 0x5557 131072 0600 zero >/dev/null && sk snapshot -s "$S"; echo "rc=$?"`)
     expect(lost.stdout).toMatch(/rc=3/)
     expect(lost.stderr).toMatch(/lineage unknown: no lineage record in this IPC namespace/)
     expect(current(state)).toBe('gen-000000000002')
