@@ -40,8 +40,8 @@ export interface GenerationSummary {
   quarantined?: boolean
 }
 
-/** Every generation of a state dir, oldest first. */
-export function listGenerations(stateDir: string): GenerationSummary[] {
+/** Every generation of a state dir, oldest first (a Promise since 0.2.0, as everything that reads the state dir). */
+export async function listGenerations(stateDir: string): Promise<GenerationSummary[]> {
   checkStateDir('listGenerations', stateDir)
   const state = StateDir.open(stateDir)
   const current = state.readCurrent()
@@ -129,8 +129,8 @@ async function verifyOne(state: StateDir, name: string): Promise<GenerationVerif
  * Check every chunk of a generation (default: CURRENT; 'all': every one)
  * against its checksum.
  */
-export async function verify(stateDir: string, generation?: string | 'all'): Promise<VerifyReport> {
-  checkStateDir('verify', stateDir)
+export async function verify(stateDir: string, generation?: string | 'all', options: { signal?: AbortSignal } = {}): Promise<VerifyReport> {
+  checkStateDir('verify', stateDir), checkEntryOptions('cancellable', options, 'verify')
   const state = StateDir.open(stateDir)
   let names: string[]
   if (generation === 'all') {
@@ -144,7 +144,10 @@ export async function verify(stateDir: string, generation?: string | 'all'): Pro
     names = [current.name]
   }
   const generations: GenerationVerification[] = []
-  for (const name of names) generations.push(await verifyOne(state, name))
+  for (const name of names) {
+    options.signal?.throwIfAborted()
+    generations.push(await verifyOne(state, name))
+  }
   return { ok: generations.every((g) => g.ok), generations }
 }
 
@@ -157,7 +160,7 @@ export interface GenerationDetail {
 }
 
 /** The saved metadata of one generation (default: CURRENT). */
-export function inspect(stateDir: string, generation?: string): GenerationDetail {
+export async function inspect(stateDir: string, generation?: string): Promise<GenerationDetail> {
   checkStateDir('inspect', stateDir)
   const state = StateDir.open(stateDir)
   const current = state.readCurrent()
@@ -213,8 +216,9 @@ export interface DiffReport {
  * owner, or chunk checksums), unchanged. Reads every live segment once
  * (checksums only, nothing written); pages never touched are not read.
  */
-export async function diff(stateDir: string, filter?: SegmentFilter): Promise<DiffReport> {
-  checkStateDir('diff', stateDir), checkEntryOptions('diff', filter, 'diff: filter')
+export async function diff(stateDir: string, filter?: SegmentFilter, options: { signal?: AbortSignal } = {}): Promise<DiffReport> {
+  checkStateDir('diff', stateDir), checkEntryOptions('diff', filter, 'diff: filter'), checkEntryOptions('cancellable', options, 'diff')
+  options.signal?.throwIfAborted()
   const state = StateDir.open(stateDir)
   const current = state.readCurrent()
   if ('error' in current) throw new StateFileError(state.path('CURRENT'), current.error)
@@ -227,6 +231,7 @@ export async function diff(stateDir: string, filter?: SegmentFilter): Promise<Di
   const memory = segmentMemory()
   const out: SegmentDiff[] = []
   for (const s of live) {
+    options.signal?.throwIfAborted()
     const k = keyOf(s.key, s.id)
     const m = savedBy.get(k)
     savedBy.delete(k)

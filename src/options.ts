@@ -223,6 +223,8 @@ const entries = {
     required: ['keep'],
   },
   diff: { spec: filterRules, required: [] },
+  /** The options of verify and diff. */
+  cancellable: { spec: { signal: rules.signal } satisfies Rules<{ signal?: AbortSignal }>, required: [] },
   list: { spec: filterRules, required: [] },
   lockFile: {
     spec: { exclusive: rules.boolean, timeoutMs: rules.count(), signal: rules.signal } satisfies Rules<LockOptions>,

@@ -192,3 +192,42 @@ describe('messages a developer can act on', () => {
     expect(r.exitCode).toBe(3)
   })
 })
+
+describe('consistent and cancellable', () => {
+  test('inspect and listGenerations return Promises, like verify, diff and prune', async () => {
+    const dir = path.join(tmp.dir, 'promises')
+    const id = shm.get(0x51820040, { size: 4096, create: true, exclusive: true })
+    try {
+      await snapshot({ stateDir: dir, filter: { keys: [0x51820040] } })
+      const gens = listGenerations(dir)
+      expect(gens).toBeInstanceOf(Promise)
+      expect((await gens).length).toBe(1)
+      const detail = inspect(dir)
+      expect(detail).toBeInstanceOf(Promise)
+      expect((await detail).segments.map((s) => s.key)).toEqual(['0x51820040'])
+      // A missing generation is a rejection, not a synchronous throw.
+      const missing = inspect(dir, 'gen-999')
+      expect(missing).toBeInstanceOf(Promise)
+      await expect(missing).rejects.toBeInstanceOf(StateFileError)
+    } finally {
+      shm.remove(id)
+    }
+  })
+
+  test('restore, verify and diff take an AbortSignal: aborted, they reject with its reason and change nothing', async () => {
+    const dir = path.join(tmp.dir, 'abort')
+    const id = shm.get(0x51820041, { size: 4096, create: true, exclusive: true })
+    await snapshot({ stateDir: dir, filter: { keys: [0x51820041] } })
+    shm.remove(id)
+    const signal = AbortSignal.abort()
+    await expect(verify(dir, undefined, { signal })).rejects.toMatchObject({ name: 'AbortError' })
+    await expect(diff(dir, { keys: [0x51820041] }, { signal })).rejects.toMatchObject({ name: 'AbortError' })
+    await expect(restore({ stateDir: dir, signal })).rejects.toMatchObject({ name: 'AbortError' })
+    expect(list({ keys: [0x51820041] })).toEqual([]) // nothing restored
+    expect((await verify(dir)).ok).toBe(true)
+    const r = await restore({ stateDir: dir, signal: new AbortController().signal })
+    expect(r.segments.map((s) => [s.key, s.status])).toEqual([['0x51820041', 'restored']])
+    shm.remove(shm.get(0x51820041))
+    await expect(verify(dir, undefined, { signa: 1 } as never)).rejects.toBeInstanceOf(OptionTypeError)
+  })
+})

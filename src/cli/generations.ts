@@ -23,7 +23,7 @@ export async function run(argv: string[]): Promise<number> {
     return EXIT.ok
   }
   const dir = existingStateDir(values)
-  const gens = listGenerations(dir)
+  const gens = await listGenerations(dir)
   const verified = values.verify ? await verify(dir, 'all') : undefined
   const rows = gens.map((g) => ({ ...g, verified: verified?.generations.find((v) => v.name === g.name)?.ok }))
   if (values.json) {

@@ -23,7 +23,7 @@ export async function run(argv: string[]): Promise<number> {
     return EXIT.ok
   }
   if (positionals.length > 1) throw new UsageError('give at most one generation')
-  const d = inspect(existingStateDir(values), positionals[0])
+  const d = await inspect(existingStateDir(values), positionals[0])
   if (values.json) {
     printJson('shmkeep.inspect', d)
     return EXIT.ok
