@@ -270,7 +270,7 @@ describe('error classes are one and the same from CommonJS and ES modules', () =
        for (const name of ['SystemError', 'OptionTypeError', 'OptionRangeError', 'DetachedError', 'StateFileError', 'SnapshotError', 'RestoreError']) out[name] = typeof esm[name] === 'function' && esm[name] === cjs[name];
        try { cjs.shm.get(0x54000002) } catch (e) { out.system = e instanceof esm.SystemError && e.code }
        try { esm.shm.get(0x54000002, { sise: 1 }) } catch (e) { out.option = e instanceof cjs.OptionTypeError && e instanceof TypeError && e.option }
-       try { esm.inspect(process.cwd(), 'gen-999') } catch (e) { out.state = e instanceof cjs.StateFileError }
+       try { await esm.inspect(process.cwd(), 'gen-999') } catch (e) { out.state = e instanceof cjs.StateFileError }
        console.log(JSON.stringify(out))`,
       { esm: true },
     )
