@@ -6,13 +6,15 @@
  * `using` (Symbol.dispose) releases them at the end of a block.
  *
  * Loops run in a child (`unshare --ipc`) so that /proc/self/maps counts only
- * its mappings. Keys of this file: 0x5181xxxx.
+ * its mappings. In test/slow: 100,000-iteration loops, and how soon V8's
+ * concurrent marking finishes depends on the machine's load (idle: a peak
+ * of ~40 attachments; before the external-memory reporting: ~4,000). Keys of this file: 0x5181xxxx.
  */
 import fs from 'node:fs'
 import path from 'node:path'
 import ts from 'typescript'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { runNode, tempDir } from './helpers'
+import { runNode, tempDir } from '../helpers'
 
 let tmp: { dir: string; cleanup(): void }
 beforeAll(() => {
@@ -62,7 +64,7 @@ describe('dropped Buffers are collected and released as the loop yields', () => 
     )
     expect(r.status, r.stderr).toBe(0)
     expect(r.json.error).toBe(null)
-    expect(r.json.peak).toBeLessThan(1000)
+    expect(r.json.peak).toBeLessThan(2500)
   })
 
   test('100,000 mmap.map dropped without unmap, yielding every 1,000: the mappings stay bounded', () => {
@@ -71,7 +73,7 @@ describe('dropped Buffers are collected and released as the loop yields', () => 
     const r = runNode(dropLoop('', `lib.mmap.map(${JSON.stringify(f)})[0]`, 'maps()', '', { every: 10000 }))
     expect(r.status, r.stderr).toBe(0)
     expect(r.json.error).toBe(null)
-    expect(r.json.peak).toBeLessThan(1000)
+    expect(r.json.peak).toBeLessThan(2500)
   })
 })
 
@@ -81,7 +83,7 @@ describe('using (Symbol.dispose)', () => {
   test('`using` detaches an attachment and unmaps a mapping at the end of the block, also when it throws', () => {
     const f = path.join(tmp.dir, 'using.bin')
     const source = `
-      declare const lib: typeof import('../src/index')
+      declare const lib: typeof import('../../src/index')
       const id = lib.shm.get(0x51810002, { size: 4096, create: true, exclusive: true })
       const out: Record<string, unknown> = {}
       let kept: Buffer | undefined
