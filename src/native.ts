@@ -77,9 +77,14 @@ export interface RawLimits {
 /** One 8-byte entry per chunk: u32le CRC-32C, u8 type (0 zero, 1 data), 3 zero bytes. */
 export type ChunkTable = Buffer
 
+/** From cancelToken(): given as `cancel` to copy workers, set by cancelCopy (they reject with ECANCELED). */
+export type CancelToken = object & { readonly __cancelToken: unique symbol }
+
 export interface RawSaveResult {
   chunks: ChunkTable
   stat: RawShmStat
+  /** IPC_STAT again after the copy, while still attached (SHM_DEST in mode: removed meanwhile); null when it failed. */
+  statAfter: RawShmStat | null
   kernelPageSize: number
   bytesWritten: number
   dataChunks: number
@@ -93,6 +98,10 @@ export interface RawSaveResult {
   /** With carryUnchanged: one byte per chunk, 1 = as in `previous`, not written (copyCarried fills it). */
   carried: Buffer
   carriedChunks: number
+  /** holes 'mincoreSwapCheck' found swapped pages: from then on every page was read. */
+  holesLost: boolean
+  /** O_DIRECT wrote (some of) the file. */
+  direct: boolean
 }
 
 export interface RawCheckResult {
@@ -154,16 +163,25 @@ export interface Binding {
     gid: number
     path: string | null
     chunkSize: number
-    skipAbsent: boolean
+    /** How holes are found (src/residency.ts); skipAbsent is the older spelling of 'mincore' / 'read'. */
+    holes?: 'mapFiles' | 'mincore' | 'mincoreSwapCheck' | 'read'
+    skipAbsent?: boolean
     fsync: boolean
+    /** Write through O_DIRECT where the file system takes it (else buffered, with write-behind when fsync). */
+    direct?: boolean
+    cancel?: CancelToken
     fd?: number
     previous?: { chunks: ChunkTable; hashes: Buffer }
     carryUnchanged?: boolean
   }): Promise<RawSaveResult>
   checksumMapping(handle: object, buffer: Buffer): Promise<number>
-  copyCarried(o: { from: string; fd: number; size: number; chunkSize: number; chunks: ChunkTable; carried: Buffer }): Promise<{ bytesCopied: number }>
-  restoreSegment(o: { id: number; uid: number; gid: number; path: string; size: number; chunkSize: number; chunks: ChunkTable; stopAtFirstBad: boolean }): Promise<RawCheckResult>
-  verifyFile(o: { path: string; size: number; chunkSize: number; chunks: ChunkTable }): Promise<RawCheckResult>
+  copyCarried(o: { from: string; fd: number; size: number; chunkSize: number; chunks: ChunkTable; carried: Buffer; cancel?: CancelToken }): Promise<{ bytesCopied: number }>
+  restoreSegment(o: { id: number; uid: number; gid: number; path: string; size: number; chunkSize: number; chunks: ChunkTable; stopAtFirstBad: boolean; cancel?: CancelToken }): Promise<RawCheckResult>
+  verifyFile(o: { path: string; size: number; chunkSize: number; chunks: ChunkTable; cancel?: CancelToken }): Promise<RawCheckResult>
+  cancelToken(): CancelToken
+  cancelCopy(token: CancelToken): void
+  /** Whether /proc/self/map_files opens here (CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE). */
+  mapFilesOpens(): boolean
 
   spawnApp(file: string, argv: string[], env: string[], foregroundTtyFd: number, cgroupProcs: string | null): number
   waitPid(pid: number): { code: number } | { signal: number } | null

@@ -353,7 +353,7 @@ describe('saveSegment / restoreSegment / verifyFile', () => {
     expect((await restore(id2, p, size, chunkSize, wrong)).badChunks).toEqual([1])
   })
 
-  it('verifyFile handles chunks larger than its 8 MiB buffer', async () => {
+  it('verifyFile handles chunks larger than its buffer, reading only the data runs', async () => {
     const size = 20 * MiB + 5
     const chunkSize = 16 * MiB
     const id = create(size)
@@ -364,7 +364,8 @@ describe('saveSegment / restoreSegment / verifyFile', () => {
     const saved = await save(id, p, chunkSize)
     expect(entries(saved.chunks).map((e) => e.type)).toEqual([1, 1])
     const r = await native.verifyFile({ path: p, size, chunkSize, chunks: saved.chunks })
-    expect(r).toEqual({ badChunks: [], bytesRead: size })
+    // the holes (never-touched pages) are not read: 1 MiB and the last 5 bytes
+    expect(r).toEqual({ badChunks: [], bytesRead: MiB + 5 })
   })
 
   describe('errors', () => {
@@ -516,6 +517,146 @@ describe('saveSegment / restoreSegment / verifyFile', () => {
     expect((await restore(id2, p, size, chunkSize, saved.chunks)).badChunks).toEqual([])
     expect(peak() - base).toBeLessThan(32 * MiB)
     expect(shmRss(id2)).toBe(size)
+  })
+
+  describe('holes', () => {
+    const modes = ['mapFiles', 'mincore', 'mincoreSwapCheck', 'read'].filter((m) => m !== 'mapFiles' || native.mapFilesOpens())
+    it(`every way of finding holes gives the same table; only "read" reads never-touched pages (${modes.join(', ')})`, async () => {
+      const size = 24 * MiB
+      const chunkSize = 4 * MiB
+      const id = create(size)
+      const b = attach(id)
+      const touched = [3 * PAGE, 9 * MiB + 5, 9 * MiB + 2 * PAGE, size - 1]
+      for (const off of touched) b[off] = 0x42
+      // what the segment holds (reading b itself would allocate its holes)
+      const expected = Buffer.alloc(size)
+      for (const off of touched) expected[off] = 0x42
+      const tables = new Set<string>()
+      for (const holes of modes) {
+        const p = file(holes)
+        const saved = await native.saveSegment({ id, uid: -1, gid: -1, path: p, chunkSize, holes, fsync: false })
+        tables.add(saved.chunks.toString('hex') + saved.hashes.toString('hex'))
+        expect(fs.readFileSync(p).equals(expected)).toBe(true)
+        expect(saved.holesLost).toBe(false)
+        if (holes === 'read') {
+          expect(saved.absentChunks).toBe(0)
+          expect(shmRss(id)).toBe(size) // it had to allocate every page to read it
+        } else {
+          expect(saved.bytesWritten).toBe(touched.length * PAGE)
+          expect(saved.absentChunks).toBe(3)
+          expect(shmRss(id)).toBe(touched.length * PAGE)
+        }
+      }
+      expect(tables.size).toBe(1)
+    })
+
+    it.runIf(native.mapFilesOpens())('map_files reads a segment nobody has in page tables, without filling it', async () => {
+      const size = 8 * MiB
+      const id = create(size)
+      const w = native.shmAttach(id, false, 0, -1, -1, -1, 2 ** 32)
+      w.buffer.fill(7, 0, MiB)
+      native.shmDetach(w.handle, w.buffer)
+      const p = file('mapfiles')
+      const saved = await native.saveSegment({ id, uid: -1, gid: -1, path: p, chunkSize: 4 * MiB, holes: 'mapFiles', fsync: false })
+      expect(entries(saved.chunks).map((e) => e.type)).toEqual([1, 0])
+      expect(saved.bytesWritten).toBe(MiB)
+      expect(shmRss(id)).toBe(MiB)
+    })
+  })
+
+  describe('vanished, re-stat, cancel', () => {
+    it('a segment removed before the save rejects with vanished: true (IPC_STAT)', async () => {
+      const gone = create(PAGE)
+      native.shmRemove(gone, -1, -1)
+      const e = await rejection(save(gone, null, PAGE))
+      expect(e.vanished).toBe(true)
+      expect(e.syscall).toBe('shmctl')
+    })
+
+    it('statAfter shows SHM_DEST for a segment removed while attached', async () => {
+      const id = create(2 * PAGE)
+      attach(id).fill(3)
+      const live = await save(id, null, PAGE)
+      expect(live.statAfter.mode & native.shmConstants.SHM_DEST).toBe(0)
+      native.shmRemove(id, -1, -1) // still attached by us: it lives on, marked
+      const saved = await save(id, null, PAGE)
+      expect(saved.statAfter.mode & native.shmConstants.SHM_DEST).toBe(native.shmConstants.SHM_DEST)
+      expect(saved.chunks.equals(live.chunks)).toBe(true)
+    })
+
+    it('a cancelled token stops save, verify and restore with ECANCELED, and leaves others alone', async () => {
+      const size = 16 * MiB
+      const id = create(size)
+      attach(id).fill(9)
+      const p = file('cancel')
+      const fresh = native.cancelToken()
+      const saved = await native.saveSegment({ id, uid: -1, gid: -1, path: p, chunkSize: MiB, holes: 'read', fsync: false, cancel: fresh })
+      const token = native.cancelToken()
+      native.cancelCopy(token)
+      const e = await rejection(native.saveSegment({ id, uid: -1, gid: -1, path: file('cancel'), chunkSize: MiB, holes: 'read', fsync: false, cancel: token }))
+      expect([e.code ?? e.errno, e.syscall]).toEqual([os.constants.errno.ECANCELED, 'cancel'])
+      const v = await rejection(native.verifyFile({ path: p, size, chunkSize: MiB, chunks: saved.chunks, cancel: token }))
+      expect(v.errno).toBe(os.constants.errno.ECANCELED)
+      const r = await rejection(native.restoreSegment({ id: create(size), uid: -1, gid: -1, path: p, size, chunkSize: MiB, chunks: saved.chunks, stopAtFirstBad: true, cancel: token }))
+      expect(r.errno).toBe(os.constants.errno.ECANCELED)
+      // another token, or anything that is not a token, cancels nothing
+      expect((await native.verifyFile({ path: p, size, chunkSize: MiB, chunks: saved.chunks, cancel: fresh })).badChunks).toEqual([])
+      expect((await native.verifyFile({ path: p, size, chunkSize: MiB, chunks: saved.chunks, cancel: {} })).badChunks).toEqual([])
+      expect(() => native.cancelCopy({})).toThrow(TypeError)
+    })
+
+    it('cancelling while a save runs stops it within a chunk', async () => {
+      const size = 256 * MiB
+      const id = create(size)
+      attach(id).fill(1)
+      const token = native.cancelToken()
+      const pending = native.saveSegment({ id, uid: -1, gid: -1, path: file('cancel-run'), chunkSize: MiB, holes: 'read', fsync: true, direct: true, cancel: token })
+      setTimeout(() => native.cancelCopy(token), 20)
+      const e = await rejection(pending)
+      expect(e.errno).toBe(os.constants.errno.ECANCELED)
+    })
+  })
+
+  describe('direct I/O', () => {
+    it('O_DIRECT where the file system takes it: the same file and table as buffered', async () => {
+      const size = 13 * MiB + 3 * PAGE + 17 // a tail that is not block-aligned
+      const id = create(size)
+      const b = attach(id)
+      randomBytes(size).copy(b)
+      b.fill(0, 4 * MiB, 8 * MiB) // a zero chunk in the middle
+      const direct = await native.saveSegment({ id, uid: -1, gid: -1, path: file('direct'), chunkSize: 4 * MiB, holes: 'read', fsync: true, direct: true })
+      const buffered = await native.saveSegment({ id, uid: -1, gid: -1, path: file('buffered'), chunkSize: 4 * MiB, holes: 'read', fsync: true })
+      expect(direct.chunks.equals(buffered.chunks)).toBe(true)
+      expect(buffered.direct).toBe(false)
+      const fsType = run('stat', ['-f', '-c', '%T', dir]).stdout.trim()
+      if (['ext2/ext3', 'xfs', 'tmpfs', 'btrfs'].includes(fsType)) expect(direct.direct).toBe(true)
+      const files = fs.readdirSync(dir).filter((f) => f.startsWith('direct-') || f.startsWith('buffered-')).map((f) => path.join(dir, f))
+      for (const f of files.slice(-2)) expect(fs.readFileSync(f).equals(b)).toBe(true)
+    })
+
+    it.skipIf(!realRoot)('falls back to buffered writes where O_DIRECT is refused (ramfs)', () => {
+      const script = `
+        const native = require(${JSON.stringify(addonPath)});
+        (async () => {
+          const id = native.shmGet(0, 9 * 1048576 + 5, 0o1600, -1, -1);
+          const a = native.shmAttach(id, false, 0, -1, -1, -1, 2 ** 32);
+          for (let i = 0; i < a.buffer.length; i++) a.buffer[i] = (i * 7) & 255;
+          const p = process.argv[1] + '/seg';
+          const saved = await native.saveSegment({ id, uid: -1, gid: -1, path: p, chunkSize: 4194304, holes: 'read', fsync: true, direct: true });
+          const same = require('fs').readFileSync(p).equals(a.buffer);
+          const v = await native.verifyFile({ path: p, size: a.buffer.length, chunkSize: 4194304, chunks: saved.chunks });
+          native.shmRemove(id, -1, -1);
+          console.log(JSON.stringify({ direct: saved.direct, same, bad: v.badChunks }));
+        })().catch((e) => { console.error(e); process.exit(1); });`
+      const mnt = fs.mkdtempSync(path.join(os.tmpdir(), 'shmkeep-ramfs-'))
+      try {
+        const r = run('unshare', ['--mount', 'sh', '-c', 'mount -t ramfs none "$1" && exec "$0" -e "$2" "$1"', process.execPath, mnt, script])
+        expect(r.stderr).toBe('')
+        expect(JSON.parse(r.stdout)).toEqual({ direct: false, same: true, bad: [] })
+      } finally {
+        fs.rmSync(mnt, { recursive: true, force: true })
+      }
+    })
   })
 
   it('runs off the JS thread: several saves at once', async () => {

@@ -1,0 +1,96 @@
+// The base of the copy path's async workers: a promise, how the work failed,
+// a cancel flag polled per chunk, and the argument checks they share.
+#pragma once
+
+#include <napi.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "fileio.h"
+
+namespace shmkeep {
+
+// Set from the JS thread (cancelCopy), read by workers between chunks.
+using CancelFlag = std::shared_ptr<std::atomic<bool>>;
+
+// The flag behind a token made by cancelToken() (type-tagged: no other
+// External passes); nullptr for anything else (the work cannot be cancelled).
+CancelFlag CancelFlagOf(const Napi::Value& v);
+void TagCancelToken(Napi::Env env, const Napi::Value& token);
+
+// Each operation is an AsyncWorker that settles a promise: Execute() does
+// only system calls and byte loops, OnOK() builds the JS result or the
+// rejection. The policy (file names, chunk size, what to do with bad chunks
+// or a partial file) is src/'s.
+class Job : public Napi::AsyncWorker {
+ public:
+  Job(Napi::Env env, const char* name, CancelFlag cancel = nullptr);
+  Napi::Promise Promise() const { return deferred_.Promise(); }
+  // Queue it and return its promise.
+  Napi::Value Start();
+
+ protected:
+  virtual Napi::Value Result(Napi::Env env) = 0;
+
+  // The first failure wins; Execute returns right after.
+  void Fail(const char* syscall, int err);
+  // A failure that is no errno: an Error with this message, code and numbers.
+  void FailWith(std::string message, const char* code, std::vector<std::pair<const char*, double>> props);
+  // Marks the rejection as "the segment is gone" (EINVAL/EIDRM of IPC_STAT
+  // or shmat): src/ counts it as vanished, not as a failure.
+  void MarkVanished() { vanished_ = true; }
+  // Cancelled from JS? Then fails with ECANCELED and returns true: poll it
+  // between chunks and return when it says so.
+  bool Cancelled();
+
+  // open + fstat + size check of a data file we read (restore, verify).
+  // O_NONBLOCK: a FIFO at the path must not hang the worker in open().
+  bool OpenForRead(const std::string& path, uint64_t size, Fd& file);
+
+  void OnOK() override;
+  void OnError(const Napi::Error& e) override;
+
+  Napi::Value BadChunksResult(Napi::Env env, const std::vector<uint64_t>& bad, uint64_t bytesRead);
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  CancelFlag cancel_;
+  const char* syscall_ = "";
+  int err_ = 0;
+  bool vanished_ = false;
+  std::string message_;
+  const char* code_ = nullptr;
+  std::vector<std::pair<const char*, double>> props_;
+};
+
+// An already-settled promise for argument errors found on the JS thread.
+Napi::Value Rejected(Napi::Env env, Napi::Error e);
+Napi::Value TableError(Napi::Env env, const std::string& message);
+inline bool PathGiven(const Napi::Value& v) { return !v.IsUndefined() && !v.IsNull(); }
+std::vector<uint8_t> BytesOf(const Napi::Value& v);  // a copy of a TypedArray's bytes (empty otherwise)
+
+// The chunk table of restore/verify/copyCarried, checked against size and
+// chunkSize and copied (the worker must not read a JS Buffer the program may
+// change). Returns false after having set *rejection.
+bool TakeTable(Napi::Env env, const Napi::Object& o, uint64_t size, uint64_t chunkSize, std::vector<uint8_t>& table,
+               Napi::Value* rejection);
+// size/chunkSize/chunks of restore and verify; false with *rejection set.
+bool CheckGeometry(Napi::Env env, const Napi::Object& o, std::vector<uint8_t>& table, Napi::Value* rejection);
+
+// Entry of a worker over a stored file (restore, verify): checks size,
+// chunkSize and the table on the JS thread, then queues W(env, o, table).
+template <typename W>
+Napi::Value StartWithTable(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = info[0].As<Napi::Object>();
+  std::vector<uint8_t> table;
+  Napi::Value rejection;
+  if (!CheckGeometry(env, o, table, &rejection)) return rejection;
+  return (new W(env, o, std::move(table)))->Start();
+}
+
+}  // namespace shmkeep

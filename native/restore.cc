@@ -1,0 +1,109 @@
+// restoreSegment({id, uid, gid, path, size, chunkSize, chunks, stopAtFirstBad, cancel?})
+// -> {badChunks, bytesRead}: data file -> a new segment, every chunk checked
+// against its CRC. The segment is new and ours alone (src/ gives it its real
+// owner and mode only once every chunk verified), so the file's bytes are
+// read straight into it and checksummed there.
+#include <fcntl.h>
+#include <sys/ipc.h>
+#include <sys/shm.h>
+
+#include "chunks.h"
+#include "common.h"
+#include "copy.h"
+#include "job.h"
+#include "residency.h"
+
+namespace shmkeep {
+namespace {
+
+class RestoreWorker : public Job {
+ public:
+  RestoreWorker(Napi::Env env, const Napi::Object& o, std::vector<uint8_t> table)
+      : Job(env, "shmkeep.restoreSegment", CancelFlagOf(o.Get("cancel"))),
+        id_(I32(o.Get("id"))),
+        uid_(I64(o.Get("uid"))),
+        gid_(I64(o.Get("gid"))),
+        path_(o.Get("path").As<Napi::String>().Utf8Value()),
+        size_(static_cast<uint64_t>(I64(o.Get("size")))),
+        chunkSize_(static_cast<uint64_t>(I64(o.Get("chunkSize")))),
+        stopAtFirstBad_(o.Get("stopAtFirstBad").ToBoolean()),
+        table_(std::move(table)) {}
+
+  void Execute() override {
+    Attachment seg;
+    uint64_t segSize;
+    {
+      ThreadIdentity as(uid_, gid_);
+      if (as.error()) return Fail(as.failedSyscall(), as.error());
+      void* a = shmat(id_, nullptr, 0);
+      if (a == reinterpret_cast<void*>(-1)) return Fail("shmat", errno);
+      seg.addr = a;
+      // The segment's size, so that a segment smaller than the snapshot is an
+      // error rather than SIGSEGV. Attaching read-write took read permission,
+      // which is all IPC_STAT needs.
+      struct shmid_ds ds;
+      if (shmctl(id_, IPC_STAT, &ds) != 0) return Fail("shmctl", errno);
+      segSize = ds.shm_segsz;
+    }
+    if (segSize < size_) {
+      return FailWith("the segment has " + std::to_string(segSize) + " bytes, the snapshot " + std::to_string(size_),
+                      "ESEGSIZE", {{"segmentSize", static_cast<double>(segSize)}, {"expectedSize", static_cast<double>(size_)}});
+    }
+
+    Fd file;
+    if (!OpenForRead(path_, size_, file)) return;
+
+    int populateErr = 0;
+    // Only the file's data runs are read into the segment: its holes (pages
+    // the app never touched) stay untouched zeros in the new segment too.
+    auto into = [&](uint64_t at, size_t n) -> uint8_t* {
+      uint8_t* q = seg.bytes() + at;
+      if ((populateErr = Populate(q, n, kMadvPopulateWrite))) return nullptr;
+      return q;
+    };
+    const uint64_t chunks = ChunkCount(size_, chunkSize_);
+    for (uint64_t i = 0; i < chunks; i++) {
+      if (Cancelled()) return;
+      const uint64_t off = i * chunkSize_;
+      const size_t len = ChunkLength(i, size_, chunkSize_);
+      const uint8_t* entry = &table_[i * kEntry];
+      bool good;
+      if (entry[4] == kZero) {
+        // A fresh segment is zero already: leave its memory untouched. The
+        // entry's CRC must still be the CRC of zeros.
+        good = EntryCrc(entry) == Crc32cZeros(0, len);
+      } else {
+        int r = ReadStoredChunk(file.fd, off, len, kPiece, EntryCrc(entry), into, AcceptAll(), bytesRead_);
+        if (r == kDestFailed) return Fail("madvise", populateErr);
+        if (r < 0) return Fail("pread", -r);
+        good = r == 1;
+        DropMapping(seg.bytes() + off, len);
+        posix_fadvise(file.fd, static_cast<off_t>(off), static_cast<off_t>(len), POSIX_FADV_DONTNEED);
+      }
+      if (!good) {
+        bad_.push_back(i);
+        if (stopAtFirstBad_) break;
+      }
+    }
+    // Read-only: close's error tells nothing about the data.
+  }
+
+ protected:
+  Napi::Value Result(Napi::Env env) override { return BadChunksResult(env, bad_, bytesRead_); }
+
+ private:
+  const int id_;
+  const int64_t uid_, gid_;
+  const std::string path_;
+  const uint64_t size_, chunkSize_;
+  const bool stopAtFirstBad_;
+  const std::vector<uint8_t> table_;
+  std::vector<uint64_t> bad_;
+  uint64_t bytesRead_ = 0;
+};
+
+}  // namespace
+
+Napi::Value RestoreSegment(const Napi::CallbackInfo& info) { return StartWithTable<RestoreWorker>(info); }
+
+}  // namespace shmkeep

@@ -1,0 +1,292 @@
+// saveSegment: segment -> data file + chunk table, on libuv's thread pool.
+//
+// saveSegment({id, uid, gid, path, chunkSize, holes, fsync, direct?, fd?,
+//              previous?, carryUnchanged?, cancel?})
+//
+// Checksum what you write: every byte is copied once from the attachment
+// into a buffer of ours (SegmentReader); XXH3-128, CRC-32C and the all-zero
+// test are computed over that copy, and that copy is what is written. A
+// process that writes the segment meanwhile can tear the image across
+// chunks, never make a chunk's checksum describe other bytes than its file's.
+//
+// With previous = {chunks, hashes} of the same segment in the previous
+// generation, a first pass compares without writing anything: when every
+// chunk is as it was, the result says unchanged (and carries the previous
+// tables) and no file is opened or written. With carryUnchanged (a frozen
+// app's checkpoint) there is one pass that writes only the changed chunks and
+// marks the others carried (copyCarried fills them later).
+// With fd (an open, empty file of the caller's), writes there and leaves it
+// open: the caller fsyncs that same descriptor later.
+#include <fcntl.h>
+#include <sys/ipc.h>
+#include <sys/shm.h>
+#include <unistd.h>
+
+#include "chunks.h"
+#include "common.h"
+#include "fileio.h"
+#include "copy.h"
+#include "job.h"
+#include "residency.h"
+
+namespace shmkeep {
+namespace {
+
+// The most a chunk's copy takes at once: two of these per save (one being
+// written while the other is filled).
+constexpr size_t kWindow = size_t{4} << 20;
+
+Holes ParseHoles(const Napi::Object& o) {
+  Napi::Value h = o.Get("holes");
+  if (h.IsString()) {
+    std::string s = h.As<Napi::String>().Utf8Value();
+    if (s == "mapFiles") return Holes::kMapFiles;
+    if (s == "mincore") return Holes::kMincore;
+    if (s == "mincoreSwapCheck") return Holes::kMincoreSwapCheck;
+    return Holes::kRead;
+  }
+  return o.Get("skipAbsent").ToBoolean() ? Holes::kMincore : Holes::kRead;
+}
+
+class SaveWorker : public Job {
+ public:
+  SaveWorker(Napi::Env env, const Napi::Object& o)
+      : Job(env, "shmkeep.saveSegment", CancelFlagOf(o.Get("cancel"))),
+        id_(I32(o.Get("id"))),
+        uid_(I64(o.Get("uid"))),
+        gid_(I64(o.Get("gid"))),
+        toFile_(PathGiven(o.Get("path"))),
+        path_(toFile_ ? o.Get("path").As<Napi::String>().Utf8Value() : std::string()),
+        chunkSize_(static_cast<uint64_t>(I64(o.Get("chunkSize")))),
+        holes_(ParseHoles(o)),
+        fsync_(o.Get("fsync").ToBoolean()),
+        direct_(o.Get("direct").ToBoolean()),
+        callerFd_(o.Get("fd").IsNumber() ? I32(o.Get("fd")) : -1),
+        carryUnchanged_(o.Get("carryUnchanged").ToBoolean()) {
+    Napi::Value prev = o.Get("previous");
+    if (prev.IsObject()) {
+      prevTable_ = BytesOf(prev.As<Napi::Object>().Get("chunks"));
+      prevHashes_ = BytesOf(prev.As<Napi::Object>().Get("hashes"));
+    }
+  }
+
+  void Execute() override {
+    Attachment seg;
+    {
+      // IPC_STAT before shmat: the stat is the segment as its users left it
+      // (nattch without us, their atime and lpid). EINVAL/EIDRM: removed
+      // since it was listed.
+      ThreadIdentity as(uid_, gid_);
+      if (as.error()) return Fail(as.failedSyscall(), as.error());
+      if (shmctl(id_, IPC_STAT, &ds_) != 0) return Gone("shmctl", errno);
+      void* a = shmat(id_, nullptr, SHM_RDONLY);
+      if (a == reinterpret_cast<void*>(-1)) return Gone("shmat", errno);
+      seg.addr = a;
+    }
+    Copy(seg);
+    if (Failed()) return;
+    // Re-stat while still attached: a segment removed meanwhile has SHM_DEST
+    // set (its key may already name a new one); src/ drops it.
+    ThreadIdentity as(uid_, gid_);
+    if (!as.error()) statAfterOk_ = shmctl(id_, IPC_STAT, &after_) == 0;
+  }
+
+ protected:
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("chunks", Napi::Buffer<uint8_t>::Copy(env, table_.data(), table_.size()));
+    o.Set("stat", ShmStatObject(env, id_, ds_));
+    o.Set("statAfter", statAfterOk_ ? Napi::Value(ShmStatObject(env, id_, after_)) : env.Null());
+    o.Set("kernelPageSize", Napi::Number::New(env, static_cast<double>(kernelPageSize_)));
+    o.Set("bytesWritten", Napi::Number::New(env, static_cast<double>(bytesWritten_)));
+    o.Set("dataChunks", Napi::Number::New(env, static_cast<double>(dataChunks_)));
+    o.Set("zeroChunks", Napi::Number::New(env, static_cast<double>(zeroChunks_)));
+    o.Set("absentChunks", Napi::Number::New(env, static_cast<double>(absentChunks_)));
+    o.Set("hashes", Napi::Buffer<uint8_t>::Copy(env, hashes_.data(), hashes_.size()));
+    o.Set("unchanged", Napi::Boolean::New(env, unchanged_ || (carry_ && allCarried_)));
+    o.Set("carried", Napi::Buffer<uint8_t>::Copy(env, carried_.data(), carried_.size()));
+    o.Set("carriedChunks", Napi::Number::New(env, static_cast<double>(carriedChunks_)));
+    o.Set("holesLost", Napi::Boolean::New(env, holesLost_));
+    o.Set("direct", Napi::Boolean::New(env, usedDirect_));
+    return o;
+  }
+
+ private:
+  bool Failed() const { return failed_; }
+  void Fail(const char* syscall, int err) {
+    failed_ = true;
+    Job::Fail(syscall, err);
+  }
+  void Gone(const char* syscall, int err) {
+    if (err == EINVAL || err == EIDRM) MarkVanished();
+    Fail(syscall, err);
+  }
+
+  void Copy(const Attachment& seg) {
+    const uint64_t size = ds_.shm_segsz;
+    const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    kernelPageSize_ = KernelPageSize(seg.addr);
+    // mincore() tells whether the segment has a page only for normal (shmem)
+    // segments, where it looks the page up in the segment's page cache. For
+    // a hugetlb segment it only sees our own page tables, which are empty:
+    // every chunk would look absent. There (or when smaps did not say) read
+    // every chunk.
+    Holes holes = holes_;
+    if (kernelPageSize_ != page && (holes == Holes::kMincore || holes == Holes::kMincoreSwapCheck)) holes = Holes::kRead;
+    Fd mapFd;
+    if (holes == Holes::kMapFiles) {
+      const uint64_t unit = kernelPageSize_ ? kernelPageSize_ : page;
+      int fd = OpenMapFiles(seg.addr, (size + unit - 1) / unit * unit);
+      if (fd < 0) return Fail("open", -fd);
+      mapFd.fd = fd;
+    }
+    SegmentReader reader(seg, id_, page, holes, mapFd.fd);
+
+    const uint64_t chunks = ChunkCount(size, chunkSize_);
+    const size_t window = static_cast<size_t>(std::min<uint64_t>(chunkSize_, kWindow));
+    // One chunk or smaller: one buffer of its size rounded to the page.
+    const size_t bufLen = static_cast<size_t>(std::min<uint64_t>(window, (size + page - 1) / page * page));
+    const bool hasPrev = prevTable_.size() == chunks * kEntry && prevHashes_.size() == chunks * kHash;
+    carry_ = hasPrev && carryUnchanged_;
+    if (carry_) carried_.assign(chunks, 0);
+
+    if (int err = bufs_[0].Allocate(bufLen, 4096)) return Fail("posix_memalign", err);
+    if (hasPrev && !carry_) {
+      // The first pass of an incremental save: every chunk as before? Reads
+      // and hashes our copy, writes nothing, stops at the first difference.
+      bool same = true;
+      for (uint64_t i = 0; i < chunks && same; i++) {
+        if (Cancelled()) return void(failed_ = true);
+        const uint64_t off = i * chunkSize_;
+        const uint64_t len = std::min(chunkSize_, size - off);
+        ChunkDigest d(false);
+        for (uint64_t w = 0; w < len; w += window) {
+          std::vector<Run> runs;
+          if (int err = reader.Read(off + w, static_cast<size_t>(std::min<uint64_t>(window, len - w)), bufs_[0].data(), d, runs)) {
+            return Fail(reader.failedSyscall(), err);
+          }
+        }
+        same = prevTable_[i * kEntry + 4] == kZero ? d.zero() : d.SameHash(&prevHashes_[i * kHash]);
+      }
+      if (same) {
+        unchanged_ = true;
+        table_ = prevTable_;
+        hashes_ = prevHashes_;
+        for (uint64_t i = 0; i < chunks; i++) (table_[i * kEntry + 4] == kZero ? zeroChunks_ : dataChunks_)++;
+        holesLost_ = reader.holesLost();
+        return;
+      }
+    }
+
+    Fd file;
+    int out = callerFd_;
+    if (out < 0 && toFile_) {
+      file.fd = open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+      if (file.fd < 0) return Fail("open", errno);
+      out = file.fd;
+    }
+    if (out >= 0 && ftruncate(out, static_cast<off_t>(size)) != 0) return Fail("ftruncate", errno);
+    const bool pipelined = size > window;
+    std::unique_ptr<FileWriter> writer;
+    if (out >= 0) {
+      writer.reset(new FileWriter(out, direct_, fsync_, pipelined));
+      const size_t align = writer->BufferAlign();
+      if (int err = bufs_[0].Allocate(bufLen, align)) return Fail("posix_memalign", err);
+      if (pipelined) {
+        if (int err = bufs_[1].Allocate(bufLen, align)) return Fail("posix_memalign", err);
+      }
+    }
+    int cur = 0;
+    // Hands our buffer's runs to the writer; the next copy goes to the other buffer.
+    auto submit = [&](std::vector<Run> runs, uint64_t base) -> bool {
+      for (const Run& r : runs) bytesWritten_ += r.len;
+      if (!writer || runs.empty()) return true;
+      if (int err = writer->Submit(bufs_[cur].data(), std::move(runs), base)) return Fail(writer->failedSyscall(), err), false;
+      if (pipelined) cur ^= 1;
+      return true;
+    };
+
+    table_.resize(chunks * kEntry);
+    hashes_.assign(chunks * kHash, 0);
+    for (uint64_t i = 0; i < chunks; i++) {
+      if (Cancelled()) return void(failed_ = true);
+      const uint64_t off = i * chunkSize_;
+      const uint64_t len = std::min(chunkSize_, size - off);
+      uint8_t* entry = &table_[i * kEntry];
+      ChunkDigest d;
+      bool holesOnly = true;
+      // A chunk larger than our buffer is written window by window as it is
+      // read (it is then written even if it turns out zero or unchanged:
+      // still the bytes its digest describes).
+      const bool oneWindow = len <= window;
+      std::vector<Run> runs;
+      for (uint64_t w = 0; w < len; w += window) {
+        const size_t wlen = static_cast<size_t>(std::min<uint64_t>(window, len - w));
+        if (int err = reader.Read(off + w, wlen, bufs_[cur].data(), d, runs)) return Fail(reader.failedSyscall(), err);
+        holesOnly = holesOnly && runs.empty();
+        if (!oneWindow && !submit(runs, off + w)) return;
+      }
+      const bool prevData = carry_ && prevTable_[i * kEntry + 4] == kData;
+      if (oneWindow && prevData && d.SameHash(&prevHashes_[i * kHash])) {
+        // As in the previous generation: its bytes come from the previous
+        // file later (copyCarried); the entry is the previous one.
+        memcpy(entry, &prevTable_[i * kEntry], kEntry);
+        memcpy(&hashes_[i * kHash], &prevHashes_[i * kHash], kHash);
+        carried_[i] = 1;
+        carriedChunks_++;
+        dataChunks_++;
+      } else if (d.zero()) {
+        PutEntry(entry, d.crc(), kZero);
+        zeroChunks_++;
+        if (holesOnly) absentChunks_++;  // no page of it was read: src/ knows why
+        if (carry_ && prevTable_[i * kEntry + 4] != kZero) allCarried_ = false;
+      } else {
+        allCarried_ = false;
+        if (oneWindow && !submit(std::move(runs), off)) return;
+        PutEntry(entry, d.crc(), kData);
+        PutHash(&hashes_[i * kHash], d.Hash());
+        dataChunks_++;
+      }
+    }
+    holesLost_ = reader.holesLost();
+    if (writer) {
+      if (int err = writer->Finish()) return Fail(writer->failedSyscall(), err);
+      usedDirect_ = writer->direct();
+    }
+    if (out >= 0 && fsync_ && fsync(out) != 0) return Fail("fsync", errno);
+    if (file.fd >= 0) {
+      if (int err = file.Close()) return Fail("close", err);
+    }
+  }
+
+  const int id_;
+  const int64_t uid_, gid_;
+  const bool toFile_;
+  const std::string path_;
+  const uint64_t chunkSize_;
+  const Holes holes_;
+  const bool fsync_, direct_;
+  const int callerFd_;
+  const bool carryUnchanged_;
+  struct shmid_ds ds_ {};
+  struct shmid_ds after_ {};
+  bool statAfterOk_ = false;
+  bool failed_ = false;
+  AlignedBuffer bufs_[2];
+  std::vector<uint8_t> table_, hashes_, prevTable_, prevHashes_, carried_;
+  bool carry_ = false, allCarried_ = true, unchanged_ = false, holesLost_ = false, usedDirect_ = false;
+  uint64_t carriedChunks_ = 0;
+  uint64_t kernelPageSize_ = 0;
+  uint64_t bytesWritten_ = 0, dataChunks_ = 0, zeroChunks_ = 0, absentChunks_ = 0;
+};
+
+}  // namespace
+
+Napi::Value SaveSegment(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = info[0].As<Napi::Object>();
+  if (I64(o.Get("chunkSize")) <= 0) return Rejected(env, Napi::RangeError::New(env, "chunkSize must be positive"));
+  return (new SaveWorker(env, o))->Start();
+}
+
+}  // namespace shmkeep
