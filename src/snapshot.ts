@@ -22,9 +22,11 @@ import { formatKey } from './keys'
 import { countObjects, saveObjects, type ObjectOutcome } from './kinds'
 import type { FileLock } from './lock'
 import { silentLogger, type Logger } from './log'
-import { native } from './native'
+import { cancelTokenFor } from './cancel'
+import { native, type CancelToken } from './native'
 import { checkEntryOptions } from './options'
 import { snapshotOutcome, type SnapshotOutcome } from './outcome'
+import { holesHere, type Holes } from './residency'
 import * as shm from './shm'
 import { encodeCheckedJson } from './state/files'
 import {
@@ -237,6 +239,10 @@ interface CopyContext {
   /** A frozen app's checkpoint: write only changed chunks now, carry and link after the thaw. */
   checkpoint: boolean
   memory: ReturnType<typeof segmentMemory>
+  /** How holes are told from data (src/residency.ts). */
+  holes: Holes
+  /** The abort signal as the workers' cancel token. */
+  cancel: CancelToken | undefined
   powers: Powers
   /** pack.data once a small segment has data: its descriptor and where the next one goes. */
   pack?: { fd: number; end: number }
@@ -253,9 +259,9 @@ export const PACK_MAX = 64 << 10
 const ZEROS = Buffer.alloc(PACK_MAX)
 
 /** Verify the previous file against its CRCs; false when it is damaged (never link damage into a new generation). */
-async function previousVerifies(link: Link): Promise<boolean> {
+async function previousVerifies(link: Link, cancel: CancelToken | undefined): Promise<boolean> {
   const check = await native
-    .verifyFile({ path: link.from, size: link.size, chunkSize: link.chunkSize, chunks: link.chunks })
+    .verifyFile({ path: link.from, size: link.size, chunkSize: link.chunkSize, chunks: link.chunks, cancel })
     .catch(() => ({ badChunks: [-1] }))
   return check.badChunks.length === 0
 }
@@ -400,9 +406,6 @@ async function saveOne(ctx: CopyContext, seg: shm.ShmStat, previous: Previous | 
   const begun = beginSegment(ctx, seg)
   if ('result' in begun) return begun.result
   const { who, done, failed } = begun
-  // mincore() tells never-touched pages from written ones only while
-  // nothing is swapped out: a swapped page is "absent" too, but has data.
-  let skipAbsent = (ctx.memory.get(seg.id)?.swap ?? 1) === 0
   let size = ctx.chunkSize
   for (;;) {
     // The file stays open until the writer fsyncs it, through the same
@@ -418,8 +421,12 @@ async function saveOne(ctx: CopyContext, seg: shm.ShmStat, previous: Previous | 
         gid: who.gid,
         path: ctx.writer.path(dataFile),
         chunkSize: size,
-        skipAbsent,
+        holes: ctx.holes,
         fsync: false,
+        // A full save goes straight to the disk; a frozen app's checkpoint
+        // writes to the page cache (its pause is the copy).
+        direct: !ctx.checkpoint,
+        cancel: ctx.cancel,
         fd,
         previous: prev && { chunks: Buffer.from(prev.meta.chunks, 'base64'), hashes: Buffer.from(prev.meta.hashes!, 'base64') },
         // A frozen app's checkpoint: write only the changed chunks now, the
@@ -429,14 +436,6 @@ async function saveOne(ctx: CopyContext, seg: shm.ShmStat, previous: Previous | 
     } catch (e) {
       ctx.writer.remove(dataFile)
       return failed(e)
-    }
-    // mincore() cannot tell a never-touched page from one swapped out: the
-    // segment had no swapped pages when we decided to skip absent ones; if it
-    // has some now, what looked absent may be data. Save it again, reading all.
-    if (skipAbsent && result.absentChunks + result.zeroChunks > 0 && (segmentMemory().get(seg.id)?.swap ?? 0) > 0) {
-      ctx.writer.remove(dataFile)
-      skipAbsent = false
-      continue
     }
     const st = result.stat
     if ((st.key >>> 0) !== seg.key || st.id !== seg.id || st.size !== seg.size) {
@@ -460,7 +459,7 @@ async function saveOne(ctx: CopyContext, seg: shm.ShmStat, previous: Previous | 
       ctx.writer.remove(dataFile)
       link = { from: prev!.dataPath, file: dataFile, size: seg.size, chunkSize: size, chunks: result.chunks }
       if (!ctx.checkpoint) {
-        if (!(await previousVerifies(link))) {
+        if (!(await previousVerifies(link, ctx.cancel))) {
           previous = undefined
           continue // save it in full
         }
@@ -501,16 +500,16 @@ async function saveOne(ctx: CopyContext, seg: shm.ShmStat, previous: Previous | 
 }
 
 /** After a checkpoint's thaw: link the unchanged files and copy the carried chunks (each checked against its CRC). */
-async function finishCheckpoint(writer: GenerationWriter, results: SegmentResult[]): Promise<void> {
+async function finishCheckpoint(writer: GenerationWriter, results: SegmentResult[], cancel: CancelToken | undefined): Promise<void> {
   for (const r of results) {
     if (r.link) {
-      if (!(await previousVerifies(r.link))) {
+      if (!(await previousVerifies(r.link, cancel))) {
         throw new Error(`the previous generation's ${r.link.from} fails its checksums: this checkpoint is abandoned (the next one is written in full)`)
       }
       writer.link(r.link.from, r.link.file)
     }
     if (!r.carry) continue
-    const { bytesCopied } = await native.copyCarried(r.carry).catch((e: Error) => {
+    const { bytesCopied } = await native.copyCarried({ ...r.carry, cancel }).catch((e: Error) => {
       throw new Error(`${e.message}: this checkpoint is abandoned (the next one is written in full)`)
     })
     r.outcome.bytesWritten += bytesCopied
@@ -701,7 +700,18 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
 
     // 4. Copy every segment into the new generation.
     writer = GenerationWriter.begin(state)
-    const ctx: CopyContext = { writer, chunkSize, checkpoint: options.afterCopy !== undefined, memory: segmentMemory(), powers: currentPowers() }
+    // How holes are told from data: the image is quiet when the app is frozen or nothing else is attached.
+    const holes = holesHere(options.freeze !== undefined || options.attachers?.length === 0)
+    if (!holes.keepsHoles) log.log('warn', 'snapshot.holes', `holes cannot be kept: ${holes.reason}`)
+    const ctx: CopyContext = {
+      writer,
+      chunkSize,
+      checkpoint: options.afterCopy !== undefined,
+      memory: segmentMemory(),
+      holes: holes.holes,
+      cancel: cancelTokenFor(options.signal),
+      powers: currentPowers(),
+    }
     const copyStarted = performance.now()
     const results = await mapLimit(listed, options.concurrency ?? Math.min(4, os.availableParallelism()), options.signal, async (seg) => {
       // A small segment goes into pack.data — unless it is a huge page one
@@ -723,7 +733,7 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
       // only as long as the copy.
       options.afterCopy()
       options.signal?.throwIfAborted()
-      await finishCheckpoint(writer, results)
+      await finishCheckpoint(writer, results, ctx.cancel)
     }
     options.signal?.throwIfAborted()
 
