@@ -189,7 +189,7 @@ class SaveWorker : public Job {
     const bool pipelined = size > window;
     std::unique_ptr<FileWriter> writer;
     if (out >= 0) {
-      writer.reset(new FileWriter(out, direct_, fsync_, pipelined));
+      writer.reset(new FileWriter(out, direct_, fsync_ || direct_, pipelined));
       const size_t align = writer->BufferAlign();
       if (int err = bufs_[0].Allocate(bufLen, align)) return Fail("posix_memalign", err);
       if (pipelined) {
