@@ -10,19 +10,24 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { afterEach, describe, expect, test } from 'vitest'
-import { binDir } from '../helpers'
+import { binDir, root } from '../helpers'
 import { Container } from './container'
 
 const sweep = path.join(binDir, 'sweep')
+const cli = path.join(root, 'bin', 'shmkeep.js')
 const dirs: string[] = []
 afterEach(() => {
   for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true })
 })
 
-/** Check each new generation's image as it appears (before pruning takes it). */
-async function watchImages(stateDir: string, wanted: number, container: Container) {
+/**
+ * Check each new generation's image as it appears (before pruning takes it);
+ * with `verify`, also run `shmkeep verify` on it (verified: its checksums
+ * describe its files).
+ */
+async function watchImages(stateDir: string, wanted: number, container: Container, verify = false) {
   const seen = new Set<string>()
-  const results: Array<{ ok: boolean; sweep?: number; text: string }> = []
+  const results: Array<{ ok: boolean; sweep?: number; text: string; verified?: boolean }> = []
   const until = Date.now() + 240_000
   while (results.length < wanted && Date.now() < until) {
     if (container.child.exitCode !== null) throw new Error(`container exited: ${container.stderr}`)
@@ -40,7 +45,13 @@ async function watchImages(stateDir: string, wanted: number, container: Containe
       seen.add(name)
       const r = spawnSync(sweep, ['check', path.join(dir, data)], { encoding: 'utf8' })
       if (r.status === 2) continue // pruned while we read it
-      results.push({ ok: r.status === 0, sweep: r.status === 0 ? Number(r.stdout.split(' ')[1]) : undefined, text: r.stdout.trim() })
+      let verified: boolean | undefined
+      if (verify) {
+        const v = spawnSync(process.execPath, [cli, 'verify', '--state-dir', stateDir, name, '-q'], { encoding: 'utf8' })
+        if (v.status !== 0 && !fs.existsSync(dir)) continue // pruned while we verified it
+        verified = v.status === 0
+      }
+      results.push({ ok: r.status === 0, sweep: r.status === 0 ? Number(r.stdout.split(' ')[1]) : undefined, text: r.stdout.trim(), verified })
     }
     await new Promise((r) => setTimeout(r, 5))
   }
@@ -64,11 +75,13 @@ describe('periodic checkpoints of a running writer', () => {
     const loose = fs.mkdtempSync(path.join(os.tmpdir(), 'shmkeep-freeze-'))
     dirs.push(loose)
     const unfrozen = Container.shmkeep(loose, [sweep, '0x5eed', String(64 << 20)], ['--checkpoint-interval', '0.02', '--keep', '6', '--freeze', 'none', '-q'])
-    const looseImages = await watchImages(loose, 10, unfrozen)
+    const looseImages = await watchImages(loose, 10, unfrozen, true)
     await unfrozen.stop(20)
     expect(looseImages.length).toBe(10)
-    // Without a freeze the copy of 64 MiB spans several sweeps: images tear.
+    // Without a freeze the copy of 64 MiB spans several sweeps: images tear,
+    // and every one of them verifies (its checksums are those of its bytes).
     expect(looseImages.filter((i) => !i.ok).length).toBeGreaterThan(0)
+    expect(looseImages.map((i) => i.verified)).toEqual(looseImages.map(() => true))
   }, 300_000)
 })
 
