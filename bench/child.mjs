@@ -8,6 +8,9 @@
 //   node bench/child.mjs verify STATE_DIR
 //   node bench/child.mjs naive ID DIR NAME          attach as one Buffer, fs.writeFileSync, fsync, rename
 //   node bench/child.mjs idle                       load the package, nothing else
+//   node bench/child.mjs abort STATE_DIR KEYS       a snapshot that SIGTERM aborts: prints "started",
+//                                                   then ms from the signal until snapshot() settled,
+//                                                   and the temporary generations left behind
 import fs from 'node:fs'
 import path from 'node:path'
 import { createRequire } from 'node:module'
@@ -84,6 +87,22 @@ try {
     const bytes = buf.length
     lib.shm.detach(buf)
     out({ ms, bytes })
+  } else if (mode === 'abort') {
+    const [stateDir, keys] = args
+    const controller = new AbortController()
+    let signalAt
+    process.once('SIGTERM', () => {
+      signalAt = performance.now()
+      controller.abort()
+    })
+    process.stdout.write('started\n')
+    const settled = await lib.snapshot({ stateDir, keep: 1, filter: { keys }, signal: controller.signal }).then(
+      () => 'saved',
+      (e) => e.message,
+    )
+    const ms = signalAt === undefined ? null : performance.now() - signalAt
+    const left = fs.readdirSync(stateDir).filter((n) => n.startsWith('.tmp-'))
+    out({ ms, settled, left })
   } else if (mode === 'idle') {
     out({ ms: 0 })
   } else {
