@@ -83,6 +83,18 @@ class ChunkDigest {
   bool zero_ = true;
 };
 
+// CRC-32C of a chunk of len bytes whose data runs are at their offsets in
+// buf and whose other bytes are zeros (not read).
+inline uint32_t RunsCrc(const uint8_t* buf, const std::vector<Run>& runs, size_t len) {
+  uint32_t c = 0;
+  size_t pos = 0;
+  for (const Run& r : runs) {
+    c = Crc32c(Crc32cZeros(c, r.start - pos), buf + r.start, r.len);
+    pos = r.start + r.len;
+  }
+  return Crc32cZeros(c, len - pos);
+}
+
 // Reads chunk [off, off + len) of a stored data file: its data runs (holes
 // are zeros, not read) in pieces of at most `piece` bytes, each into
 // dest(fileOffset, n) and handed to fn(p, n, fileOffset) at once, while it is

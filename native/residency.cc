@@ -109,9 +109,43 @@ bool MapFilesOpens() {
   return true;
 }
 
+// SEEK_DATA/SEEK_HOLE on map_files, remembering the extent found: on shmem,
+// SEEK_HOLE walks to the next hole, which for a full segment is its end, so
+// asking again for every chunk would cost O(size) per chunk.
+std::vector<Run> SegmentReader::MapFilesRuns(uint64_t off, size_t len) {
+  std::vector<Run> runs;
+  const uint64_t end = off + len;
+  for (uint64_t pos = off; pos < end;) {
+    if (pos >= askedAt_ && pos < data_) {  // a known hole
+      pos = data_;
+      continue;
+    }
+    if (!(pos >= data_ && pos < hole_)) {
+      off_t data = lseek(mapFd_, static_cast<off_t>(pos), SEEK_DATA);
+      askedAt_ = pos;
+      if (data < 0) {
+        if (errno == ENXIO) {  // a hole to the end
+          data_ = hole_ = UINT64_MAX;
+          break;
+        }
+        runs.push_back({static_cast<size_t>(pos - off), static_cast<size_t>(end - pos)});  // cannot tell: read it
+        break;
+      }
+      off_t hole = lseek(mapFd_, data, SEEK_HOLE);
+      data_ = static_cast<uint64_t>(data);
+      hole_ = hole < 0 ? UINT64_MAX : static_cast<uint64_t>(hole);
+      continue;
+    }
+    const uint64_t stop = std::min(end, hole_);
+    runs.push_back({static_cast<size_t>(pos - off), static_cast<size_t>(stop - pos)});
+    pos = stop;
+  }
+  return runs;
+}
+
 // Which byte ranges of the chunk to read; the rest are holes.
 std::vector<Run> SegmentReader::DataRuns(uint64_t off, size_t len) {
-  if (holes_ == Holes::kMapFiles) return FileDataRuns(mapFd_, off, len);
+  if (holes_ == Holes::kMapFiles) return MapFilesRuns(off, len);
   if (holes_ == Holes::kRead) return {{0, len}};
   const size_t pages = (len + page_ - 1) / page_;
   vec_.resize(pages);
@@ -146,27 +180,18 @@ int SegmentReader::Read(uint64_t off, size_t len, uint8_t* buf, ChunkDigest& d, 
   size_t pos = 0;
   for (const Run& run : runs) {
     d.Zeros(run.start - pos);
-    if (holes_ == Holes::kMapFiles) {
-      for (size_t at = run.start, end = run.start + run.len; at < end;) {
-        const size_t want = std::min(kPiece, end - at);
-        int64_t got = ReadFull(mapFd_, buf + at, want, off + at);
-        if (got < 0) return syscall_ = "pread", static_cast<int>(-got);
-        if (static_cast<size_t>(got) != want) return syscall_ = "pread", EIO;  // the segment cannot shrink
-        d.Data(buf + at, want);
-        at += want;
-      }
-    } else {
-      uint8_t* src = base_ + off + run.start;
-      if (int err = Populate(src, run.len, kMadvPopulateRead)) return syscall_ = "madvise", err;
-      for (size_t at = 0; at < run.len;) {
-        const size_t want = std::min(kPiece, run.len - at);
-        // One copy from live memory: from here on only our buffer counts.
-        memcpy(buf + run.start + at, src + at, want);
-        d.Data(buf + run.start + at, want);
-        at += want;
-      }
-      DropMapping(src, run.len);
+    // map_files said where the data is (swapped pages included); reading
+    // it is faster through the attachment than with pread on map_files.
+    uint8_t* src = base_ + off + run.start;
+    if (int err = Populate(src, run.len, kMadvPopulateRead)) return syscall_ = "madvise", err;
+    for (size_t at = 0; at < run.len;) {
+      const size_t want = std::min(kPiece, run.len - at);
+      // One copy from live memory: from here on only our buffer counts.
+      memcpy(buf + run.start + at, src + at, want);
+      d.Data(buf + run.start + at, want);
+      at += want;
     }
+    DropMapping(src, run.len);
     pos = run.start + run.len;
   }
   d.Zeros(len - pos);

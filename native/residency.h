@@ -80,6 +80,7 @@ class SegmentReader {
 
  private:
   std::vector<Run> DataRuns(uint64_t off, size_t len);
+  std::vector<Run> MapFilesRuns(uint64_t off, size_t len);
   uint8_t* base_;
   const int id_;
   const uint64_t page_;
@@ -87,6 +88,8 @@ class SegmentReader {
   const int mapFd_;
   std::vector<unsigned char> vec_;
   bool holesLost_ = false;
+  // map_files: [data_, hole_) is data, [askedAt_, data_) a hole (as last seen)
+  uint64_t askedAt_ = UINT64_MAX, data_ = 0, hole_ = 0;
   const char* syscall_ = "";
 };
 

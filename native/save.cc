@@ -213,12 +213,16 @@ class SaveWorker : public Job {
       const uint64_t off = i * chunkSize_;
       const uint64_t len = std::min(chunkSize_, size - off);
       uint8_t* entry = &table_[i * kEntry];
-      ChunkDigest d;
-      bool holesOnly = true;
       // A chunk larger than our buffer is written window by window as it is
       // read (it is then written even if it turns out zero or unchanged:
       // still the bytes its digest describes).
       const bool oneWindow = len <= window;
+      const bool prevData = carry_ && prevTable_[i * kEntry + 4] == kData;
+      // A frozen checkpoint's chunk that may be unchanged: hash first, and
+      // CRC our copy only if it changed (the pause is this loop).
+      const bool lazyCrc = prevData && oneWindow;
+      ChunkDigest d(!lazyCrc);
+      bool holesOnly = true;
       std::vector<Run> runs;
       for (uint64_t w = 0; w < len; w += window) {
         const size_t wlen = static_cast<size_t>(std::min<uint64_t>(window, len - w));
@@ -226,8 +230,7 @@ class SaveWorker : public Job {
         holesOnly = holesOnly && runs.empty();
         if (!oneWindow && !submit(runs, off + w)) return;
       }
-      const bool prevData = carry_ && prevTable_[i * kEntry + 4] == kData;
-      if (oneWindow && prevData && d.SameHash(&prevHashes_[i * kHash])) {
+      if (lazyCrc && d.SameHash(&prevHashes_[i * kHash])) {
         // As in the previous generation: its bytes come from the previous
         // file later (copyCarried); the entry is the previous one.
         memcpy(entry, &prevTable_[i * kEntry], kEntry);
@@ -236,14 +239,15 @@ class SaveWorker : public Job {
         carriedChunks_++;
         dataChunks_++;
       } else if (d.zero()) {
-        PutEntry(entry, d.crc(), kZero);
+        PutEntry(entry, Crc32cZeros(0, len), kZero);
         zeroChunks_++;
         if (holesOnly) absentChunks_++;  // no page of it was read: src/ knows why
         if (carry_ && prevTable_[i * kEntry + 4] != kZero) allCarried_ = false;
       } else {
         allCarried_ = false;
+        const uint32_t crc = lazyCrc ? RunsCrc(bufs_[cur].data(), runs, len) : d.crc();
         if (oneWindow && !submit(std::move(runs), off)) return;
-        PutEntry(entry, d.crc(), kData);
+        PutEntry(entry, crc, kData);
         PutHash(&hashes_[i * kHash], d.Hash());
         dataChunks_++;
       }
