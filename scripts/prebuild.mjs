@@ -19,7 +19,8 @@
 //                                        loads only on a glibc as new as this one)
 //   node scripts/prebuild.mjs --prepack  keep prebuilds that are newer than native/ and
 //                                        binding.gyp, build them otherwise; stop if that fails
-// SHMKEEP_PREBUILD=host does what --host does; ZIG=/path/to/zig picks a zig.
+// SHMKEEP_PREBUILD_CC=host does what --host does (not SHMKEEP_PREBUILD: node-gyp-build
+// reads <NAME>_PREBUILD as the folder to load the addon from); ZIG=/path/to/zig picks a zig.
 import { execFileSync, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -126,7 +127,7 @@ function upToDate() {
 }
 
 function main(argv) {
-  const host = argv.includes('--host') || process.env.SHMKEEP_PREBUILD === 'host'
+  const host = argv.includes('--host') || process.env.SHMKEEP_PREBUILD_CC === 'host'
   if (argv.includes('--prepack') && upToDate()) {
     say(`keeping prebuilds/ (newer than native/): ${fs.readdirSync(path.join(root, 'prebuilds')).join(', ')}`)
     return

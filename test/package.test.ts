@@ -35,7 +35,7 @@ const env = (): NodeJS.ProcessEnv => {
     npm_config_audit: 'false',
     npm_config_fund: 'false',
     npm_config_update_notifier: 'false',
-    SHMKEEP_PREBUILD: 'host', // this machine's compiler: quick (the zig build: test/slow/prebuild.test.ts)
+    SHMKEEP_PREBUILD_CC: 'host', // this machine's compiler: quick (the zig build: test/slow/prebuild.test.ts)
   }
   // node-gyp builds against the installed headers, never downloads them (as .ci does).
   if (!e.npm_config_nodedir && fs.existsSync('/usr/include/node/node_api.h')) e.npm_config_nodedir = '/usr'
@@ -107,7 +107,8 @@ describe('the packed tarball', () => {
     for (const f of ['package.json', 'dist/index.js', 'dist/index.d.ts', 'dist/native.js', 'bin/shmkeep.js', 'binding.gyp', 'native/shm.cc']) {
       expect(tarList, f).toContain(f)
     }
-    expect(tarList.filter((f) => /^(build|src|test|node_modules)\//.test(f))).toEqual([])
+    // node_modules/: only the bundled runtime dependencies (bundleDependencies: installs with no registry).
+    expect(tarList.filter((f) => /^(build|src|test|node_modules)\//.test(f) && !/^node_modules\/(node-gyp-build|node-addon-api)\//.test(f))).toEqual([])
   })
 
   test('the linux-x64 prebuild is a shared object', () => {
@@ -124,8 +125,8 @@ describe('installed into an empty folder with --ignore-scripts', () => {
     const installed = path.join(app, 'node_modules', 'shmkeep')
     for (const f of prebuilds()) expect(fs.existsSync(path.join(installed, f)), f).toBe(true)
     expect(fs.existsSync(path.join(installed, 'build'))).toBe(false)
-    expect(fs.existsSync(path.join(app, 'node_modules', 'node-gyp-build'))).toBe(true)
-    const r = nodeInApp(`console.log(require('node-gyp-build').resolve(require('node:path').dirname(require.resolve('shmkeep/package.json'))))`)
+    expect(fs.existsSync(path.join(installed, 'node_modules', 'node-gyp-build'))).toBe(true) // bundled inside the package
+    const r = nodeInApp(`const dir = require('node:path').dirname(require.resolve('shmkeep/package.json')); console.log(require(require.resolve('node-gyp-build', { paths: [dir] })).resolve(dir))`)
     expect(r.status, r.stderr).toBe(0)
     expect(prebuilds().map((f) => path.join(installed, f))).toContain(r.stdout.trim())
   })
