@@ -56,7 +56,10 @@ export function systemError(e: unknown, subject: string): unknown {
   const raw = e as Error & { errno?: number; syscall?: string }
   if (typeof raw.errno !== 'number' || typeof raw.syscall !== 'string' || raw.errno < 0) return e
   const code = errnoName(raw.errno)
-  const reason = raw.message.replace(/^[^:]*: /, '').toLowerCase()
+  // "No such file or directory, open '/Path'" → "no such file …": only the
+  // first letter, never a path or a name in the message.
+  const rest = raw.message.replace(/^[^:]*: /, '')
+  const reason = rest.charAt(0).toLowerCase() + rest.slice(1)
   return new SystemError(`${code}: ${reason}, ${raw.syscall} (${subject})`, { code, errno: -raw.errno, syscall: raw.syscall })
 }
 

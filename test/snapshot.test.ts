@@ -725,4 +725,21 @@ describe.skipIf(!realRoot)('small segments packed into pack.data', () => {
     expect(r2.err).toMatch(new RegExp(`segment ${victim.key} \\(saved id ${victim.id}\\): chunk 0 of pack.data fails its checksum`))
     expect(ws.read('after2.sums')?.trim() ?? '').toBe('')
   }, 120_000)
+  test('small segments that are all zero (as ipcmk makes them) write no pack.data, and still verify and restore', () => {
+    const S = ws.state('packed-zero')
+    ws.ns(`
+      mkseg 0x7a01 8192 0644 none
+      mkseg 0x7a02 100 0600 zero
+      sums before; shmdump before
+      step snap shmkeep snapshot -s "$S"
+      step verify shmkeep verify -s "$S"
+      inns 'step restore shmkeep restore -s "$S"; sums after; shmdump after'
+    `, { env: { S } })
+    expect(ws.step('snap').rc, ws.step('snap').err).toBe(0)
+    expect(fs.readdirSync(path.join(S, genName(1)))).toEqual(['GENERATION'])
+    expect(ws.step('verify').rc, ws.step('verify').out + ws.step('verify').err).toBe(0)
+    expect(ws.step('restore').rc, ws.step('restore').err).toBe(0)
+    expect(contents(ws.sums('after'))).toEqual(contents(ws.sums('before')))
+    expect(sorted(ws.shm('after').map((s) => identity(s)))).toEqual(sorted(ws.shm('before').map((s) => identity(s))))
+  }, 60_000)
 })

@@ -31,6 +31,12 @@ function nativeLike(e: unknown, syscall: string): Error {
  * Returns the segment's bytes (zero chunks left zero) and the bad chunks.
  */
 function readPacked(path: string, meta: PackedRecord, stopAtFirstBad: boolean): { bytes: Buffer; badChunks: number[]; bytesRead: number } {
+  const table = Buffer.from(meta.chunks, 'base64')
+  let dataChunks = 0
+  for (let i = 0; i < meta.chunkCount; i++) if (table[i * CHUNK_ENTRY_BYTES + 4] === CHUNK_DATA) dataChunks++
+  // An all-zero segment has nothing in pack.data, which is not even written
+  // when every packed segment is zero: there is nothing to open.
+  if (dataChunks === 0) return { bytes: Buffer.alloc(0), badChunks: [], bytesRead: 0 }
   let fd: number
   try {
     // O_NONBLOCK: a FIFO planted at the path must not hang the read.
@@ -42,7 +48,6 @@ function readPacked(path: string, meta: PackedRecord, stopAtFirstBad: boolean): 
     const st = fs.fstatSync(fd)
     if (!st.isFile()) throw Object.assign(new Error('not a regular file'), { errno: os.constants.errno.EINVAL, syscall: 'fstat' })
     const bytes = Buffer.alloc(meta.size)
-    const table = Buffer.from(meta.chunks, 'base64')
     const badChunks: number[] = []
     let bytesRead = 0
     for (let i = 0; i < meta.chunkCount; i++) {
