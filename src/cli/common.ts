@@ -133,7 +133,8 @@ Every option can also come from the environment as SHMKEEP_<OPTION> (--state-dir
 as SHMKEEP_STATE_DIR, --min-size as SHMKEEP_MIN_SIZE; repeatable ones: one value per line).`
 
 /** The state dir option as the commands that read one list it. */
-export const STATE_DIR_HELP = `  -s, --state-dir DIR   where generations live (a volume); SHMKEEP_STATE_DIR`
+export const STATE_DIR_HELP = `  -s, --state-dir DIR   where generations live (a volume); SHMKEEP_STATE_DIR
+  --insecure-state-dir  trust a state dir that other users may write or own`
 
 /**
  * The state dir of a command that only reads it: a missing one is a one-line

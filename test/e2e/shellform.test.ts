@@ -22,6 +22,7 @@ let n = 0
 /** The shmkeep run command line, as a shell would be given it. */
 function runLine(): string {
   const state = path.join(tmp, `state-${++n}`)
+  fs.mkdirSync(state, { mode: 0o700 }) // run never creates its state dir (a volume is mounted there)
   return `'${process.execPath}' '${shmkeepBin}' run --state-dir '${state}' -- true`
 }
 const warningLines = (stderr: string) => stderr.split('\n').filter((l) => /shmkeep: warning: shmkeep runs under a shell/.test(l))
