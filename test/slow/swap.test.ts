@@ -84,7 +84,8 @@ test.skipIf(why !== '')(`swapped pages are saved as their bytes, never as zeros$
     expect(run(process.execPath, [cli, 'verify', '--state-dir', state, '-q']).status).toBe(0)
     const script = '"$0" "$1" restore --state-dir "$2" -q >&2 && exec "$3" hash "$4"'
     const restored = run('unshare', ['--ipc', 'sh', '-c', script, process.execPath, cli, state, writer, KEY])
-    expect(restored.stderr).toBe('')
+    // The only line allowed: the warning that a temporary dir is not a mounted volume.
+    expect(restored.stderr.split('\n').filter((l) => l && !/is not a mount point/.test(l))).toEqual([])
     expect(restored.stdout.trim()).toBe(written)
     const gen = fs.readFileSync(path.join(state, 'CURRENT'), 'utf8').trim()
     const data = fs.readdirSync(path.join(state, gen)).find((f) => f.endsWith('.data'))!
