@@ -83,6 +83,34 @@ describe('--help lists exactly what each command takes', () => {
   })
 })
 
+describe('--json where a report can go to stdout, and only there', () => {
+  test('every command but run and demo lists --json in its help', () => {
+    for (const cmd of COMMANDS.filter((c) => c !== 'run' && c !== 'demo')) expect(listed(shmkeep(cmd, '--help').stdout), cmd).toContain('json')
+  })
+
+  test('run --json is a usage error that names --report-file (run’s stdout is the app’s); its help lists --report-file, not --json', () => {
+    const state = fs.mkdtempSync(path.join(os.tmpdir(), 'shmkeep-cli-'))
+    try {
+      const r = shmkeep('run', '--json', '--state-dir', state, '--', 'echo', 'app output')
+      expect(r.status).toBe(2)
+      expect(r.stdout).toBe('')
+      expect(r.stderr.split('\n')[0]).toBe("shmkeep run: --json: run's stdout belongs to the app; --report-file PATH writes run's JSON report to a file")
+      const help = listed(shmkeep('run', '--help').stdout)
+      expect(help).toContain('report-file')
+      expect(help).not.toContain('json')
+    } finally {
+      fs.rmSync(state, { recursive: true, force: true })
+    }
+  })
+
+  test('run --report-file in a directory that does not exist: a usage error before the app starts', () => {
+    const r = shmkeep('run', '--report-file', '/nonexistent-shmkeep/r.json', '--state-dir', '/tmp', '--', 'echo', 'app output')
+    expect(r.status).toBe(2)
+    expect(r.stdout).toBe('')
+    expect(r.stderr.split('\n')[0]).toBe('shmkeep run: --report-file: /nonexistent-shmkeep: no such directory')
+  })
+})
+
 describe('a state dir that does not exist', () => {
   for (const cmd of READERS) {
     test(`shmkeep ${cmd}: one line naming it, exit 1`, () => {

@@ -6,6 +6,7 @@ import fs from 'node:fs'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { parseSize, segmentPredicate, type SegmentFilter } from '../filter'
 import { streamLogger, type Logger } from '../log'
+import { jsonReport } from '../run/report'
 import { INSECURE_ENV } from '../state/trust'
 import { UsageError } from './errors'
 
@@ -107,7 +108,7 @@ export function filterFrom(values: { kind?: string[]; key?: string[]; 'exclude-k
 
 /** Print a report as JSON with its schema name and version. */
 export function printJson(schema: string, body: object): void {
-  process.stdout.write(JSON.stringify({ schema, version: 1, ...body }, null, 2) + '\n')
+  process.stdout.write(jsonReport(schema, body))
 }
 
 export function ms(n: number): string {
@@ -122,15 +123,19 @@ export const FILTER_HELP = `Objects (default: all):
   --min-size SIZE       only segments of at least SIZE bytes (4096, 64k, 1M, 2G)
   --max-size SIZE       only segments of at most SIZE bytes (sizes pick segments only)`
 
+const JSON_HELP = '  --json                machine-readable report on stdout (schema in docs/OPERATIONS.md)\n'
+
 export const COMMON_HELP = `Output:
-  --json                machine-readable report on stdout (schema in docs/OPERATIONS.md)
-  -q, --quiet           only warnings and errors on stderr
+${JSON_HELP}  -q, --quiet           only warnings and errors on stderr
   -v, --verbose         more detail on stderr
   --log-format FORMAT   text (default) or json lines
   -h, --help            this help
   -V, --version         print shmkeep's version
 Every option can also come from the environment as SHMKEEP_<OPTION> (--state-dir
 as SHMKEEP_STATE_DIR, --min-size as SHMKEEP_MIN_SIZE; repeatable ones: one value per line).`
+
+/** COMMON_HELP without --json, for `run` (its stdout is the app's: --report-file instead). */
+export const COMMON_HELP_NO_JSON = COMMON_HELP.replace(JSON_HELP, '')
 
 /** The state dir option as the commands that read one list it. */
 export const STATE_DIR_HELP = `  -s, --state-dir DIR   where generations live (a volume); SHMKEEP_STATE_DIR

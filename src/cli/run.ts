@@ -3,8 +3,9 @@ import { parseSemFromCheckpoint } from '../kinds'
 import { parseDuration } from '../run/deadline'
 import { parseRewrites } from '../run/signals'
 import { EXIT_TABLE_HELP } from '../outcome'
-import { RUN_EXIT, runApp } from '../run/supervisor'
-import { COMMON_HELP, FILTER_HELP, commonOptions, filterFrom, filterOptions, makeLogger, parse, requireStateDir, stateDirOption, UsageError } from './common'
+import { checkReportPath, emptyRunReport, writeRunReport } from '../run/report'
+import { RUN_EXIT, runApp, type RunOptions } from '../run/supervisor'
+import { COMMON_HELP_NO_JSON, FILTER_HELP, commonOptions, filterFrom, filterOptions, makeLogger, parse, requireStateDir, stateDirOption, UsageError } from './common'
 
 const HELP = `Usage: shmkeep run [options] -- COMMAND [ARGS...]
 
@@ -61,6 +62,10 @@ status. Runs as PID 1 or under tini / docker run --init.
                                 one command per line)
   --hook-timeout SEC            how long each hook may run (default 5); hooks count
                                 against --grace in the stop timeout
+  --report-file PATH            when run ends, write its report there as JSON (schema
+                                shmkeep.run: the restore, the app's end, the final
+                                snapshot, the exit status), replaced atomically. There
+                                is no --json: run's stdout belongs to the app
 FILTERS
 COMMON
 
@@ -94,6 +99,7 @@ const options = {
   'pre-stop': { type: 'string', multiple: true },
   'post-stop': { type: 'string', multiple: true },
   'hook-timeout': { type: 'string' },
+  'report-file': { type: 'string' },
 } as const
 
 function seconds(name: string, value: string | undefined, fallback?: number): number | undefined {
@@ -111,8 +117,15 @@ export async function run(argv: string[]): Promise<number> {
   const command = dash < 0 ? [] : argv.slice(dash + 1)
   const { values } = parse(own, options)
   if (values.help) {
-    process.stdout.write(HELP.replace('FILTERS', FILTER_HELP).replace('COMMON', COMMON_HELP).replace('EXITS', EXIT_TABLE_HELP) + '\n')
+    process.stdout.write(HELP.replace('FILTERS', FILTER_HELP).replace('COMMON', COMMON_HELP_NO_JSON).replace('EXITS', EXIT_TABLE_HELP) + '\n')
     return 0
+  }
+  // run's stdout is the app's: a JSON report there would be mixed into its output.
+  if (values.json) throw new UsageError("--json: run's stdout belongs to the app; --report-file PATH writes run's JSON report to a file")
+  const reportFile = values['report-file']
+  if (reportFile !== undefined) {
+    const problem = reportFile === '' ? 'an empty path' : checkReportPath(reportFile)
+    if (problem) throw new UsageError(`--report-file: ${problem}`)
   }
   if (command.length === 0) throw new UsageError('no command: shmkeep run [options] -- COMMAND [ARGS...]')
   const onRestoreError = values['on-restore-error'] ?? 'exit'
@@ -132,14 +145,16 @@ export async function run(argv: string[]): Promise<number> {
   } catch (e) {
     throw new UsageError((e as Error).message)
   }
-  const code = await runApp({
+  const log = makeLogger(values)
+  const report = emptyRunReport(command)
+  const runOptions: RunOptions = {
     command,
     stateDir: requireStateDir(values),
     grace: seconds('grace', values.grace, 10)!,
     stopTimeout: seconds('stop-timeout', values['stop-timeout']),
     signalGroup: values['signal-group'],
     rewrite,
-    onRestoreError,
+    onRestoreError: onRestoreError as 'exit' | 'start',
     acceptNewState: values['accept-new-state'],
     force: values.force,
     snapshotOnExit: snapshotOnExit as 'always' | 'success' | 'never',
@@ -151,9 +166,26 @@ export async function run(argv: string[]): Promise<number> {
     freezeTimeoutMs: seconds('freeze-timeout', values['freeze-timeout'], 2)! * 1000,
     hooks: { postStart: values['post-start'], preStop: values['pre-stop'], postStop: values['post-stop'] },
     hookTimeout: seconds('hook-timeout', values['hook-timeout'], 5),
-    log: makeLogger(values),
-  })
-  return code
+    log,
+    report,
+  }
+  let code: number | undefined
+  try {
+    code = await runApp(runOptions)
+    return code
+  } catch (e) {
+    report.error = (e as Error).message
+    throw e
+  } finally {
+    if (reportFile !== undefined) {
+      report.exitStatus = code ?? 1
+      try {
+        writeRunReport(reportFile, report)
+      } catch (e) {
+        log.log('error', 'report', `could not write the report to ${reportFile}: ${(e as Error).message}`)
+      }
+    }
+  }
 }
 
 export { RUN_EXIT }

@@ -25,6 +25,7 @@ import { Hooks } from './hooks'
 import { Pins } from './pins'
 import { forwardableSignals, signalName, signalNumber } from './signals'
 import { warnShellForm } from './shellform'
+import { emptyRunReport, type RunReport } from './report'
 
 /** shmkeep's own exit codes (the app's status passes through otherwise). */
 export const RUN_EXIT = {
@@ -77,12 +78,15 @@ export interface RunOptions {
   insecureStateDir?: boolean
   log: Logger
   env?: NodeJS.ProcessEnv
+  /** Filled in as the run goes (`run --report-file`: src/run/report.ts). */
+  report?: RunReport
 }
 
 const STOP_SIGNALS = new Set<NodeJS.Signals>(['SIGTERM', 'SIGINT'])
 
 export async function runApp(o: RunOptions): Promise<number> {
   const { log } = o
+  const report = o.report ?? emptyRunReport(o.command)
   const isInit = process.pid === 1
   const pins = new Pins(log)
   const hooks = new Hooks(
@@ -142,6 +146,7 @@ export async function runApp(o: RunOptions): Promise<number> {
     try {
       StateDir.open(o.stateDir, { log, warn: true, insecure: o.insecureStateDir })
     } catch (e) {
+      report.error = (e as Error).message
       log.log('error', 'restore.failed', `${(e as Error).message}. The app is not started.`)
       return RUN_EXIT.restoreFailed
     }
@@ -156,6 +161,7 @@ export async function runApp(o: RunOptions): Promise<number> {
     let measured: number | undefined
     try {
       const r = await restore({ stateDir: o.stateDir, filter: o.filter, semFromCheckpoint: o.semFromCheckpoint, insecureStateDir: o.insecureStateDir, signal: restoreAbort.signal, log })
+      report.restore = r
       parent = r.parent
       if (r.bytes > 0 && r.durationMs > 0) measured = r.bytes / (r.durationMs / 1000)
       if (r.warm && parent === undefined) {
@@ -177,6 +183,7 @@ export async function runApp(o: RunOptions): Promise<number> {
       }
     } catch (e) {
       if (!(e instanceof RestoreError)) throw e
+      report.restore = { ...e.report, error: e.message }
       if (restoreAbort.signal.aborted) {
         log.log('error', 'restore.failed', `${e.message}. The app is not started.`)
         return RUN_EXIT.restoreFailed
@@ -248,10 +255,12 @@ export async function runApp(o: RunOptions): Promise<number> {
       )
     } catch (e) {
       if (!(e instanceof StartError)) throw e
+      report.error = e.message
       log.log('error', 'start', e.message)
       return e.status
     }
     phase = 'running'
+    report.app = { pid: app }
     log.log('info', 'start', `app started: ${o.command.join(' ')} (pid ${app})`, { pid: app })
 
     // 3. Reap: the app (its status is ours) and orphans that come to us.
@@ -333,6 +342,7 @@ export async function runApp(o: RunOptions): Promise<number> {
           { generation: r.generation, bytes: r.bytes, ms: Math.round(r.durationMs), pauseMs: Math.round(pauseMs) },
         )
         lastCheckpointFailed = false
+        report.checkpoints.taken++
       } catch (e) {
         const message = (e as Error).message
         // CURRENT switched although durability is unknown: the lineage follows it.
@@ -340,9 +350,11 @@ export async function runApp(o: RunOptions): Promise<number> {
         if (abort.signal.aborted) {
           log.log('info', 'checkpoint.failed', 'checkpoint abandoned: the container is stopping')
         } else if (/EWOULDBLOCK|checkpoint skipped/.test(message)) {
+          report.checkpoints.skipped++
           log.log('warn', 'checkpoint.skipped', message.includes('EWOULDBLOCK') ? 'checkpoint skipped: another writer holds the state dir' : message.replace(/^.*?checkpoint skipped/, 'checkpoint skipped'))
         } else {
           lastCheckpointFailed = true
+          report.checkpoints.failed++
           log.log('error', 'checkpoint.failed', `checkpoint failed: ${message}`)
         }
       } finally {
@@ -434,6 +446,7 @@ export async function runApp(o: RunOptions): Promise<number> {
     phase = 'saving'
     cgroup?.remove()
     const status = exitStatus(ending)
+    report.app = { pid: appPid, ended: reason, status, ...('signal' in ending ? { signal: signalName(ending.signal) } : {}), killed }
     log.log('info', 'exit', `app exited with status ${status}${'signal' in ending ? ` (${signalName(ending.signal)})` : ''}`, { status })
 
     // 5. Final snapshot.
@@ -477,6 +490,7 @@ export async function runApp(o: RunOptions): Promise<number> {
           log,
         })
         followed(r)
+        report.snapshot = r
         const d = describeSnapshot(r)
         log.log('info', 'snapshot', d.message, d.fields)
         const code = RUN_SNAPSHOT_EXIT[r.outcome]
@@ -497,6 +511,8 @@ export async function runApp(o: RunOptions): Promise<number> {
           message = `the state dir's lock was not free within the ${secondsLeft?.toFixed(1)} s left before SIGKILL; held by ${holders.length ? holders.join(', ') : 'no process visible here (one in another PID namespace shows as pid 0, one on another machine over NFS not at all)'}`
         }
         log.log('error', 'snapshot.failed', `${message} (the app exited with status ${status})`)
+        if (e instanceof SnapshotError) report.snapshot = { ...e.report, error: message }
+        else report.error = message
         await hooks.run('post-stop')
         if (e instanceof SnapshotError) followed(e.report)
         const code = e instanceof SnapshotError ? RUN_SNAPSHOT_EXIT[e.report.outcome] : RUN_EXIT.snapshotFailed

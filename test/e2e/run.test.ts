@@ -579,6 +579,16 @@ describe('restore errors', () => {
     expect(fs.existsSync(marker)).toBe(false)
   })
 
+  test('--report-file: the failed restore is in the report (its error and what was tried), no app, exit 125', async () => {
+    const { work, state } = await damagedState()
+    const file = path.join(work, 'report.json')
+    const r = await runToEnd(state, [L, 'read-abc'], ['--report-file', file])
+    expect(r.status, r.stderr).toBe(125)
+    const report = JSON.parse(fs.readFileSync(file, 'utf8'))
+    expect(report).toMatchObject({ schema: 'shmkeep.run', version: 1, exitStatus: 125, app: null, snapshot: null })
+    expect(report.restore.error).toMatch(/fails its checksum/)
+  })
+
   test('a failed restore leaves the state dir as it was (single damaged generation)', async () => {
     const { work, state } = await damagedState()
     const before = treeOf(state)
@@ -717,6 +727,42 @@ describe('the log', () => {
     expect(byEvent('signal')).toEqual([expect.objectContaining({ signal: 'SIGTERM', to: 'SIGTERM' })])
     expect(byEvent('exit')).toEqual([expect.objectContaining({ status: 0 })])
     expect(byEvent('snapshot')).toEqual([expect.objectContaining({ generation: 'gen-000000000002', segments: 2, bytes: 8192, ms: expect.any(Number) })])
+  })
+})
+
+describe('--report-file', () => {
+  test('the report goes to the file, not stdout (the app’s alone): the restore, the app’s end, the final snapshot as restore/snapshot --json have them, the exit status', async () => {
+    const { work, state } = workDir()
+    const first = await runToEnd(state, [L, 'write-abc'])
+    expect(first.status, first.stderr).toBe(0)
+    const file = path.join(work, 'report.json')
+    const r = await runToEnd(state, ['sh', '-c', `${shq(L, 'read-abc')}; exit 3`], ['--report-file', file])
+    expect(r.status, r.stderr).toBe(3)
+    expect(r.stdout.trim()).toBe(ABC)
+    const report = JSON.parse(fs.readFileSync(file, 'utf8'))
+    expect(report).toMatchObject({
+      schema: 'shmkeep.run',
+      version: 1,
+      exitStatus: 3,
+      app: { ended: 'exit', status: 3, killed: false, pid: expect.any(Number) },
+      restore: { generation: 'gen-000000000001', bytes: 4096, segments: [{ key: '0x0000162e', status: 'restored' }] },
+      snapshot: { generation: 'gen-000000000002', outcome: 'saved', current: true, bytes: 4096 },
+      checkpoints: { taken: 0, skipped: 0, failed: 0 },
+    })
+    expect(report.error).toBeUndefined()
+    // Replaced atomically: no temporary file stays beside it.
+    expect(fs.readdirSync(work).filter((n) => n.startsWith('report'))).toEqual(['report.json'])
+  })
+
+  test('a stop: the app’s signal ending and SIGKILL after the stop timeout are in the report', async () => {
+    const { work, state } = workDir()
+    const file = path.join(work, 'report.json')
+    const c = shmkeep(state, ['sh', '-c', `${shq(L, 'write-abc')} && exec ${shq(L, 'ignore-term')}`], ['--stop-timeout', '1', '--report-file', file])
+    await waitForProc(c, 'ignore-term to run', (p) => p.cmdline === `${L} ignore-term`)
+    const r = await c.stop(DOCKER_GRACE)
+    expect(r.status, r.stderr).toBe(137)
+    const report = JSON.parse(fs.readFileSync(file, 'utf8'))
+    expect(report).toMatchObject({ exitStatus: 137, app: { ended: 'stop', status: 137, signal: 'SIGKILL', killed: true }, snapshot: { outcome: 'saved' } })
   })
 })
 
