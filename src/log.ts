@@ -2,6 +2,9 @@
  * One line per event on stderr: `shmkeep: <message>` for people, or one JSON
  * object per line (`--log-format=json`) for log collectors. The library logs
  * nothing unless given a Logger; its reports carry the same facts.
+ *
+ * Sizes: a message (text) shows them for people with humanSize ("64.0 MiB");
+ * the event's fields (JSON lines, --json reports) carry exact numbers of bytes.
  */
 
 export type Level = 'debug' | 'info' | 'warn' | 'error'
@@ -39,3 +42,30 @@ export function streamLogger(options: StreamLoggerOptions = {}): Logger {
 }
 
 export const silentLogger: Logger = { log() {} }
+
+/** A size for people, in binary units: "512 B", "4.0 KiB", "64.0 MiB". Exact byte counts go in fields and JSON. */
+export function humanSize(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB']
+  let v = bytes
+  let i = 0
+  while (Math.abs(v) >= 1024 && i < units.length - 1) {
+    v /= 1024
+    i++
+  }
+  return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`
+}
+
+/** A throughput for people: "312.5 MiB/s". */
+export function humanRate(bytesPerSecond: number): string {
+  return `${humanSize(Math.round(bytesPerSecond))}/s`
+}
+
+/** A duration for people: "850 ms", "4.2 s", "3 min 05 s", "1 h 02 min". */
+export function humanDuration(ms: number): string {
+  if (ms < 1000) return `${Math.round(ms)} ms`
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`
+  const s = Math.round(ms / 1000)
+  if (s < 3600) return `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, '0')} s`
+  const m = Math.round(s / 60)
+  return `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, '0')} min`
+}

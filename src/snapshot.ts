@@ -21,7 +21,7 @@ import { currentPowers, readIdentity, type Identity, type Powers } from './ident
 import { formatKey } from './keys'
 import { countObjects, saveObjects, type ObjectOutcome } from './kinds'
 import type { FileLock } from './lock'
-import { silentLogger, type Logger } from './log'
+import { humanDuration, humanSize, silentLogger, type Logger } from './log'
 import { cancelTokenFor } from './cancel'
 import { native, type CancelToken } from './native'
 import { checkEntryOptions } from './options'
@@ -179,7 +179,7 @@ export function describeSnapshot(r: SnapshotReport): { message: string; fields: 
     r.current && !r.durable ? 'durability unknown' : '',
   ].filter(Boolean)
   return {
-    message: `snapshot ${r.generation}: ${saved} segment(s)${others ? `, ${others}` : ''}, ${r.bytes} bytes in ${Math.round(r.durationMs)} ms${notes.length ? ` (${notes.join('; ')})` : ''}`,
+    message: `snapshot ${r.generation}: ${saved} segment(s)${others ? `, ${others}` : ''}, ${humanSize(r.bytes)} in ${humanDuration(r.durationMs)}${notes.length ? ` (${notes.join('; ')})` : ''}`,
     fields: { generation: r.generation, segments: saved, objects, unsaved: r.unsaved.length + notSaved, consistency: r.consistency, outcome: r.outcome, bytes: r.bytes, ms: Math.round(r.durationMs) },
     saved: saved + objects,
   }

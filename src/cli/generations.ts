@@ -1,5 +1,5 @@
 /** `shmkeep generations`: thin over listGenerations() in src/inspect.ts. */
-import { humanSize } from '../filter'
+import { humanSize } from '../log'
 import { listGenerations, verify } from '../inspect'
 import { COMMON_HELP, STATE_DIR_HELP, commonOptions, existingStateDir, parse, printJson, stateDirOption } from './common'
 import { EXIT } from './errors'

@@ -1,5 +1,5 @@
 /** `shmkeep inspect`: the saved metadata of one generation. */
-import { humanSize } from '../filter'
+import { humanSize } from '../log'
 import { inspect } from '../inspect'
 import { OBJECT_COLUMNS, savedObjectRows } from '../kinds'
 import { COMMON_HELP, STATE_DIR_HELP, commonOptions, existingStateDir, parse, printJson, stateDirOption, UsageError } from './common'

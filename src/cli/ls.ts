@@ -1,5 +1,5 @@
 /** `shmkeep ls`: the live segments, like `ipcs -m` plus what matters here. */
-import { humanSize } from '../filter'
+import { humanSize } from '../log'
 import { list } from '../inspect'
 import { formatKey } from '../keys'
 import { liveObjectRows, liveObjects, OBJECT_COLUMNS } from '../kinds'

@@ -1,5 +1,5 @@
 /** `shmkeep restore`: thin over restore() in src/restore.ts. */
-import { humanSize } from '../filter'
+import { humanSize } from '../log'
 import { countObjects, parseSemFromCheckpoint, SEM_FROM_CHECKPOINT_HELP } from '../kinds'
 import { restore, RestoreError, type ConflictPolicy, type RestoreReport } from '../restore'
 import { shmRmidForced } from '../system'

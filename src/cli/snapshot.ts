@@ -1,5 +1,5 @@
 /** `shmkeep snapshot`: thin over snapshot() in src/snapshot.ts. */
-import { humanSize } from '../filter'
+import { humanSize } from '../log'
 import { snapshot, SnapshotError, type SnapshotReport } from '../snapshot'
 import { lockTimeoutMs, COMMON_HELP, FILTER_HELP, commonOptions, filterFrom, filterOptions, makeLogger, ms, parse, printJson, requireStateDir, stateDirOption, UsageError } from './common'
 import { EXIT } from './errors'

@@ -10,6 +10,7 @@
  * had). Under 1 s, `run` refuses to start.
  */
 import fs from 'node:fs'
+import { humanRate, humanSize } from '../log'
 import { readRegularFile, replaceFile } from '../state/files'
 import { StateDir } from '../state/statedir'
 
@@ -113,7 +114,7 @@ export function stopDeadline(grace: number, basis: ReserveBasis | number | undef
   let reserve = Math.max(2, 2 * seconds)
   const why: string[] = []
   if (b.lastSeconds !== undefined) why.push(`twice the final snapshot time ${b.lastSeconds.toFixed(2)} s, median of the last 3`)
-  else if (estimated !== undefined) why.push(`twice an estimated ${estimated.toFixed(2)} s: ${b.estimate!.bytes} bytes at ${(b.estimate!.bytesPerSecond / 2 ** 20).toFixed(0)} MiB/s measured ${b.estimate!.from}`)
+  else if (estimated !== undefined) why.push(`twice an estimated ${estimated.toFixed(2)} s: ${humanSize(b.estimate!.bytes)} at ${humanRate(b.estimate!.bytesPerSecond)} measured ${b.estimate!.from}`)
   else why.push('no final snapshot recorded yet')
   if (b.cutOff && 2 * b.cutOff.secondsLeft > reserve) {
     reserve = 2 * b.cutOff.secondsLeft

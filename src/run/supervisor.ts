@@ -9,7 +9,7 @@ import { isatty } from 'node:tty'
 import type { SegmentFilter } from '../filter'
 import { formatKey } from '../keys'
 import { countObjects, liveSavedObjects, type SemFromCheckpoint } from '../kinds'
-import type { Logger } from '../log'
+import { humanDuration, humanSize, type Logger } from '../log'
 import { native } from '../native'
 import { restore, RestoreError } from '../restore'
 import * as shm from '../shm'
@@ -170,7 +170,7 @@ export async function runApp(o: RunOptions): Promise<number> {
       const done = r.segments.filter((s) => s.status === 'restored')
       const others = countObjects(r.objects, 'restored')
       if (!r.warm) {
-        log.log('info', 'restore', r.generation ? `restored ${done.length} segment(s)${others ? `, ${others}` : ''} from ${r.generation} (${r.bytes} bytes, ${Math.round(r.durationMs)} ms)` : 'nothing to restore (empty state dir): a first start', {
+        log.log('info', 'restore', r.generation ? `restored ${done.length} segment(s)${others ? `, ${others}` : ''} from ${r.generation} (${humanSize(r.bytes)}, ${humanDuration(r.durationMs)})` : 'nothing to restore (empty state dir): a first start', {
           generation: r.generation,
           segments: done.length,
           bytes: r.bytes,
@@ -338,7 +338,7 @@ export async function runApp(o: RunOptions): Promise<number> {
         log.log(
           'info',
           'checkpoint',
-          `checkpoint ${r.generation}: ${r.segments.filter((x) => x.status === 'saved').length} segment(s), ${r.bytes} bytes in ${Math.round(r.durationMs)} ms; ${freezer ? `app paused ${Math.round(pauseMs)} ms` : 'app not paused (--freeze=none: not an image of one instant)'}`,
+          `checkpoint ${r.generation}: ${r.segments.filter((x) => x.status === 'saved').length} segment(s), ${humanSize(r.bytes)} in ${humanDuration(r.durationMs)}; ${freezer ? `app paused ${humanDuration(pauseMs)}` : 'app not paused (--freeze=none: not an image of one instant)'}`,
           { generation: r.generation, bytes: r.bytes, ms: Math.round(r.durationMs), pauseMs: Math.round(pauseMs) },
         )
         lastCheckpointFailed = false
