@@ -206,6 +206,7 @@ const entries = {
   restore: {
     spec: {
       stateDir: rules.path,
+      warm: rules.oneOf(['keep', 'ignore']),
       onConflict: rules.oneOf(['fail', 'skip', 'replace']),
       partial: rules.boolean,
       generation: rules.string,

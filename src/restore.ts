@@ -30,12 +30,24 @@ import { disarmNextId, ipcNamespaceId, memoryLimit, nextIdControl, setNextId } f
 
 export type ConflictPolicy = 'fail' | 'skip' | 'replace'
 
+/** What to do in a warm namespace (src/state/lineage.ts): keep its live state, or restore anyway. */
+export type WarmPolicy = 'keep' | 'ignore'
+
 export interface RestoreOptions {
   stateDir: string
   /**
-   * A key that already has a segment here: fail (default), skip it, or
-   * replace it when nobody is attached. Left out (and no generation named),
-   * a warm namespace is kept as it is: nothing is restored.
+   * A namespace that is warm — shmkeep's lineage record is here, or an object
+   * saved in CURRENT is live, and no restore in it is unfinished (a container
+   * restarted inside its Kubernetes pod, a second call in the same process):
+   * keep its live state and restore nothing (default), or ignore that and
+   * restore, with `onConflict` deciding about each key that exists (e.g.
+   * `onConflict: 'replace'` to roll a warm namespace back).
+   */
+  warm?: WarmPolicy
+  /**
+   * A key that already has an object here, when a restore happens (a cold
+   * namespace with stray keys, or `warm: 'ignore'`): fail (default), skip it,
+   * or replace it when nobody is attached.
    */
   onConflict?: ConflictPolicy
   /** Restore the good segments of one generation and report the bad ones, instead of all or nothing. */
@@ -88,8 +100,15 @@ export interface RestoreReport {
   idsNotKept?: string
   /** Segments removed that a killed restore had left. */
   cleanedUp: Array<{ key: string; id: number }>
-  /** Why nothing was restored although CURRENT exists: the namespace is warm (src/state/lineage.ts). */
-  warm?: string
+  /**
+   * The namespace was warm and kept as it was: nothing restored (generation
+   * null). With `warm: 'ignore'` always false.
+   */
+  warm: boolean
+  /** Why it is warm (its lineage record, or which saved objects are live). */
+  warmReason?: string
+  /** When warm: the objects saved in CURRENT that are live here ("segment 0x00005100", "semaphore set …"). */
+  live?: string[]
   /**
    * The generation this namespace's live state now descends from (null: a
    * first start), or undefined when that is unknown (warm, without a lineage
@@ -285,7 +304,7 @@ async function restoreGeneration(
   // Replacements last: a failure before them leaves every live segment alone.
   todo.sort((a, b) => Number(a.replace !== undefined) - Number(b.replace !== undefined))
   report.segments = outcomes
-  if (conflicts.length) throw new Error(`cannot restore ${name}: these keys have segments here already: ${conflicts.join(', ')} (--on-conflict=skip keeps them, =replace replaces unused ones)`)
+  if (conflicts.length) throw new Error(`cannot restore ${name}: these keys have segments here already: ${conflicts.join(', ')} (onConflict: 'skip' keeps them, onConflict: 'replace' replaces unused ones)`)
   checkLimits(todo.map((t) => t.meta))
   if (!ids.ok && todo.length) report.idsNotKept = ids.reason
   const objects = new ObjectRestorePlan(gen.objects, payloads, { onConflict, semFromCheckpoint: options.semFromCheckpoint, filter: options.filter, powers, log })
@@ -390,7 +409,7 @@ async function restoreGeneration(
     for (const o of outcomes) if (o.status === 'restored') o.status = 'not-restored'
     clearRestoringQuietly(state, log)
     if (replaced.length && e instanceof Error) {
-      e.message += `; the live segment(s) ${replaced.join(', ')} had been replaced (--on-conflict=replace) and are gone`
+      e.message += `; the live segment(s) ${replaced.join(', ')} had been replaced (onConflict: 'replace') and are gone`
     }
     throw e
   }
@@ -407,7 +426,7 @@ async function restoreGeneration(
       removeCreated()
       for (const o of outcomes) if (o.status === 'restored') o.status = 'not-restored'
       report.generation = null
-      if (replaced.length) log.log('error', 'restore.undo', `the live segment(s) ${replaced.join(', ')} had been replaced (--on-conflict=replace) and are gone`)
+      if (replaced.length) log.log('error', 'restore.undo', `the live segment(s) ${replaced.join(', ')} had been replaced (onConflict: 'replace') and are gone`)
     },
   }
 }
@@ -477,15 +496,18 @@ function candidates(state: StateDir, options: RestoreOptions, log: Logger): { na
 
 /**
  * Restore CURRENT (or options.generation) into this IPC namespace. Resolves
- * with generation null when the state dir holds nothing (a first start).
- * Throws {@link RestoreError} with the namespace as it was before.
+ * with generation null when the state dir holds nothing (a first start), or
+ * with `warm: true` when the namespace already holds its state (see
+ * `options.warm`). Throws {@link StateDirMissingError} when the state dir does
+ * not exist (never "a first start"), a StateFileError when it cannot be
+ * trusted, and {@link RestoreError} with the namespace as it was before.
  */
 export async function restore(options: RestoreOptions): Promise<RestoreReport> {
   checkEntryOptions('restore', options)
   const log = options.log ?? silentLogger
   const started = performance.now()
   const state = StateDir.open(options.stateDir, { log, warn: true, insecure: options.insecureStateDir })
-  const report: RestoreReport = { stateDir: state.dir, generation: null, rejected: [], segments: [], objects: [], cleanedUp: [], bytes: 0, durationMs: 0 }
+  const report: RestoreReport = { stateDir: state.dir, generation: null, rejected: [], segments: [], objects: [], cleanedUp: [], warm: false, bytes: 0, durationMs: 0 }
   const lock = await state.lock({ timeoutMs: options.lockTimeoutMs, signal: options.signal }).catch((e) => {
     if (options.signal?.aborted) throw new RestoreError(`restore interrupted by ${String(options.signal.reason)} while waiting for the state dir's lock: nothing restored`, report)
     throw e
@@ -495,14 +517,15 @@ export async function restore(options: RestoreOptions): Promise<RestoreReport> {
     report.cleanedUp = undoKilledRestore(state, ns, log)
     state.removeStaleTemporaries()
     // A warm namespace (a container restarted inside its pod) holds state at
-    // least as new as any snapshot: keep it. Only when the caller asked for
-    // nothing else (a generation by name, or a conflict policy).
-    if (options.generation === undefined && options.onConflict === undefined) {
+    // least as new as any snapshot: keep it, unless told to ignore that.
+    if ((options.warm ?? 'keep') === 'keep') {
       const w = warmth(state, ns, new Set(shm.list().filter((s) => !s.dest).map((s) => formatKey(s.key))))
       if (w.warm) {
-        report.warm = w.why
+        report.warm = true
+        report.warmReason = w.why
+        report.live = w.live
         if (w.lineage.known) report.parent = w.lineage.record.generation
-        log.log('info', 'restore.warm', `nothing restored: ${w.why}`)
+        log.log('info', 'restore.warm', `nothing restored: ${w.why}; the live state is kept`, { live: w.live })
         report.durationMs = performance.now() - started
         return report
       }

@@ -474,7 +474,8 @@ describe.skipIf(!realRoot)('exit codes and --json reports', () => {
     const again = ws.step('again')
     expect(again.rc).toBe(0)
     expect(again.json).toMatchObject({ generation: null, parent: genName(2), segments: [] })
-    expect(again.json.warm).toMatch(/already holds the state of gen-000000000002/)
+    expect(again.json).toMatchObject({ warm: true, live: ['segment 0x00005100', 'segment 0x00005101'] })
+    expect(again.json.warmReason).toMatch(/already holds the state of gen-000000000002/)
     expect(ws.step('help').rc).toBe(0)
     expect(ws.step('help').out).toMatch(/Exit codes/)
   })
@@ -528,7 +529,7 @@ describe.skipIf(!realRoot)('two writers on one state dir', () => {
 })
 
 describe.skipIf(!realRoot)('restoring into a namespace that has segments already', () => {
-  test('--on-conflict=fail (default) leaves the namespace unchanged; skip is harmless; replace replaces an unused segment and refuses an attached one', () => {
+  test('--warm ignore --on-conflict=fail (default) leaves the namespace unchanged; skip is harmless; replace replaces an unused segment and refuses an attached one', () => {
     const S = ws.state('conflict')
     ws.ns(`
       mkseg 0x5300 10000 0600 pat
@@ -541,16 +542,16 @@ describe.skipIf(!realRoot)('restoring into a namespace that has segments already
       step r1 shmkeep restore -s "$S"
       shmpeer write key:0x5300 0 LIVE0; shmpeer write key:0x5301 0 LIVE1
       shmdump live; sums live
-      step fail shmkeep restore -s "$S" --on-conflict=fail --json
+      step fail shmkeep restore -s "$S" --warm ignore --on-conflict=fail --json
       shmdump afterFail; sums afterFail
-      step skip shmkeep restore -s "$S" --on-conflict=skip --json
+      step skip shmkeep restore -s "$S" --warm ignore --on-conflict=skip --json
       shmdump afterSkip; sums afterSkip
       "$SK_FIX/shmpeer" hold key:0x5301 60 >"$W/hold.out" & HOLD=$!
       n=0; while ! grep -q attached "$W/hold.out" 2>/dev/null && [ $n -lt 200 ]; do sleep 0.05; n=$((n + 1)); done
-      step replaceAttached shmkeep restore -s "$S" --on-conflict=replace
+      step replaceAttached shmkeep restore -s "$S" --warm ignore --on-conflict=replace
       sums afterReplaceAttached
       kill $HOLD; wait
-      step replace shmkeep restore -s "$S" --on-conflict=replace --json
+      step replace shmkeep restore -s "$S" --warm ignore --on-conflict=replace --json
       shmdump afterReplace; sums afterReplace
     `, { env: { S } })
     expect(ws.step('r1').rc).toBe(0)
@@ -582,7 +583,7 @@ describe.skipIf(!realRoot)('restoring into a namespace that has segments already
     expect(sorted(ws.shm('afterReplace').map((s) => identity(s)))).toEqual(sorted(ws.shm('live').map((s) => identity(s))))
   })
 
-  test('--on-conflict=replace with a damaged generation leaves the live segments alone', () => {
+  test('--warm ignore --on-conflict=replace with a damaged generation leaves the live segments alone', () => {
     const S = ws.state('replace-damaged')
     ws.ns(`
       mkseg 0x5400 10000 0600 pat
@@ -595,7 +596,7 @@ describe.skipIf(!realRoot)('restoring into a namespace that has segments already
       mkseg -s 99 0x5400 10000 0600 pat
       mkseg -s 98 0x5401 10000 0600 pat
       sums live
-      step replace shmkeep restore -s "$S" --on-conflict=replace
+      step replace shmkeep restore -s "$S" --warm ignore --on-conflict=replace
       sums after
     `, { env: { S } })
     const r = ws.step('replace')

@@ -1,7 +1,8 @@
 /** `shmkeep restore`: thin over restore() in src/restore.ts. */
 import { humanSize } from '../log'
 import { countObjects, parseSemFromCheckpoint, SEM_FROM_CHECKPOINT_HELP } from '../kinds'
-import { restore, RestoreError, type ConflictPolicy, type RestoreReport } from '../restore'
+import type { Logger } from '../log'
+import { restore, RestoreError, type ConflictPolicy, type RestoreReport, type WarmPolicy } from '../restore'
 import { shmRmidForced } from '../system'
 import { lockTimeoutMs, COMMON_HELP, commonOptions, makeLogger, ms, parse, printJson, requireStateDir, stateDirOption, UsageError } from './common'
 import { EXIT } from './errors'
@@ -20,9 +21,13 @@ a missing DIR is an error (mount a volume there: restore never creates it).
   -s, --state-dir DIR      where generations live; SHMKEEP_STATE_DIR
   --insecure-state-dir     trust a state dir that other users may write or own
                            (refused by default: they could forge what is restored)
-  --on-conflict POLICY     restore even into a warm namespace; a key that exists
-                           here already: fail,
-                           skip (keep the live one), replace (when unattached)
+  --warm keep|ignore       in a warm namespace: keep its live state and restore
+                           nothing (default), or restore anyway, --on-conflict
+                           deciding about each key (ignore + replace rolls a
+                           warm namespace back)
+  --on-conflict POLICY     a key that exists here already, when restoring: fail
+                           (default), skip (keep the live one), replace (when
+                           unattached)
   --partial                restore the good segments of the generation and
                            report the bad ones, instead of all or nothing
   --generation NAME        restore this generation (no fallback)
@@ -30,18 +35,31 @@ a missing DIR is an error (mount a volume there: restore never creates it).
 SEMCKPT
 COMMON
 
-Exit codes: 0 restored (or nothing to restore); 1 failed (the namespace is as
-it was); 2 usage; 3 --partial left some segments out.`
+Exit codes: 0 restored (or nothing to restore, or warm and kept); 1 failed
+(the namespace is as it was; also a missing or untrusted state dir); 2 usage;
+3 --partial left some segments out.`
 
 const options = {
   ...commonOptions,
   ...stateDirOption,
   'on-conflict': { type: 'string' },
+  warm: { type: 'string' },
   partial: { type: 'boolean' },
   generation: { type: 'string' },
   'lock-timeout': { type: 'string' },
   'sem-from-checkpoint': { type: 'string' },
 } as const
+
+/** The library speaks of options (`onConflict: 'skip'`); this command of its flags. */
+function flagWords(text: string): string {
+  return text.replace(/onConflict: '(\w+)'/g, '--on-conflict=$1').replace(/warm: '(\w+)'/g, '--warm $1')
+}
+
+function cliLogger(log: Logger): Logger {
+  return {
+    log: (level, event, message, fields) => log.log(level, event, flagWords(message) + (event === 'restore.warm' ? ' (--warm ignore restores anyway)' : ''), fields),
+  }
+}
 
 function summary(r: RestoreReport): string {
   if (r.generation === null) return 'nothing to restore (empty state dir): a first start'
@@ -61,6 +79,8 @@ export async function run(argv: string[]): Promise<number> {
   }
   const onConflict = values['on-conflict'] as ConflictPolicy | undefined
   if (onConflict !== undefined && !['fail', 'skip', 'replace'].includes(onConflict)) throw new UsageError(`--on-conflict must be fail, skip or replace, not ${onConflict}`)
+  const warm = values.warm as WarmPolicy | undefined
+  if (warm !== undefined && !['keep', 'ignore'].includes(warm)) throw new UsageError(`--warm must be keep or ignore, not ${warm}`)
   const lockTimeout = lockTimeoutMs(values)
   let semFromCheckpoint
   try {
@@ -68,7 +88,7 @@ export async function run(argv: string[]): Promise<number> {
   } catch (e) {
     throw new UsageError((e as Error).message)
   }
-  const log = makeLogger(values)
+  const log = cliLogger(makeLogger(values))
   // TERM or INT while restoring: undo what was created and exit 1, not die
   // halfway (the next restore would have to clean up after us).
   const abort = new AbortController()
@@ -78,6 +98,7 @@ export async function run(argv: string[]): Promise<number> {
     const report = await restore({
       signal: abort.signal,
       stateDir: requireStateDir(values),
+      warm,
       onConflict,
       semFromCheckpoint,
       partial: values.partial,
@@ -86,7 +107,8 @@ export async function run(argv: string[]): Promise<number> {
       log,
     })
     if (values.json) printJson('shmkeep.restore', report)
-    log.log('info', 'restore', summary(report), { generation: report.generation, bytes: report.bytes, ms: Math.round(report.durationMs) })
+    // Warm: the library's restore.warm line said why nothing was restored.
+    if (!report.warm) log.log('info', 'restore', summary(report), { generation: report.generation, bytes: report.bytes, ms: Math.round(report.durationMs) })
     for (const s of report.segments) {
       if (s.status === 'not-restored' || s.status === 'failed') log.log('error', 'restore.segment', `segment ${s.key} (saved id ${s.savedId}) not restored: ${s.reason}`)
     }
@@ -96,8 +118,9 @@ export async function run(argv: string[]): Promise<number> {
     return report.segments.some((s) => s.status === 'failed' || s.status === 'not-restored') ? EXIT.partial : EXIT.ok
   } catch (e) {
     if (!(e instanceof RestoreError)) throw e
-    if (values.json) printJson('shmkeep.restore', { ...e.report, error: e.message })
-    log.log('error', 'restore.failed', e.message)
+    const message = flagWords(e.message)
+    if (values.json) printJson('shmkeep.restore', { ...e.report, error: message })
+    log.log('error', 'restore.failed', message)
     return EXIT.failed
   } finally {
     for (const sig of ['SIGTERM', 'SIGINT'] as const) process.removeListener(sig, onSignal)

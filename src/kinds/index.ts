@@ -325,7 +325,7 @@ export class ObjectRestorePlan {
     const held = this.outcomes.filter((o) => o.status === 'skipped' && o.reason?.includes('checkpoint'))
     if (held.length) options.log.log('warn', 'restore.sem-checkpoint', `${held.length} semaphore set(s) not restored: saved by a checkpoint while the app ran, their values may be locks of processes that are gone (--sem-from-checkpoint=restore restores them): ${held.map((o) => o.key).join(', ')}`)
     for (const o of this.outcomes) if (o.status === 'not-restored' && o.reason) options.log.log('warn', 'restore.object', `${describe({ ...o, id: o.savedId })} not restored: ${o.reason}`)
-    if (conflicts.length) throw new Error(`these keys have objects here already: ${conflicts.join(', ')} (--on-conflict=skip keeps them, =replace replaces them)`)
+    if (conflicts.length) throw new Error(`these keys have objects here already: ${conflicts.join(', ')} (onConflict: 'skip' keeps them, onConflict: 'replace' replaces them)`)
     if (problems.length) throw new Error(`cannot restore: ${problems.join('; ')}`)
     // Replacements last: a failure before them leaves every live object alone.
     this.todo.sort((a, b) => Number(a.replace !== undefined) - Number(b.replace !== undefined))
@@ -357,7 +357,7 @@ export class ObjectRestorePlan {
     for (const t of this.todo) {
       if (t.replace) {
         t.kind.remove(t.replace.id, creatorIdentity(t.replace, this.options.powers))
-        this.options.log.log('warn', 'restore.replace', `replaced the live ${describe(t.replace)} (--on-conflict=replace)`)
+        this.options.log.log('warn', 'restore.replace', `replaced the live ${describe(t.replace)} (onConflict: 'replace')`)
       }
       const label = describe(t.rec)
       let id: number

@@ -26,6 +26,19 @@ export class StateFileError extends Error {
 }
 
 /**
+ * The state dir does not exist (code ENOENT). `restore` and `shmkeep run`
+ * never create it and never take it for a first start: a mistyped path, or a
+ * volume that was not mounted, would otherwise start the app empty and keep
+ * its state in the container's own file system, lost with it.
+ */
+export class StateDirMissingError extends StateFileError {
+  constructor(dir: string) {
+    super(dir, "does not exist — mount a volume there (restore and run never create the state dir: one made in the container's own file system would die with the container)", 'ENOENT')
+  }
+}
+StateDirMissingError.prototype.name = 'StateDirMissingError'
+
+/**
  * A state file that could not be read for a reason that is not proof of
  * damage (EIO from a network volume, EMFILE, ENOMEM, EINTR, EACCES…): the
  * restore fails naming file and errno, and no generation is quarantined for

@@ -211,6 +211,8 @@ export interface Warmth {
   /** Why (for the log). */
   why: string
   lineage: Lineage
+  /** The objects saved in CURRENT that are live here ("segment 0x00005100", "semaphore set 0x… (id 3)"). */
+  live: string[]
 }
 
 /**
@@ -223,22 +225,27 @@ export interface Warmth {
 export function warmth(state: StateDir, ns: string, liveKeys: ReadonlySet<string>): Warmth {
   const lineage = readLineage(state)
   const restoring = state.readRestoring()
-  if (restoring && 'ns' in restoring && restoring.ns === ns) return { warm: false, why: 'a restore in this namespace is unfinished', lineage }
+  if (restoring && 'ns' in restoring && restoring.ns === ns) return { warm: false, why: 'a restore in this namespace is unfinished', lineage, live: [] }
+  const saved = liveSaved(state, liveKeys)
+  const live = 'live' in saved ? saved.live : []
   if (lineage.known) {
-    return { warm: true, why: `this IPC namespace already holds the state of ${lineage.record.generation ?? 'a first start'} (its lineage record is here)`, lineage }
+    return { warm: true, why: `this IPC namespace already holds the state of ${lineage.record.generation ?? 'a first start'} (its lineage record is here)`, lineage, live }
   }
+  if ('why' in saved) return { warm: false, why: saved.why, lineage, live }
+  if (live.length) return { warm: true, why: `objects saved in ${saved.generation} are live here already: ${live.join(', ')}`, lineage, live }
+  return { warm: false, why: 'no saved object is live here', lineage, live }
+}
+
+/** The objects saved in CURRENT that are live here, or why that cannot be known. */
+function liveSaved(state: StateDir, liveKeys: ReadonlySet<string>): { generation: string; live: string[] } | { why: string } {
   const current = state.readCurrent()
-  if (!('name' in current) || current.name === null) return { warm: false, why: 'nothing saved', lineage }
-  let saved: string[]
-  let objects: string[]
+  if (!('name' in current) || current.name === null) return { why: 'nothing saved' }
   try {
     const gen = state.readGeneration(current.name)
-    saved = gen.segments.map((s) => s.key).filter((k) => k !== '0x00000000')
-    objects = liveSavedObjects(gen.objects) // semaphore sets and queues of the generation that are live
+    const saved = gen.segments.map((s) => s.key).filter((k) => k !== '0x00000000')
+    const objects = liveSavedObjects(gen.objects) // semaphore sets and queues of the generation that are live
+    return { generation: current.name, live: [...saved.filter((k) => liveKeys.has(k)).map((k) => `segment ${k}`), ...objects] }
   } catch {
-    return { warm: false, why: `${current.name} is unreadable`, lineage }
+    return { why: `${current.name} is unreadable` }
   }
-  const live = [...saved.filter((k) => liveKeys.has(k)).map((k) => `segment ${k}`), ...objects]
-  if (live.length) return { warm: true, why: `objects saved in ${current.name} are live here already: ${live.join(', ')}`, lineage }
-  return { warm: false, why: 'no saved object is live here', lineage }
 }

@@ -8,7 +8,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { lockFile, type FileLock } from '../lock'
 import type { Logger } from '../log'
-import { fsyncDir, readCheckedJson, readRegularFile, replaceFile, encodeCheckedJson, StateFileError } from './files'
+import { fsyncDir, readCheckedJson, readRegularFile, replaceFile, encodeCheckedJson, StateDirMissingError, StateFileError } from './files'
 import { checkGenerationRecord, checkSegmentRecord } from './validate'
 import { checkTrust, insecureFromEnv, mountWarning, placeProblem, volatileWarning } from './trust'
 import {
@@ -87,7 +87,7 @@ export class StateDir {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e
       if (!create) {
-        throw new StateFileError(abs, 'does not exist — mount a volume there (restore and run never create the state dir: one made in the container\'s own file system would die with the container)', 'ENOENT')
+        throw new StateDirMissingError(abs)
       }
       const place = placeProblem(realPathOfMissing(abs))
       if (place) throw new StateFileError(abs, place, 'EPLACE')
