@@ -24,5 +24,5 @@ export { restore, RestoreError, type RestoreOptions, type RestoreReport, type Se
 export { adopt, type AdoptOptions, type AdoptReport } from './adopt'
 export { list, listGenerations, inspect, verify, prune, diff, type GenerationSummary, type GenerationDetail, type VerifyReport, type DiffReport, type SegmentDiff } from './inspect'
 export type { SegmentFilter } from './filter'
-export { streamLogger, silentLogger, type Logger } from './log'
+export { streamLogger, silentLogger, type Logger, type ProgressHandle } from './log'
 export { createShutdown, SHUTDOWN_EXIT, type Shutdown, type ShutdownOptions, type ShutdownStep, type StepOptions, type StepReport, type StepStatus, type ShutdownReport, type ShutdownSnapshot, type ShutdownDeadline } from './shutdown'

@@ -6,7 +6,7 @@ import { segmentPredicate, type SegmentFilter } from './filter'
 import { currentPowers, readIdentity } from './identity'
 import { formatKey, parseKey } from './keys'
 import { verifyObjects } from './kinds'
-import type { Logger } from './log'
+import { silentLogger, startProgress, type Logger, type ProgressHandle } from './log'
 import { native } from './native'
 import { checkEntryOptions, checkStateDir } from './options'
 import * as shm from './shm'
@@ -96,7 +96,7 @@ export interface VerifyReport {
   generations: GenerationVerification[]
 }
 
-async function verifyOne(state: StateDir, name: string): Promise<GenerationVerification> {
+async function verifyOne(state: StateDir, name: string, log: Logger): Promise<GenerationVerification> {
   let gen: GenerationRecord
   try {
     gen = state.readGeneration(name)
@@ -104,33 +104,46 @@ async function verifyOne(state: StateDir, name: string): Promise<GenerationVerif
     return { name, ok: false, error: (e as Error).message, segments: [], objects: verifyObjects(state.path(name), undefined) }
   }
   const segments: SegmentVerification[] = []
-  for (const entry of gen.segments) {
-    const base = { key: entry.key, id: entry.id, size: entry.size, badChunks: [] as number[], bytesRead: 0 }
-    let meta: SegmentRecord
-    try {
-      meta = state.readSegment(name, entry)
-      safeName(meta.data)
-    } catch (e) {
-      segments.push({ ...base, ok: false, error: (e as Error).message })
-      continue
-    }
-    try {
-      const r = await verifySaved(state.path(name, meta.data), meta)
-      segments.push({ ...base, ok: r.badChunks.length === 0, badChunks: r.badChunks, bytesRead: r.bytesRead })
-    } catch (e) {
-      segments.push({ ...base, ok: false, error: `${meta.data}: ${(e as Error).message}` })
-    }
+  const progress = startProgress(log, `verify ${name}`, gen.segments.reduce((n, s) => n + s.size, 0))
+  try {
+    await verifySegments(state, name, gen, segments, progress)
+  } finally {
+    progress.end()
   }
   const objects = verifyObjects(state.path(name), gen.objects)
   return { name, ok: segments.every((s) => s.ok) && objects.ok, segments, objects }
+}
+
+async function verifySegments(state: StateDir, name: string, gen: GenerationRecord, segments: SegmentVerification[], progress: ProgressHandle): Promise<void> {
+  for (const entry of gen.segments) {
+    segments.push(await verifyEntry(state, name, entry))
+    progress.advance(entry.size)
+  }
+}
+
+async function verifyEntry(state: StateDir, name: string, entry: GenerationRecord['segments'][number]): Promise<SegmentVerification> {
+  const base = { key: entry.key, id: entry.id, size: entry.size, badChunks: [] as number[], bytesRead: 0 }
+  let meta: SegmentRecord
+  try {
+    meta = state.readSegment(name, entry)
+    safeName(meta.data)
+  } catch (e) {
+    return { ...base, ok: false, error: (e as Error).message }
+  }
+  try {
+    const r = await verifySaved(state.path(name, meta.data), meta)
+    return { ...base, ok: r.badChunks.length === 0, badChunks: r.badChunks, bytesRead: r.bytesRead }
+  } catch (e) {
+    return { ...base, ok: false, error: `${meta.data}: ${(e as Error).message}` }
+  }
 }
 
 /**
  * Check every chunk of a generation (default: CURRENT; 'all': every one)
  * against its checksum.
  */
-export async function verify(stateDir: string, generation?: string | 'all', options: { signal?: AbortSignal } = {}): Promise<VerifyReport> {
-  checkStateDir('verify', stateDir), checkEntryOptions('cancellable', options, 'verify')
+export async function verify(stateDir: string, generation?: string | 'all', options: { signal?: AbortSignal; log?: Logger } = {}): Promise<VerifyReport> {
+  checkStateDir('verify', stateDir), checkEntryOptions('verify', options)
   const state = StateDir.open(stateDir)
   let names: string[]
   if (generation === 'all') {
@@ -146,7 +159,7 @@ export async function verify(stateDir: string, generation?: string | 'all', opti
   const generations: GenerationVerification[] = []
   for (const name of names) {
     options.signal?.throwIfAborted()
-    generations.push(await verifyOne(state, name))
+    generations.push(await verifyOne(state, name, options.log ?? silentLogger))
   }
   return { ok: generations.every((g) => g.ok), generations }
 }

@@ -12,6 +12,25 @@ export type Level = 'debug' | 'info' | 'warn' | 'error'
 export interface Logger {
   /** `event` is a stable name (e.g. "snapshot.segment"), `fields` its facts. */
   log(level: Level, event: string, message: string, fields?: Record<string, unknown>): void
+  /**
+   * Optional: a long operation (a snapshot's copy, a restore, a verify) of
+   * `total` bytes begins; the handle hears how far it got. The CLI's logger
+   * shows it (src/progress.ts); a logger without it hears nothing.
+   */
+  progress?(operation: string, total: number): ProgressHandle
+}
+
+/** One operation's progress: `advance` as bytes are done, `end` once, success or not (call it in a finally). */
+export interface ProgressHandle {
+  advance(bytes: number): void
+  end(): void
+}
+
+const noProgress: ProgressHandle = { advance() {}, end() {} }
+
+/** The logger's progress handle for an operation, or one that does nothing. */
+export function startProgress(log: Logger, operation: string, total: number): ProgressHandle {
+  return log.progress?.(operation, total) ?? noProgress
 }
 
 const order: Record<Level, number> = { debug: 0, info: 1, warn: 2, error: 3 }

@@ -226,6 +226,7 @@ const entries = {
   diff: { spec: filterRules, required: [] },
   /** The options of verify and diff. */
   cancellable: { spec: { signal: rules.signal } satisfies Rules<{ signal?: AbortSignal }>, required: [] },
+  verify: { spec: { signal: rules.signal, log: rules.logger } satisfies Rules<{ signal?: AbortSignal; log?: unknown }>, required: [] },
   list: { spec: filterRules, required: [] },
   lockFile: {
     spec: { exclusive: rules.boolean, timeoutMs: rules.count(), signal: rules.signal } satisfies Rules<LockOptions>,

@@ -17,7 +17,7 @@ import { segmentPredicate, type SegmentFilter } from './filter'
 import { creatorIdentity, currentPowers, type Identity, type Powers } from './identity'
 import { formatKey, parseKey } from './keys'
 import { ObjectDamage, ObjectRestorePlan, readObjects, undoKilledObjects, type ObjectRestore, type SemFromCheckpoint } from './kinds'
-import { silentLogger, type Logger } from './log'
+import { silentLogger, startProgress, type Logger } from './log'
 import { native } from './native'
 import { checkEntryOptions } from './options'
 import * as shm from './shm'
@@ -341,6 +341,7 @@ async function restoreGeneration(
       }
     }
   }
+  const progress = startProgress(log, 'restore', todo.reduce((n, t) => n + t.meta.size, 0))
   try {
     for (const { meta, out, replace } of todo) {
       options.signal?.throwIfAborted()
@@ -393,7 +394,9 @@ async function restoreGeneration(
         continue
       }
       out.status = 'restored'
+      progress.advance(meta.size)
     }
+    progress.end()
     objects.create()
     // Every chunk verified: now, and only now, the segments get their real mode and owner.
     for (const { meta, out } of todo) {
@@ -404,6 +407,7 @@ async function restoreGeneration(
     objects.finish()
     options.signal?.throwIfAborted()
   } catch (e) {
+    progress.end()
     objects.undo()
     removeCreated()
     for (const o of outcomes) if (o.status === 'restored') o.status = 'not-restored'

@@ -21,7 +21,7 @@ import { currentPowers, readIdentity, type Identity, type Powers } from './ident
 import { formatKey } from './keys'
 import { countObjects, saveObjects, type ObjectOutcome } from './kinds'
 import type { FileLock } from './lock'
-import { humanDuration, humanSize, silentLogger, type Logger } from './log'
+import { humanDuration, humanSize, silentLogger, startProgress, type Logger } from './log'
 import { cancelTokenFor } from './cancel'
 import { native, type CancelToken } from './native'
 import { checkEntryOptions } from './options'
@@ -713,6 +713,7 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
       powers: currentPowers(),
     }
     const copyStarted = performance.now()
+    const progress = startProgress(log, options.reason === 'checkpoint' ? 'checkpoint' : 'snapshot', listed.reduce((n, s) => n + s.size, 0))
     const results = await mapLimit(listed, options.concurrency ?? Math.min(4, os.availableParallelism()), options.signal, async (seg) => {
       // A small segment goes into pack.data — unless it is a huge page one
       // (its rss is whole huge pages): that keeps its own file and record.
@@ -721,8 +722,9 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
       // Many files open: fsync some early (a checkpoint still needs its
       // descriptors for the chunks it carries after the thaw).
       if (!ctx.checkpoint) await writer!.relieve()
+      progress.advance(seg.size)
       return r
-    })
+    }).finally(() => progress.end())
     const copyMs = performance.now() - copyStarted
     // Semaphore sets and message queues: small, read while a frozen app is still frozen.
     const objects = saveObjects(writer, { filter: options.filter, checkpoint: options.reason === 'checkpoint', powers: ctx.powers, log })

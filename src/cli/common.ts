@@ -6,6 +6,7 @@ import fs from 'node:fs'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { parseSize, segmentPredicate, type SegmentFilter } from '../filter'
 import { streamLogger, type Logger } from '../log'
+import { progressLogger } from '../progress'
 import { jsonReport } from '../run/report'
 import { INSECURE_ENV } from '../state/trust'
 import { UsageError } from './errors'
@@ -64,11 +65,23 @@ export function parse<O extends Options>(argv: string[], options: O, { positiona
   }
 }
 
-/** The logger the flags ask for. */
-export function makeLogger(values: { quiet?: boolean; verbose?: boolean; 'log-format'?: string }): Logger {
+/**
+ * The logger the flags ask for. It shows the progress of long work
+ * (src/progress.ts): a line redrawn in place when stderr is a terminal and
+ * the format is text (unless `terminal: false`: `run`, whose app shares the
+ * terminal), else a log line every few seconds; none with --quiet.
+ */
+export function makeLogger(values: { quiet?: boolean; verbose?: boolean; 'log-format'?: string }, { terminal = true } = {}): Logger {
   const format = values['log-format'] ?? 'text'
   if (format !== 'text' && format !== 'json') throw new UsageError(`--log-format must be text or json, not ${format}`)
-  return streamLogger({ format, level: values.quiet ? 'warn' : values.verbose ? 'debug' : 'info' })
+  const level = values.quiet ? 'warn' : values.verbose ? 'debug' : 'info'
+  if (level === 'warn') return streamLogger({ format, level })
+  const stderr = process.stderr
+  const drawn = terminal && format === 'text' && stderr.isTTY
+  return progressLogger((write) => streamLogger({ format, level, write }), {
+    write: (line) => stderr.write(line),
+    terminal: drawn ? { write: (text) => stderr.write(text), get columns() { return stderr.columns } } : undefined,
+  })
 }
 
 /** `--lock-timeout SEC` in milliseconds (undefined: wait as long as it takes). */

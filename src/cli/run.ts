@@ -145,7 +145,8 @@ export async function run(argv: string[]): Promise<number> {
   } catch (e) {
     throw new UsageError((e as Error).message)
   }
-  const log = makeLogger(values)
+  // Never a progress line drawn in place: the app writes to the same terminal.
+  const log = makeLogger(values, { terminal: false })
   const report = emptyRunReport(command)
   const runOptions: RunOptions = {
     command,

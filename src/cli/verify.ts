@@ -1,6 +1,6 @@
 /** `shmkeep verify`: thin over verify() in src/inspect.ts. */
 import { verify } from '../inspect'
-import { COMMON_HELP, STATE_DIR_HELP, commonOptions, existingStateDir, parse, printJson, stateDirOption, UsageError } from './common'
+import { COMMON_HELP, STATE_DIR_HELP, commonOptions, existingStateDir, makeLogger, parse, printJson, stateDirOption, UsageError } from './common'
 import { EXIT } from './errors'
 
 const HELP = `Usage: shmkeep verify --state-dir DIR [GENERATION | --all]
@@ -25,7 +25,7 @@ export async function run(argv: string[]): Promise<number> {
     return EXIT.ok
   }
   if (positionals.length > 1 || (positionals.length && values.all)) throw new UsageError('give one generation, or --all')
-  const report = await verify(existingStateDir(values), values.all ? 'all' : positionals[0])
+  const report = await verify(existingStateDir(values), values.all ? 'all' : positionals[0], { log: makeLogger(values) })
   if (values.json) {
     printJson('shmkeep.verify', report)
   } else {
