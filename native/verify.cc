@@ -1,5 +1,6 @@
 // Reading a stored data file against its chunk table:
-//   verifyFile({path, size, chunkSize, chunks, cancel?}) -> {badChunks, bytesRead}
+//   verifyFile({path, size, chunkSize, chunks, first?, count?, cancel?}) -> {badChunks, bytesRead}
+//     (chunks [first, first + count) only, when given: a snapshot's sweep)
 //   copyCarried({from, fd, size, chunkSize, chunks, carried, cancel?}) -> {bytesCopied}
 // Both read through a buffer of ours, piece by piece, with ReadStoredChunk.
 #include <fcntl.h>
@@ -22,6 +23,8 @@ class VerifyWorker : public Job {
         path_(o.Get("path").As<Napi::String>().Utf8Value()),
         size_(static_cast<uint64_t>(I64(o.Get("size")))),
         chunkSize_(static_cast<uint64_t>(I64(o.Get("chunkSize")))),
+        first_(o.Get("first").IsNumber() ? static_cast<uint64_t>(std::max<int64_t>(0, I64(o.Get("first")))) : 0),
+        count_(o.Get("count").IsNumber() ? static_cast<uint64_t>(std::max<int64_t>(0, I64(o.Get("count")))) : UINT64_MAX),
         table_(std::move(table)) {}
 
   void Execute() override {
@@ -32,7 +35,8 @@ class VerifyWorker : public Job {
     auto into = [&buf](uint64_t, size_t) { return buf.data(); };
     auto zeros = [](const uint8_t* p, size_t n, uint64_t) { return IsZero(p, n); };
     const uint64_t chunks = ChunkCount(size_, chunkSize_);
-    for (uint64_t i = 0; i < chunks; i++) {
+    const uint64_t end = first_ + std::min(count_, chunks - std::min(first_, chunks));
+    for (uint64_t i = first_; i < end; i++) {
       if (Cancelled()) return;
       const uint64_t off = i * chunkSize_;
       const size_t len = ChunkLength(i, size_, chunkSize_);
@@ -52,7 +56,7 @@ class VerifyWorker : public Job {
 
  private:
   const std::string path_;
-  const uint64_t size_, chunkSize_;
+  const uint64_t size_, chunkSize_, first_, count_;
   const std::vector<uint8_t> table_;
   std::vector<uint64_t> bad_;
   uint64_t bytesRead_ = 0;

@@ -13,3 +13,8 @@ export function cancelTokenFor(signal: AbortSignal | undefined): CancelToken | u
   else signal.addEventListener('abort', () => native.cancelCopy(token), { once: true })
   return token
 }
+
+/** Whether a worker's rejection is its cancel token's doing (ECANCELED from native/job.cc), not a failure of the work. */
+export function isCancelled(e: unknown): boolean {
+  return typeof e === 'object' && e !== null && (e as { syscall?: unknown }).syscall === 'cancel'
+}

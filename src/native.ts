@@ -177,7 +177,8 @@ export interface Binding {
   checksumMapping(handle: object, buffer: Buffer): Promise<number>
   copyCarried(o: { from: string; fd: number; size: number; chunkSize: number; chunks: ChunkTable; carried: Buffer; cancel?: CancelToken }): Promise<{ bytesCopied: number }>
   restoreSegment(o: { id: number; uid: number; gid: number; path: string; size: number; chunkSize: number; chunks: ChunkTable; stopAtFirstBad: boolean; cancel?: CancelToken }): Promise<RawCheckResult>
-  verifyFile(o: { path: string; size: number; chunkSize: number; chunks: ChunkTable; cancel?: CancelToken }): Promise<RawCheckResult>
+  /** Chunks [first, first + count) only, when given (a snapshot's sweep of a trusted file). */
+  verifyFile(o: { path: string; size: number; chunkSize: number; chunks: ChunkTable; first?: number; count?: number; cancel?: CancelToken }): Promise<RawCheckResult>
   cancelToken(): CancelToken
   cancelCopy(token: CancelToken): void
   /** Whether /proc/self/map_files opens here (CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE). */

@@ -22,7 +22,7 @@ import { formatKey } from './keys'
 import { countObjects, saveObjects, type ObjectOutcome } from './kinds'
 import type { FileLock } from './lock'
 import { humanDuration, humanSize, silentLogger, startProgress, type Logger } from './log'
-import { cancelTokenFor } from './cancel'
+import { cancelTokenFor, isCancelled } from './cancel'
 import { native, type CancelToken } from './native'
 import { checkEntryOptions } from './options'
 import { snapshotOutcome, type SnapshotOutcome } from './outcome'
@@ -37,6 +37,7 @@ import {
   segmentStem,
   type PackedRecord,
   type Consistency,
+  type FileStamp,
   type GenerationRecord,
   type SegmentEntry,
   type SegmentIdentity,
@@ -45,6 +46,7 @@ import {
   type UnsavedRecord,
 } from './state/format'
 import { ensureIndependent } from './state/fallback'
+import { checkPlan, stampOf } from './state/stamp'
 import { prune, type PruneResult } from './state/prune'
 import { readLineage, writeLineage, type Lineage } from './state/lineage'
 import { decideSide } from './state/side'
@@ -132,6 +134,8 @@ export interface SegmentOutcome {
   zeroChunks: number
   /** Every chunk as in the previous generation: its data file is shared (hard link), nothing written. */
   unchanged?: boolean
+  /** Bytes of the previous data file read to check it before it was shared (src/state/stamp.ts: a share, or all of it). */
+  bytesChecked?: number
   durationMs: number
 }
 
@@ -215,6 +219,8 @@ interface Link {
   size: number
   chunkSize: number
   chunks: Buffer
+  /** The previous generation's stamp of that file (any shape: it is checked). */
+  stamp: unknown
 }
 
 /** A segment's copy in the previous generation, for an incremental save. */
@@ -231,6 +237,8 @@ interface SegmentResult {
   unsaved?: UnsavedRecord
   carry?: Carry
   link?: Link
+  /** A checkpoint's .meta, written once its data file is complete (its stamp is known then). */
+  meta?: { file: string; record: SegmentRecord }
 }
 
 interface CopyContext {
@@ -258,12 +266,28 @@ interface CopyContext {
 export const PACK_MAX = 64 << 10
 const ZEROS = Buffer.alloc(PACK_MAX)
 
-/** Verify the previous file against its CRCs; false when it is damaged (never link damage into a new generation). */
-async function previousVerifies(link: Link, cancel: CancelToken | undefined): Promise<boolean> {
+/**
+ * Check the previous file before it is shared (never link damage into a new
+ * generation): the sweep's share of its chunks when its stamp holds, all of
+ * them otherwise (src/state/stamp.ts). ok false when a chunk fails its CRC or
+ * the file cannot be read; the stamp to record in the new generation.
+ */
+async function checkPrevious(link: Link, cancel: CancelToken | undefined): Promise<{ ok: boolean; stamp?: FileStamp; bytesRead: number }> {
+  let now: FileStamp
+  try {
+    now = stampOf(link.from)
+  } catch {
+    return { ok: false, bytesRead: 0 }
+  }
+  const plan = checkPlan(link.stamp, now, Math.ceil(link.size / link.chunkSize))
   const check = await native
-    .verifyFile({ path: link.from, size: link.size, chunkSize: link.chunkSize, chunks: link.chunks, cancel })
-    .catch(() => ({ badChunks: [-1] }))
-  return check.badChunks.length === 0
+    .verifyFile({ path: link.from, size: link.size, chunkSize: link.chunkSize, chunks: link.chunks, first: plan.first, count: plan.count, cancel })
+    .catch((e: unknown) => {
+      if (isCancelled(e)) throw e
+      return { badChunks: [-1], bytesRead: 0 }
+    })
+  if (check.badChunks.length) return { ok: false, bytesRead: check.bytesRead }
+  return { ok: true, stamp: { ...now, sweep: plan.next }, bytesRead: check.bytesRead }
 }
 
 function describeIdentity(who: Identity): string | undefined {
@@ -449,23 +473,32 @@ async function saveOne(ctx: CopyContext, seg: shm.ShmStat, previous: Previous | 
       continue
     }
     let link: Link | undefined
+    // The data file as known good now: written from our checksummed buffers.
+    let stamp: FileStamp | undefined
+    let bytesChecked: number | undefined
     if (result.unchanged) {
       // Every chunk is as in the previous generation. Share its data file (a
       // hard link: nothing written; each generation stays complete and
-      // independent of pruning) — once it verifies: linking a file damaged
-      // on disk since would carry the damage into this generation while the
-      // good bytes are still in memory. A frozen app's checkpoint does that
-      // after the thaw (linkAfterThaw), so the pause stays one pass.
+      // independent of pruning) — once it is known good: linking a file
+      // damaged on disk since would carry the damage into this generation
+      // while the good bytes are still in memory (checkPrevious). A frozen
+      // app's checkpoint does that after the thaw (finishCheckpoint), so the
+      // pause stays one pass.
       ctx.writer.remove(dataFile)
-      link = { from: prev!.dataPath, file: dataFile, size: seg.size, chunkSize: size, chunks: result.chunks }
+      link = { from: prev!.dataPath, file: dataFile, size: seg.size, chunkSize: size, chunks: result.chunks, stamp: prev!.meta.file }
       if (!ctx.checkpoint) {
-        if (!(await previousVerifies(link, ctx.cancel))) {
+        const check = await checkPrevious(link, ctx.cancel)
+        if (!check.ok) {
           previous = undefined
           continue // save it in full
         }
         ctx.writer.link(link.from, link.file)
         link = undefined
+        stamp = check.stamp
+        bytesChecked = check.bytesRead
       }
+    } else if (result.carriedChunks === 0) {
+      stamp = stampOf(fd)
     }
     const record: SegmentRecord = {
       format: FORMAT,
@@ -481,15 +514,19 @@ async function saveOne(ctx: CopyContext, seg: shm.ShmStat, previous: Previous | 
       hashes: result.hashes.toString('base64'),
       data: dataFile,
     }
-    ctx.writer.addFile(`${stem}.meta`, encodeCheckedJson(FORMAT, record))
     const carry =
       !result.unchanged && result.carriedChunks > 0 ? { from: prev!.dataPath, fd, size: seg.size, chunkSize: size, chunks: result.chunks, carried: result.carried } : undefined
+    const meta = { file: `${stem}.meta`, record }
+    // A checkpoint's link or carry completes its data file after the thaw: the .meta (with the stamp) then.
+    if (!carry && !link) addMeta(ctx.writer, meta, stamp)
     return {
       seg,
       ...(carry ? { carry } : {}),
       ...(link ? { link } : {}),
+      ...(carry || link ? { meta } : {}),
       outcome: done('saved', {
         unchanged: result.unchanged,
+        ...(bytesChecked !== undefined ? { bytesChecked } : {}),
         bytesWritten: result.unchanged ? 0 : result.bytesWritten,
         dataChunks: result.dataChunks,
         zeroChunks: result.zeroChunks,
@@ -499,20 +536,34 @@ async function saveOne(ctx: CopyContext, seg: shm.ShmStat, previous: Previous | 
   }
 }
 
-/** After a checkpoint's thaw: link the unchanged files and copy the carried chunks (each checked against its CRC). */
+/** A segment's .meta, with the stamp of its data file when it is known good. */
+function addMeta(writer: GenerationWriter, meta: { file: string; record: SegmentRecord }, stamp: FileStamp | undefined): void {
+  writer.addFile(meta.file, encodeCheckedJson(FORMAT, stamp ? { ...meta.record, file: stamp } : meta.record))
+}
+
+/** After a checkpoint's thaw: link the unchanged files and copy the carried chunks (each checked against its CRC); then their .meta. */
 async function finishCheckpoint(writer: GenerationWriter, results: SegmentResult[], cancel: CancelToken | undefined): Promise<void> {
   for (const r of results) {
+    let stamp: FileStamp | undefined
     if (r.link) {
-      if (!(await previousVerifies(r.link, cancel))) {
+      const check = await checkPrevious(r.link, cancel)
+      if (!check.ok) {
         throw new Error(`the previous generation's ${r.link.from} fails its checksums: this checkpoint is abandoned (the next one is written in full)`)
       }
       writer.link(r.link.from, r.link.file)
+      stamp = check.stamp
+      r.outcome.bytesChecked = check.bytesRead
     }
-    if (!r.carry) continue
-    const { bytesCopied } = await native.copyCarried({ ...r.carry, cancel }).catch((e: Error) => {
-      throw new Error(`${e.message}: this checkpoint is abandoned (the next one is written in full)`)
-    })
-    r.outcome.bytesWritten += bytesCopied
+    if (r.carry) {
+      const { bytesCopied } = await native.copyCarried({ ...r.carry, cancel }).catch((e: Error) => {
+        if (isCancelled(e)) throw e
+        throw new Error(`${e.message}: this checkpoint is abandoned (the next one is written in full)`)
+      })
+      r.outcome.bytesWritten += bytesCopied
+      // Every chunk now in the file was checksummed as it was written (ours) or copied (checked against its CRC).
+      stamp = stampOf(r.carry.fd)
+    }
+    if (r.meta) addMeta(writer, r.meta, stamp)
   }
 }
 

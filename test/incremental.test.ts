@@ -135,3 +135,79 @@ test('an independent fallback: after a checkpoint, the generation before CURRENT
     }
   }
 })
+
+test('an unchanged re-snapshot reads only the sweep\'s share of a file whose stamp holds; a file written since (mtime) is checked in full and never linked', () => {
+  const state = path.join(dir, 'state')
+  const size = 8 * MiB
+  const snap = (name: string) => `const ${name} = await snapshot({ stateDir: '${state}', keep: 0, chunkSize: ${MiB} })`
+  const setup = `
+    const { shm, snapshot, verify } = lib
+    const id = shm.get(0x6400, { size: ${size}, create: true })
+    const b = shm.attach(id)
+    for (let i = 0; i < b.length; i += 4096) b.writeUInt32LE((i * 2654435761) >>> 0, i)
+    const fs = require('fs')
+    const file = (g) => '${state}/' + g + '/00006400-0.data'
+    const meta = (g) => JSON.parse(fs.readFileSync('${state}/' + g + '/00006400-0.meta', 'utf8').replace(/^[^\\n]*\\n/, ''))
+  `
+  const r = inNamespace(`
+    ${setup}
+    ${snap('first')}
+    ${snap('second')}
+    // Damage chunk 5 through the file system (its mtime moves): the next
+    // share would be chunk 1 only, but the stamp no longer holds.
+    process.stdout.write(JSON.stringify({ between: meta(second.generation).file }) + '\\n')
+    fs.writeSync(fs.openSync(file(second.generation), 'r+'), Buffer.from('rot'), 0, 3, 5 * ${MiB} + 10)
+    ${snap('third')}
+    const ok = (await verify('${state}', third.generation)).ok
+    console.log(JSON.stringify({ first: meta(first.generation).file, second: second.segments[0], third: third.segments[0], inos: [first, second, third].map((g) => fs.statSync(file(g.generation)).ino), ok }))
+  `)
+  expect(r.error).toBeUndefined()
+  expect(r.first).toMatchObject({ sweep: 0, size })
+  expect(r.second).toMatchObject({ unchanged: true, bytesWritten: 0, bytesChecked: MiB })
+  expect(r.inos[1]).toBe(r.inos[0])
+  // The damaged file is not shared: the third generation wrote the segment again, and it verifies.
+  expect(r.third.unchanged).toBeFalsy()
+  expect(r.third.bytesChecked).toBeUndefined()
+  expect(r.third.bytesWritten).toBe(size)
+  expect(r.inos[2]).not.toBe(r.inos[1])
+  expect(r.ok).toBe(true)
+})
+
+test('the sweep: damage that keeps the file\'s stamp (mtime set back) is found within one round, and the segment written again from memory', () => {
+  const state = path.join(dir, 'state')
+  // 4 chunks: a share of one chunk per snapshot.
+  const r = inNamespace(`
+    const { shm, snapshot, verify } = lib
+    const fs = require('fs'), { spawnSync } = require('child_process')
+    const id = shm.get(0x6500, { size: 4 * ${MiB}, create: true })
+    const b = shm.attach(id)
+    for (let i = 0; i < b.length; i += 4096) b.writeUInt32LE((i * 2654435761) >>> 0, i)
+    const first = await snapshot({ stateDir: '${state}', keep: 0, chunkSize: ${MiB} })
+    // Damage below the file system: one byte of chunk 2 flipped, the mtime
+    // set back to the nanosecond (the stamp still holds).
+    const file = '${state}/' + first.generation + '/00006500-0.data'
+    const ns = fs.statSync(file, { bigint: true }).mtimeNs
+    const fd = fs.openSync(file, 'r+'), one = Buffer.alloc(1)
+    fs.readSync(fd, one, 0, 1, 2 * ${MiB} + 77)
+    one[0] ^= 0xff
+    fs.writeSync(fd, one, 0, 1, 2 * ${MiB} + 77)
+    fs.closeSync(fd)
+    const t = spawnSync('touch', ['-m', '-d', '@' + (ns / 1000000000n) + '.' + String(ns % 1000000000n).padStart(9, '0'), file])
+    const kept = fs.statSync(file, { bigint: true }).mtimeNs === ns
+    const out = []
+    for (let n = 0; n < 4; n++) {
+      const s = await snapshot({ stateDir: '${state}', keep: 0, chunkSize: ${MiB} })
+      out.push({ unchanged: !!s.segments[0].unchanged, bytesWritten: s.segments[0].bytesWritten, ok: (await verify('${state}', s.generation)).ok })
+    }
+    console.log(JSON.stringify({ touch: t.status, kept, out }))
+  `)
+  expect(r.error).toBeUndefined()
+  expect(r.touch).toBe(0)
+  expect(r.kept).toBe(true)
+  // Chunks 0 and 1 are checked by the first two (linked), chunk 2 by the third: damage found, written again.
+  const found = r.out.findIndex((s: { unchanged: boolean }) => !s.unchanged)
+  expect(found).toBe(2)
+  expect(r.out[found]).toMatchObject({ bytesWritten: 4 * MiB, ok: true })
+  // From then on the fresh file is shared again.
+  expect(r.out[3]).toMatchObject({ unchanged: true, ok: true })
+})

@@ -93,6 +93,24 @@ export interface SegmentRecord extends SegmentIdentity {
   hashes?: string
   /** Name of the data file in the generation directory. */
   data: string
+  /**
+   * The data file as it was when its bytes were last known good (written by
+   * this generation, or checked before it was linked), and where the sweep
+   * of a trusted file goes on (src/state/stamp.ts). Absent in older records.
+   */
+  file?: FileStamp
+}
+
+/** A data file's identity when it was last known good (docs/FORMAT.md, "Trusting a data file"). */
+export interface FileStamp {
+  /** st_dev and st_ino, decimal. */
+  dev: string
+  ino: string
+  size: number
+  /** st_mtime in nanoseconds, decimal. */
+  mtimeNs: string
+  /** The chunk the next snapshot that links the file starts checking at. */
+  sweep: number
 }
 
 /**
