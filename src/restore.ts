@@ -22,7 +22,8 @@ import { native } from './native'
 import { checkEntryOptions } from './options'
 import * as shm from './shm'
 import { StateFileError } from './state/files'
-import { restoreSaved, verifySaved } from './state/segdata'
+import { cancelTokenFor } from './cancel'
+import { PackFiles, restoreSaved, verifySaved } from './state/segdata'
 import { generationSeq, type GenerationRecord, type SegmentRecord } from './state/format'
 import { readLineage, warmth, writeLineage, type Undo } from './state/lineage'
 import { StateDir, safeName } from './state/statedir'
@@ -311,11 +312,17 @@ async function restoreGeneration(
   report.objects = objects.outcomes
   if (objects.idsNotKept.length) report.idsNotKept = [report.idsNotKept, ...objects.idsNotKept].filter(Boolean).join('; ')
 
+  // The copy workers poll this between chunks: an abort (a TERM) stops a big
+  // segment's restore within a chunk, and the restore is undone.
+  const cancel = cancelTokenFor(options.signal)
   // Replacing destroys live segments: make sure what replaces them is good
   // first, so a damaged generation never leaves the namespace emptier.
   for (const t of todo) {
     if (!t.replace) continue
-    const check = await verifySaved(state.path(name, t.meta.data), t.meta).catch((e: Error) => ({ badChunks: [-1], error: e.message }))
+    const check = await verifySaved(state.path(name, t.meta.data), t.meta, { cancel }).catch((e: Error) => {
+      if (options.signal?.aborted) throw e
+      return { badChunks: [-1], error: e.message }
+    })
     if (check.badChunks.length) {
       throw new DamagedError(`segment ${t.meta.key} (saved id ${t.meta.id}): ${'error' in check ? check.error : `chunk ${check.badChunks.join(', ')} of ${t.meta.data} fails its checksum`}; the live segment was not replaced`)
     }
@@ -323,15 +330,18 @@ async function restoreGeneration(
 
   const created: Created[] = []
   const replaced: string[] = []
-  const record = {
+  // RESTORING: the plan once, then each segment created appended before a
+  // byte goes into it (src/state/statedir.ts) — what lets the next restore in
+  // this namespace remove what a killed one created.
+  const packs = new PackFiles()
+  const restoring = state.startRestoring({
     ns,
     pid: process.pid,
     generation: name,
     startedAt: new Date().toISOString(),
     keys: [...todo.map((t) => t.meta.key), ...objects.keys],
-    created: [] as Array<{ key: string; id: number }>,
-  }
-  state.writeRestoring(record)
+    created: [],
+  })
   const removeCreated = () => {
     for (const c of created.splice(0)) {
       try {
@@ -353,8 +363,7 @@ async function restoreGeneration(
       const who = creatorIdentity(meta, powers)
       const id = createSegment(meta, who, ids.ok)
       created.push({ key: meta.key, id, as: who })
-      record.created.push({ key: meta.key, id })
-      state.writeRestoring(record)
+      restoring.created(meta.key, id)
       out.id = id
       out.idKept = id === meta.id
       if (parseKey(meta.key) === 0 && !out.idKept) {
@@ -362,7 +371,7 @@ async function restoreGeneration(
       }
       let check
       try {
-        check = await restoreSaved(state.path(name, meta.data), meta, { id, uid: who.uid, gid: who.gid }, true)
+        check = await restoreSaved(state.path(name, meta.data), meta, { id, uid: who.uid, gid: who.gid }, true, { packs, cancel })
       } catch (e) {
         const raw = e as { code?: string; errno?: number; message: string }
         // The data file is missing, not a file, the wrong size or a link:
@@ -416,6 +425,9 @@ async function restoreGeneration(
       e.message += `; the live segment(s) ${replaced.join(', ')} had been replaced (onConflict: 'replace') and are gone`
     }
     throw e
+  } finally {
+    restoring.close()
+    packs.close()
   }
   report.generation = name
   // What the generation itself says it lacks (src/snapshot.ts records it).

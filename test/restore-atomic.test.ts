@@ -66,7 +66,9 @@ const strace = (file: string, inject: string) => `strace -f -o /dev/null -P "${f
 describe('a failure after the segments are final undoes every one of them', () => {
   const faults: Array<[string, (d: string) => string, string]> = [
     ['removing RESTORING fails (EIO)', (d) => path.join(d, 'RESTORING'), 'unlink,unlinkat:error=EIO'],
-    ['recording a created segment in RESTORING fails (ENOSPC)', (d) => path.join(d, 'RESTORING.tmp'), 'rename,renameat,renameat2:error=ENOSPC:when=2'],
+    // The plan is written once (RESTORING.tmp, renamed); each segment created is then one appended write(2).
+    ['writing the plan to RESTORING fails (ENOSPC)', (d) => path.join(d, 'RESTORING.tmp'), 'write,pwrite64,writev:error=ENOSPC'],
+    ['recording a created segment in RESTORING fails (ENOSPC)', (d) => path.join(d, 'RESTORING'), 'write,pwrite64,writev:error=ENOSPC:when=1'],
   ]
   for (const [what, file, inject] of faults) {
     test(`${what}: exit 1, "nothing restored", and nothing is left`, () => {

@@ -159,10 +159,17 @@ const MAX_META_BYTES = 1 << 30
  * Write JSON with a checking header:
  * `shmkeep-json <format> crc32c=<hex> length=<bytes>\n<json>`.
  */
-export function encodeCheckedJson(format: number, value: unknown): Buffer {
-  const body = Buffer.from(JSON.stringify(value, null, 1) + '\n')
-  const crc = native.crc32c(body).toString(16).padStart(8, '0')
-  return Buffer.concat([Buffer.from(`shmkeep-json ${format} crc32c=${crc} length=${body.length}\n`), body])
+export function encodeCheckedJson(format: number, value: unknown, { alignTo = 1 } = {}): Buffer {
+  const json = JSON.stringify(value, null, 1)
+  // alignTo: spaces before the final newline (JSON allows them) until the
+  // whole file is a multiple of alignTo bytes; the length field may grow a
+  // digit meanwhile, hence the loop.
+  for (let pad = 0; ; pad++) {
+    const body = Buffer.from(json + ' '.repeat(pad) + '\n')
+    const crc = native.crc32c(body).toString(16).padStart(8, '0')
+    const out = Buffer.concat([Buffer.from(`shmkeep-json ${format} crc32c=${crc} length=${body.length}\n`), body])
+    if (out.length % alignTo === 0) return out
+  }
 }
 
 /**
@@ -170,6 +177,15 @@ export function encodeCheckedJson(format: number, value: unknown): Buffer {
  * know is refused (it may mean something else), as is any damage.
  */
 export function readCheckedJson<T>(file: string, knownFormats: number | readonly number[]): T {
+  return readCheckedJsonAndTail<T>(file, knownFormats, false).value
+}
+
+/**
+ * {@link readCheckedJson} of a file that may go on after the checked JSON
+ * (`withTail`: a log appended to it, e.g. RESTORING's): the JSON, and the
+ * bytes after it.
+ */
+export function readCheckedJsonAndTail<T>(file: string, knownFormats: number | readonly number[], withTail = true): { value: T; tail: Buffer } {
   const known = typeof knownFormats === 'number' ? [knownFormats] : knownFormats
   const data = readRegularFile(file, MAX_META_BYTES)
   const newline = data.indexOf(10)
@@ -179,12 +195,14 @@ export function readCheckedJson<T>(file: string, knownFormats: number | readonly
   if (!known.includes(format)) {
     throw new StateFileError(file, `is format ${format}; this shmkeep reads format ${known.join(' and ')} only (use the shmkeep version that wrote it)`, 'EFORMAT')
   }
-  const body = data.subarray(newline + 1)
-  if (body.length !== Number(m[3])) throw new StateFileError(file, `is truncated or padded: ${body.length} bytes of data, header says ${m[3]}`)
+  const length = Number(m[3])
+  const rest = data.subarray(newline + 1)
+  if (withTail ? rest.length < length : rest.length !== length) throw new StateFileError(file, `is truncated or padded: ${rest.length} bytes of data, header says ${m[3]}`)
+  const body = rest.subarray(0, length)
   const crc = native.crc32c(body).toString(16).padStart(8, '0')
   if (crc !== m[2]) throw new StateFileError(file, `checksum mismatch (crc32c ${crc}, header says ${m[2]}): the file is damaged`)
   try {
-    return JSON.parse(body.toString('utf8')) as T
+    return { value: JSON.parse(body.toString('utf8')) as T, tail: rest.subarray(length) }
   } catch {
     throw new StateFileError(file, 'checksum matches but the JSON does not parse')
   }

@@ -8,7 +8,7 @@
  */
 import fs from 'node:fs'
 import os from 'node:os'
-import { native, type RawCheckResult } from '../native'
+import { native, type CancelToken, type RawCheckResult } from '../native'
 import { CHUNK_DATA, CHUNK_ENTRY_BYTES, type PackedRecord, type SegmentRecord } from './format'
 
 const O = fs.constants
@@ -27,27 +27,64 @@ function nativeLike(e: unknown, syscall: string): Error {
 }
 
 /**
- * Read a packed segment's data chunks from pack.data and check their CRCs.
- * Returns the segment's bytes (zero chunks left zero) and the bad chunks.
+ * pack.data kept open across the packed segments of one generation: a
+ * restore of 2000 small segments opened, checked and closed it 2000 times.
+ * `close()` when done with the generation.
  */
-function readPacked(path: string, meta: PackedRecord, stopAtFirstBad: boolean): { bytes: Buffer; badChunks: number[]; bytesRead: number } {
+export class PackFiles {
+  private open = new Map<string, { fd: number; size: number }>()
+
+  /** The open pack file at `path` (opened and checked on first use) and its size. */
+  get(path: string): { fd: number; size: number } {
+    const known = this.open.get(path)
+    if (known) return known
+    let fd: number
+    try {
+      // O_NONBLOCK: a FIFO planted at the path must not hang the read.
+      fd = fs.openSync(path, O.O_RDONLY | O.O_NOFOLLOW | O.O_NONBLOCK)
+    } catch (e) {
+      throw nativeLike(e, 'open')
+    }
+    try {
+      const st = fs.fstatSync(fd)
+      if (!st.isFile()) throw Object.assign(new Error('not a regular file'), { errno: os.constants.errno.EINVAL, syscall: 'fstat' })
+      const entry = { fd, size: st.size }
+      this.open.set(path, entry)
+      return entry
+    } catch (e) {
+      fs.closeSync(fd)
+      throw e
+    }
+  }
+
+  close(): void {
+    for (const { fd } of this.open.values()) fs.closeSync(fd)
+    this.open.clear()
+  }
+}
+
+/** How many chunks of a packed segment hold data (0: all zero, nothing in pack.data). */
+function dataChunksOf(meta: PackedRecord, table: Buffer): number {
+  let n = 0
+  for (let i = 0; i < meta.chunkCount; i++) if (table[i * CHUNK_ENTRY_BYTES + 4] === CHUNK_DATA) n++
+  return n
+}
+
+/**
+ * Read a packed segment's data chunks from pack.data and check their CRCs,
+ * into `into` (the new segment itself) or a Buffer of its own. Returns the
+ * segment's bytes (zero chunks left as they are) and the bad chunks.
+ * `packs`: pack files open for the whole generation (else opened for this one).
+ */
+function readPacked(path: string, meta: PackedRecord, stopAtFirstBad: boolean, packs?: PackFiles, into?: Buffer): { badChunks: number[]; bytesRead: number } {
   const table = Buffer.from(meta.chunks, 'base64')
-  let dataChunks = 0
-  for (let i = 0; i < meta.chunkCount; i++) if (table[i * CHUNK_ENTRY_BYTES + 4] === CHUNK_DATA) dataChunks++
   // An all-zero segment has nothing in pack.data, which is not even written
   // when every packed segment is zero: there is nothing to open.
-  if (dataChunks === 0) return { bytes: Buffer.alloc(0), badChunks: [], bytesRead: 0 }
-  let fd: number
+  if (dataChunksOf(meta, table) === 0) return { badChunks: [], bytesRead: 0 }
+  const own = packs ? undefined : new PackFiles()
+  const { fd, size: fileSize } = (packs ?? own!).get(path)
   try {
-    // O_NONBLOCK: a FIFO planted at the path must not hang the read.
-    fd = fs.openSync(path, O.O_RDONLY | O.O_NOFOLLOW | O.O_NONBLOCK)
-  } catch (e) {
-    throw nativeLike(e, 'open')
-  }
-  try {
-    const st = fs.fstatSync(fd)
-    if (!st.isFile()) throw Object.assign(new Error('not a regular file'), { errno: os.constants.errno.EINVAL, syscall: 'fstat' })
-    const bytes = Buffer.alloc(meta.size)
+    const bytes = into ?? Buffer.alloc(meta.size)
     const badChunks: number[] = []
     let bytesRead = 0
     for (let i = 0; i < meta.chunkCount; i++) {
@@ -55,8 +92,8 @@ function readPacked(path: string, meta: PackedRecord, stopAtFirstBad: boolean): 
       const start = i * meta.chunkSize
       const len = Math.min(meta.chunkSize, meta.size - start)
       const end = meta.offset + start + len
-      if (end > st.size) {
-        throw Object.assign(new Error(`pack.data has ${st.size} bytes; segment ${meta.key} (id ${meta.id}) ends at ${end}`), { code: 'ESIZE', fileSize: st.size, expectedSize: end })
+      if (end > fileSize) {
+        throw Object.assign(new Error(`pack.data has ${fileSize} bytes; segment ${meta.key} (id ${meta.id}) ends at ${end}`), { code: 'ESIZE', fileSize, expectedSize: end })
       }
       let got: number
       try {
@@ -70,38 +107,45 @@ function readPacked(path: string, meta: PackedRecord, stopAtFirstBad: boolean): 
         if (stopAtFirstBad) break
       }
     }
-    return { bytes, badChunks, bytesRead }
+    return { badChunks, bytesRead }
   } finally {
-    fs.closeSync(fd)
+    own?.close()
   }
 }
 
 /** Check every data chunk of a saved segment against its CRC. */
-export async function verifySaved(path: string, meta: SegmentRecord): Promise<RawCheckResult> {
-  if (!isPacked(meta)) return native.verifyFile({ path, size: meta.size, chunkSize: meta.chunkSize, chunks: Buffer.from(meta.chunks, 'base64') })
+export async function verifySaved(path: string, meta: SegmentRecord, { cancel }: { cancel?: CancelToken } = {}): Promise<RawCheckResult> {
+  if (!isPacked(meta)) return native.verifyFile({ path, size: meta.size, chunkSize: meta.chunkSize, chunks: Buffer.from(meta.chunks, 'base64'), cancel })
   const { badChunks, bytesRead } = readPacked(path, meta, false)
   return { badChunks, bytesRead }
 }
 
 /**
  * Fill the new segment `target.id` (attached as target.uid/gid) with the
- * saved bytes, every chunk verified first. A packed segment is verified whole
- * before a byte is copied: nothing is written into the segment when a chunk
- * is bad.
+ * saved bytes, checking every chunk. The segment is new (0600, its final
+ * mode and owner come only after every chunk verified): when a chunk is bad,
+ * the caller removes it, whatever was read into it.
  */
-export async function restoreSaved(path: string, meta: SegmentRecord, target: { id: number; uid: number; gid: number }, stopAtFirstBad: boolean): Promise<RawCheckResult> {
+export async function restoreSaved(
+  path: string,
+  meta: SegmentRecord,
+  target: { id: number; uid: number; gid: number },
+  stopAtFirstBad: boolean,
+  { packs, cancel }: { packs?: PackFiles; cancel?: CancelToken } = {},
+): Promise<RawCheckResult> {
   if (!isPacked(meta)) {
-    return native.restoreSegment({ id: target.id, uid: target.uid, gid: target.gid, path, size: meta.size, chunkSize: meta.chunkSize, chunks: Buffer.from(meta.chunks, 'base64'), stopAtFirstBad })
+    // cancel: the worker stops within a chunk once the restore is aborted (ECANCELED).
+    return native.restoreSegment({ id: target.id, uid: target.uid, gid: target.gid, path, size: meta.size, chunkSize: meta.chunkSize, chunks: Buffer.from(meta.chunks, 'base64'), stopAtFirstBad, cancel })
   }
-  const { bytes, badChunks, bytesRead } = readPacked(path, meta, stopAtFirstBad)
-  // Nothing to write for a bad or an all-zero segment (a new segment is zero).
-  if (badChunks.length || bytesRead === 0) return { badChunks, bytesRead }
-  const raw = native.shmAttach(target.id, false, 0, -1, target.uid, target.gid, bytes.length)
+  // Nothing to write for an all-zero segment (a new segment is zero).
+  if (dataChunksOf(meta, Buffer.from(meta.chunks, 'base64')) === 0) return { badChunks: [], bytesRead: 0 }
+  // Straight into the segment: no Buffer of its own, no copy (small segments
+  // by the thousand spent as long in those as in reading).
+  const raw = native.shmAttach(target.id, false, 0, -1, target.uid, target.gid, meta.size)
   try {
-    if (raw.buffer.length !== bytes.length) throw Object.assign(new Error(`segment id ${target.id} has ${raw.buffer.length} bytes, not ${bytes.length}`), { code: 'ESIZE' })
-    bytes.copy(raw.buffer)
+    if (raw.buffer.length !== meta.size) throw Object.assign(new Error(`segment id ${target.id} has ${raw.buffer.length} bytes, not ${meta.size}`), { code: 'ESIZE' })
+    return readPacked(path, meta, stopAtFirstBad, packs, raw.buffer)
   } finally {
     native.shmDetach(raw.handle, raw.buffer)
   }
-  return { badChunks, bytesRead }
 }
