@@ -220,8 +220,10 @@ function one(r: R, base: Base): { ops: Op[]; effects: Effect[]; cls: string } {
   const roll = r()
   const size = (rel: string) => base.entries.find((e) => e.rel === rel)?.size ?? 0
   if (roll < 0.2) {
+    // Half the flips in a file's first 8 KiB: the 64 MiB segment's data file is mostly holes (zero chunks are never read).
     const file = target(r, base)
-    return { ops: [{ op: 'flip', file, at: int(r, Math.max(1, size(file))), xor: 1 + int(r, 255) }], effects: [], cls: 'flip' }
+    const at = int(r, Math.max(1, r() < 0.5 ? Math.min(8192, size(file)) : size(file)))
+    return { ops: [{ op: 'flip', file, at, xor: 1 + int(r, 255) }], effects: [], cls: 'flip' }
   }
   if (roll < 0.27) return { ops: [{ op: 'truncate', file: target(r, base), fraction: pick(r, [0, 0.5, 0.999, r()]) }], effects: [], cls: 'truncate' }
   if (roll < 0.32) return { ops: [{ op: 'extend', file: target(r, base), bytes: pick(r, [1, 4096, 1 << 20]), sparse: r() < 0.5, seed: int(r, 1e9) }], effects: [], cls: 'extend' }
@@ -237,7 +239,7 @@ function one(r: R, base: Base): { ops: Op[]; effects: Effect[]; cls: string } {
     return { ops: [{ op: 'symlink', file, target: targetPath, relative: r() < 0.5 }], effects: [], cls: 'symlink' }
   }
   if (roll < 0.58) return { ops: [{ op: 'mkdir', file: r() < 0.2 ? pick(r, PLANTED) : target(r, base) }], effects: [], cls: 'directory' }
-  if (roll < 0.64) return { ops: [{ op: 'mkfifo', file: r() < 0.2 ? pick(r, PLANTED) : target(r, base) }], effects: [], cls: 'fifo' }
+  if (roll < 0.64) return { ops: [{ op: 'mkfifo', file: r() < 0.2 ? pick(r, PLANTED) : target(r, base, { dirs: r() < 0.15 }) }], effects: [], cls: 'fifo' }
   if (roll < 0.72) {
     const file = r() < 0.15 ? '.' : target(r, base, { dirs: r() < 0.3 })
     if (r() < 0.7) return { ops: [{ op: 'chmod', file, mode: pick(r, [0, 0o200, 0o777, 0o666, 0o640, 0o660, 0o2775, 0o1777, 0o604]) }], effects: [], cls: 'mode' }
