@@ -175,9 +175,23 @@ function sh(cmd, argv) {
   if (r.status !== 0) throw new Error(`${cmd} ${argv.join(' ')}: ${r.stderr || r.error}`)
 }
 
+/** Whether a directory between `d` and `f` is a symbolic link (then `f` is not in the copy at all). */
+function throughLink(d, f) {
+  for (let dir = path.dirname(f); dir.length > d.length; dir = path.dirname(dir)) {
+    try {
+      if (fs.lstatSync(dir).isSymbolicLink()) return true
+    } catch {
+      return false
+    }
+  }
+  return false
+}
+
 /** Apply one mutation to the copy `d`; returns a note when it could not apply (the file was gone). */
 function apply(m, d, bait, op) {
   const f = stateFile(d, op.file)
+  // A mutation never goes through a link an earlier one planted: it would damage the bait, not the copy.
+  if (throughLink(d, f)) return `${op.op}: through a link`
   const exists = () => {
     try {
       fs.lstatSync(f)
@@ -239,6 +253,7 @@ function apply(m, d, bait, op) {
     }
     case 'chmod':
       if (!exists()) return 'chmod: missing'
+      if (fs.lstatSync(f).isSymbolicLink()) return 'chmod: a link' // chmod follows links
       fs.chmodSync(f, op.mode)
       return undefined
     case 'chown':
@@ -248,6 +263,7 @@ function apply(m, d, bait, op) {
     case 'forge': {
       // Rewrite one field of a checked JSON file, with a correct CRC (the
       // CRC finds damage; it does not authenticate).
+      if (!exists() || !fs.lstatSync(f).isFile()) return 'forge: not a file'
       let data
       try {
         data = fs.readFileSync(f)
@@ -293,6 +309,21 @@ function apply(m, d, bait, op) {
   }
 }
 
+/** Every entry under the bait (type, size, mode, links, mtime): nothing shmkeep does may change it. */
+function listing(dir) {
+  const out = []
+  const walk = (rel) => {
+    for (const e of fs.readdirSync(path.join(dir, rel), { withFileTypes: true })) {
+      const r = path.join(rel, e.name)
+      const st = fs.lstatSync(path.join(dir, r))
+      out.push(`${r} ${st.mode.toString(8)} ${st.size} ${st.nlink} ${st.uid}:${st.gid} ${st.mtimeMs}`)
+      if (e.isDirectory()) walk(r)
+    }
+  }
+  walk('')
+  return out.sort().join('\n')
+}
+
 function mark(id, what) {
   try {
     fs.openSync(`/nonexistent/shmkeep-fuzz-mark-${id}-${what}`, 'r')
@@ -322,10 +353,12 @@ async function runPlan(planFile, resultsFile) {
     fs.rmSync(d, { recursive: true, force: true })
     sh('cp', ['-a', '--sparse=always', '--reflink=never', plan.base, d])
     const notes = []
+    const bait0 = listing(plan.bait)
     for (const op of c.ops) {
       const note = apply(m, d, plan.bait, op)
       if (note) notes.push(note)
     }
+    const bait1 = listing(plan.bait)
     const gens = generationDirs(d)
     const logs = []
     const log = { log: (level, event, message) => logs.push(`${level} ${event}: ${message}`) }
@@ -349,7 +382,15 @@ async function runPlan(planFile, resultsFile) {
     const fp = fingerprint(m)
     empty(m.native)
     fs.rmSync(d, { recursive: true, force: true })
-    emit({ done: c.id, ...result, ...fp, gens, notes, logs: logs.slice(0, 20), ms: Math.round(ms) })
+    const bait2 = listing(plan.bait)
+    const diff = (a, b) => [...b.split('\n').filter((x) => !a.includes(x)).map((x) => `+${x}`), ...a.split('\n').filter((x) => !b.includes(x)).map((x) => `-${x}`)].join('; ')
+    const bait = bait1 !== bait0 ? `the mutations themselves changed the bait (a fuzz bug): ${diff(bait0, bait1)}` : bait2 !== bait1 ? diff(bait1, bait2) : undefined
+    if (bait) {
+      // Put the bait back for the next cases.
+      fs.rmSync(path.join(plan.bait, 'state'), { recursive: true, force: true })
+      sh('cp', ['-a', '--sparse=always', '--reflink=never', plan.base, path.join(plan.bait, 'state')])
+    }
+    emit({ done: c.id, ...result, ...fp, gens, notes, logs: logs.slice(0, 20), ms: Math.round(ms), bait })
   }
   fs.closeSync(out)
 }

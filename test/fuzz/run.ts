@@ -85,6 +85,8 @@ interface DriverResult {
   notes: string[]
   logs: string[]
   ms: number
+  /** How the bait outside the state dir changed during the case, if it did. */
+  bait?: string
 }
 
 export interface Verdict {
@@ -162,6 +164,7 @@ export function judge(c: Case, r: DriverResult, built: Built): Verdict {
   const v: Verdict = { id: c.id, classes: c.classes, outcome: r.outcome, ms: r.ms }
   const have = r.objects.map(line).sort()
   const fail = (why: string) => ({ ...v, failure: why })
+  if (r.bait) return fail(`something outside the state dir changed: ${r.bait}`)
   if (r.outcome === 'threw') return fail(`restore threw something other than a RestoreError: ${r.message}`)
   if (r.outcome === 'refused' || r.outcome === 'refused (system error)') {
     if (CRASH.test(r.message ?? '')) return fail(`a crash reported as a refusal: ${r.message}`)
@@ -209,18 +212,11 @@ export async function fuzz(built: Built, dir: string, options: RunOptions): Prom
   const byId = new Map(cases.map((c) => [c.id, c]))
   const verdicts = new Map<number, Verdict>()
   const shares = Array.from({ length: options.parallel }, (_, k) => cases.filter((_, i) => i % options.parallel === k))
-  const baitBefore = listing(built.bait)
   await Promise.all(shares.map((share, k) => runShare(built, dir, k, share, byId, verdicts)))
-  const baitAfter = listing(built.bait)
   const out = cases.map((c) => verdicts.get(c.id) ?? { id: c.id, classes: c.classes, outcome: 'lost', failure: 'no result' })
-  if (baitAfter !== baitBefore) out.push({ id: -1, classes: [], outcome: 'bait', failure: `something outside the state dir changed:\n${baitBefore}\n---\n${baitAfter}` })
   return out
 }
 
-function listing(dir: string): string {
-  const r = spawnSync('find', [dir, '-printf', '%p %y %s %m %T@\\n'], { encoding: 'utf8' })
-  return r.stdout.split('\n').sort().join('\n')
-}
 
 async function runShare(built: Built, dir: string, k: number, share: Case[], byId: Map<number, Case>, verdicts: Map<number, Verdict>): Promise<void> {
   let rest = share
