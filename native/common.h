@@ -6,6 +6,7 @@
 #include <napi.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -64,9 +65,22 @@ class ThreadIdentity {
     if (!active_) return;
     active_ = false;
     // Order matters: regain euid 0 first, it is what permits the rest.
-    syscall(SYS_setresuid, -1, savedUid_, -1);
-    syscall(SYS_setresgid, -1, savedGid_, -1);
-    syscall(SYS_setgroups, ngroups_ > 0 ? ngroups_ : 0, groups_);
+    if (syscall(SYS_setresuid, -1, savedUid_, -1) != 0) Abort("setresuid");
+    if (syscall(SYS_setresgid, -1, savedGid_, -1) != 0) Abort("setresgid");
+    if (syscall(SYS_setgroups, ngroups_ > 0 ? ngroups_ : 0, groups_) != 0) Abort("setgroups");
+  }
+  // A thread that cannot take its own identity back would go on serving
+  // Node's calls (a libuv pool thread: every later fs call) as another user:
+  // end the process rather than let that happen. No allocation, no JS.
+  [[noreturn]] static void Abort(const char* name) {
+    const int err = errno;
+    const char* parts[] = {"shmkeep: fatal: cannot take this thread's own identity back (", name, ": ", strerror(err),
+                           "); aborting rather than go on as another user\n"};
+    for (const char* p : parts) {
+      ssize_t ignored = write(2, p, strlen(p));
+      (void)ignored;
+    }
+    abort();
   }
   bool active_;
   uid_t savedUid_ = geteuid();
