@@ -28,10 +28,13 @@ std::vector<char*> Pointers(std::vector<std::string>& s) {
   return p;
 }
 
-// spawnApp(file, argv, env, foregroundTtyFd, cgroupProcs) -> pid. file is a resolved path
-// (the PATH search is TypeScript's). The child calls only async-signal-safe
-// functions between fork and execve. An execve failure comes back through a
-// close-on-exec pipe as an errno error with syscall "execve".
+// spawnApp(file, argv, env, foregroundTtyFd, cgroupProcs, started?) -> pid. file is a
+// resolved path (the PATH search is TypeScript's). The child calls only
+// async-signal-safe functions between fork and execve. An execve failure comes
+// back through a close-on-exec pipe as an errno error with syscall "execve".
+// With started, the child waits on a gate pipe until started(pid) has run in
+// the parent: what it logs comes before anything the app writes. Should
+// started throw, the child is killed and reaped before the error goes on.
 Napi::Value SpawnApp(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string file = info[0].As<Napi::String>();
@@ -42,8 +45,16 @@ Napi::Value SpawnApp(const Napi::CallbackInfo& info) {
   std::vector<char*> argvp = Pointers(argv);
   std::vector<char*> envp = Pointers(envs);
 
+  const bool gated = info.Length() > 5 && info[5].IsFunction();
   int pipefd[2];
   if (pipe2(pipefd, O_CLOEXEC) != 0) ThrowErrno(env, "pipe2", errno);
+  int gate[2] = {-1, -1};
+  if (gated && pipe2(gate, O_CLOEXEC) != 0) {
+    int err = errno;
+    close(pipefd[0]);
+    close(pipefd[1]);
+    ThrowErrno(env, "pipe2", err);
+  }
   sigset_t all, old;
   sigfillset(&all);
   // Block signals around fork so the child cannot run Node's handlers.
@@ -88,6 +99,14 @@ Napi::Value SpawnApp(const Napi::CallbackInfo& info) {
       // It is still blocked here, so tcsetpgrp goes through.
       tcsetpgrp(ttyFd, getpid());
     }
+    if (gate[0] >= 0) {
+      // Wait for the parent's go: EOF once it closed its end (or died).
+      close(gate[1]);
+      char c;
+      ssize_t r;
+      do r = read(gate[0], &c, 1);
+      while (r < 0 && errno == EINTR);
+    }
     sigset_t none;
     sigemptyset(&none);
     pthread_sigmask(SIG_SETMASK, &none, nullptr);
@@ -97,12 +116,27 @@ Napi::Value SpawnApp(const Napi::CallbackInfo& info) {
   int forkErr = errno;
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
   close(pipefd[1]);
+  if (gated) close(gate[0]);
   if (pid < 0) {
     close(pipefd[0]);
+    if (gated) close(gate[1]);
     ThrowErrno(env, "fork", forkErr);
   }
   // Also from the parent: whichever runs first, the group exists before we signal it.
   setpgid(pid, pid);
+  if (gated) {
+    try {
+      info[5].As<Napi::Function>().Call({Napi::Number::New(env, pid)});
+    } catch (...) {
+      kill(pid, SIGKILL);
+      close(gate[1]);
+      close(pipefd[0]);
+      int status;
+      waitpid(pid, &status, 0);
+      throw;
+    }
+    close(gate[1]);  // go
+  }
   int report[2] = {0, 0};
   ssize_t n;
   do n = read(pipefd[0], report, sizeof report);

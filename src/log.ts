@@ -88,3 +88,19 @@ export function humanDuration(ms: number): string {
   const m = Math.round(s / 60)
   return `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, '0')} min`
 }
+
+/** "no such file or directory" for ENOENT and the like: the message without Node's "ENOENT: ..., stat 'path'" wrapping. */
+export function describeFsError(e: unknown): string {
+  const err = e as NodeJS.ErrnoException
+  const known: Record<string, string> = { ENOENT: 'no such file or directory', EACCES: 'permission denied', ENOTDIR: 'a path component is not a directory', ELOOP: 'too many symbolic links', EROFS: 'read-only file system', ENOSPC: 'no space left on device', EPERM: 'operation not permitted' }
+  return (err.code && known[err.code]) ?? err.message ?? String(e)
+}
+
+/** An error as one line: a file system error names its path and what went wrong, not Node's "ENOENT: …, stat '…'". */
+export function errorLine(e: unknown): string {
+  const err = e as NodeJS.ErrnoException
+  if (err && typeof err === 'object' && typeof err.code === 'string' && typeof err.path === 'string' && /^E[A-Z]+$/.test(err.code)) {
+    return `${err.path}: ${describeFsError(err)}`
+  }
+  return e instanceof Error ? e.message : String(e)
+}

@@ -184,7 +184,8 @@ export interface Binding {
   /** Whether /proc/self/map_files opens here (CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE). */
   mapFilesOpens(): boolean
 
-  spawnApp(file: string, argv: string[], env: string[], foregroundTtyFd: number, cgroupProcs: string | null): number
+  /** `started(pid)` runs after the fork, before the child may exec (its log line comes before anything the app prints). */
+  spawnApp(file: string, argv: string[], env: string[], foregroundTtyFd: number, cgroupProcs: string | null, started?: (pid: number) => void): number
   waitPid(pid: number): { code: number } | { signal: number } | null
   setChildSubreaper(): void
   foregroundGroup(fd: number): number

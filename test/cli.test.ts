@@ -123,7 +123,7 @@ describe('a state dir that does not exist', () => {
 })
 
 describe('shmkeep demo', () => {
-  test('prints what happens in the order it happens: the restore before the reader’s output', (ctx) => {
+  test('prints what happens in the order it happens: the restore, then “app started”, then the reader’s output', (ctx) => {
     if (process.getuid?.() !== 0) ctx.skip('the demo needs root (unshare)')
     const r = shmkeep('demo')
     expect(r.status, r.stdout + r.stderr).toBe(0)
@@ -131,8 +131,10 @@ describe('shmkeep demo', () => {
     const restored = lines.findIndex((l) => /restored 1 segment\(s\)/.test(l))
     const read = lines.findIndex((l) => /\| a b c d e f g h i j k l m n o p q r s t u v w x y z$/.test(l))
     const exited = lines.findIndex((l, i) => i > read && /app exited with status 0/.test(l))
+    const started = lines.findIndex((l) => /app started: .*counter read-abc/.test(l))
     expect(restored, r.stdout).toBeGreaterThan(-1)
-    expect(read).toBeGreaterThan(restored)
+    expect(started, r.stdout).toBeGreaterThan(restored)
+    expect(read, r.stdout).toBeGreaterThan(started)
     expect(exited).toBeGreaterThan(read)
   })
 })

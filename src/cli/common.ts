@@ -5,7 +5,7 @@
 import fs from 'node:fs'
 import { parseArgs, type ParseArgsConfig } from 'node:util'
 import { parseSize, segmentPredicate, type SegmentFilter } from '../filter'
-import { streamLogger, type Logger } from '../log'
+import { describeFsError, streamLogger, type Logger } from '../log'
 import { progressLogger } from '../progress'
 import { jsonReport } from '../run/report'
 import { INSECURE_ENV } from '../state/trust'
@@ -168,11 +168,4 @@ export function existingStateDir(values: { 'state-dir'?: string }): string {
   }
   if (!st.isDirectory()) throw new Error(`state dir ${dir} is not a directory`)
   return dir
-}
-
-/** "no such file or directory" for ENOENT and the like: the message without Node's "ENOENT: ..., stat 'path'" wrapping. */
-export function describeFsError(e: unknown): string {
-  const err = e as NodeJS.ErrnoException
-  const known: Record<string, string> = { ENOENT: 'no such file or directory', EACCES: 'permission denied', ENOTDIR: 'a path component is not a directory', ELOOP: 'too many symbolic links' }
-  return (err.code && known[err.code]) ?? err.message ?? String(e)
 }

@@ -4,7 +4,7 @@
  */
 import { version } from './version'
 
-import { describeFsError } from './common'
+import { errorLine } from '../log'
 import { EXIT, UsageError } from './errors'
 
 export { EXIT, UsageError }
@@ -83,7 +83,7 @@ export async function main(argv: string[]): Promise<void> {
       process.stderr.write(`shmkeep ${first}: ${e.message}\n(see shmkeep ${first} --help)\n`)
       process.exitCode = EXIT.usage
     } else {
-      process.stderr.write(`shmkeep ${first}: ${oneLine(e)}\n`)
+      process.stderr.write(`shmkeep ${first}: ${errorLine(e)}\n`)
       process.exitCode = EXIT.failed
     }
   }
@@ -94,13 +94,4 @@ function asksVersion(rest: string[], command: string): boolean {
   if (!commands[command]) return false
   const own = rest.indexOf('--') === -1 ? rest : rest.slice(0, rest.indexOf('--'))
   return own.includes('-V') || own.includes('--version')
-}
-
-/** An error as one line: a file system error names its path and what went wrong, not Node's "ENOENT: …, stat '…'". */
-function oneLine(e: unknown): string {
-  const err = e as NodeJS.ErrnoException
-  if (err && typeof err === 'object' && typeof err.code === 'string' && typeof err.path === 'string' && /^E[A-Z]+$/.test(err.code)) {
-    return `${err.path}: ${describeFsError(err)}`
-  }
-  return e instanceof Error ? e.message : String(e)
 }

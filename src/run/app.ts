@@ -5,6 +5,8 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { native } from '../native'
+import type { Logger } from '../log'
+import { allPids, childPids, childrenSource, procStat } from './proc'
 
 /** How a process ended. */
 export type Ending = { code: number } | { signal: number }
@@ -55,13 +57,14 @@ export function resolveCommand(command: string, envPath = process.env.PATH ?? '/
  * Start the app in a process group of its own (setpgid, not setsid: it stays
  * in our session). With `foreground`, the group becomes the terminal's
  * foreground group, so Ctrl-C reaches the app once and it is never stopped by
- * SIGTTOU/SIGTTIN.
+ * SIGTTOU/SIGTTIN. `started(pid)` runs once the process exists and before it
+ * may exec the app: a log line written there comes before the app's output.
  */
-export function startApp(argv: string[], env: NodeJS.ProcessEnv, foreground: boolean, cgroupProcs?: string): number {
+export function startApp(argv: string[], env: NodeJS.ProcessEnv, foreground: boolean, cgroupProcs?: string, started?: (pid: number) => void): number {
   const file = resolveCommand(argv[0]!, env.PATH)
   const envList = Object.entries(env).flatMap(([k, v]) => (v === undefined ? [] : [`${k}=${v}`]))
   try {
-    return native.spawnApp(file, argv, envList, foreground ? 0 : -1, cgroupProcs ?? null)
+    return native.spawnApp(file, argv, envList, foreground ? 0 : -1, cgroupProcs ?? null, started)
   } catch (e) {
     const { errno, syscall } = e as { errno?: number; syscall?: string }
     if (syscall === 'cgroup.procs') throw new StartError(`cannot move ${argv[0]} into its cgroup (${cgroupProcs}): ${(e as Error).message}`, 126)
@@ -79,54 +82,74 @@ export function reap(pid: number): Ending | null {
   }
 }
 
-/** Our children right now (/proc/self/task/<tid>/children), orphans we inherited included. */
-export function childPids(): number[] {
-  const out: number[] = []
-  let tasks: string[]
-  try {
-    tasks = fs.readdirSync('/proc/self/task')
-  } catch {
-    return out
-  }
-  for (const tid of tasks) {
-    try {
-      for (const p of fs.readFileSync(`/proc/self/task/${tid}/children`, 'utf8').trim().split(/\s+/)) if (p) out.push(Number(p))
-    } catch {
-      // the thread ended meanwhile
-    }
-  }
-  return out
-}
-
 /**
  * Every process of this PID namespace but us, zombies (our orphans, reaped on
  * SIGCHLD), the pids in `exclude` and the process groups in `excludeGroups`.
  * As PID 1 that is the whole container.
  */
 export function otherProcesses(exclude: Set<number>, excludeGroups: Set<number>): number[] {
-  const out: number[] = []
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue
-    const pid = Number(name)
-    if (pid === process.pid || exclude.has(pid)) continue
-    try {
-      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-      const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      // A hook's children are in its process group (hooks are group leaders).
-      if (state !== 'Z' && !excludeGroups.has(Number(pgrp))) out.push(pid)
-    } catch {
-      // gone
-    }
-  }
-  return out
+  return allPids().filter((pid) => {
+    if (pid === process.pid || exclude.has(pid)) return false
+    const stat = procStat(pid)
+    // A hook's children are in its process group (hooks are group leaders).
+    return stat !== undefined && stat.state !== 'Z' && !excludeGroups.has(stat.pgrp)
+  })
 }
 
-/** "1234 (worker --flag)" for the log. */
-export function describeProcess(pid: number): string {
-  try {
-    const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ')
-    return `${pid} (${cmd || '?'})`
-  } catch {
-    return String(pid)
+/**
+ * Reaping while the app runs: the app (its ending is run's status) and every
+ * orphan that comes to us as PID 1 or as a child subreaper — on SIGCHLD, and
+ * once a second in case a signal was coalesced. Hooks are libuv's children:
+ * reaping them here would steal their status.
+ */
+export class Reaper {
+  /** Resolves with how the app ended. */
+  readonly ended: Promise<Ending>
+  /** How the app ended, once it did. */
+  ending: Ending | undefined
+  private resolve!: (e: Ending) => void
+  private readonly poll: NodeJS.Timeout
+  private readonly source = childrenSource()
+
+  constructor(
+    private readonly app: number,
+    /** Pids never reaped here (running hooks). */
+    private readonly skip: () => Set<number>,
+    private readonly log: Logger,
+    /** Also run once a second (pins' scan). */
+    onPoll: () => void = () => {},
+  ) {
+    this.ended = new Promise((resolve) => (this.resolve = resolve))
+    if (this.source === 'scan') {
+      log.log('info', 'reap', 'this kernel has no /proc/<pid>/task/<tid>/children (CONFIG_PROC_CHILDREN): orphans are found by scanning /proc/*/stat')
+    }
+    process.on('SIGCHLD', this.reapAll)
+    this.poll = setInterval(() => {
+      this.reapAll()
+      onPoll()
+    }, 1000)
+    this.reapAll()
+  }
+
+  private readonly reapAll = (): void => {
+    if (!this.ending) {
+      const e = reap(this.app)
+      if (e) {
+        this.ending = e
+        this.resolve(e)
+      }
+    }
+    const skip = this.skip()
+    for (const pid of childPids(this.source)) {
+      if (pid === this.app || skip.has(pid)) continue
+      const e = reap(pid)
+      if (e) this.log.log('debug', 'reap', `reaped orphan ${pid} (status ${exitStatus(e)})`)
+    }
+  }
+
+  /** Stop reaping (the app's status is known; the final snapshot is done). */
+  close(): void {
+    clearInterval(this.poll)
+    process.removeListener('SIGCHLD', this.reapAll)
   }
 }

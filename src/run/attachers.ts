@@ -4,6 +4,7 @@
  * the inode number — which tells apart IPC_PRIVATE segments (all key 0).
  */
 import fs from 'node:fs'
+import { allPids, commandLine } from './proc'
 
 export interface Attacher {
   pid: number
@@ -13,14 +14,7 @@ export interface Attacher {
 /** Attachers by segment id, leaving out the pids in `exclude`. */
 export function attachersById(exclude: Set<number> = new Set([process.pid])): Map<number, Attacher[]> {
   const out = new Map<number, Attacher[]>()
-  let pids: string[]
-  try {
-    pids = fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n))
-  } catch {
-    return out
-  }
-  for (const p of pids) {
-    const pid = Number(p)
+  for (const pid of allPids()) {
     if (exclude.has(pid)) continue
     let maps: string
     try {
@@ -35,12 +29,7 @@ export function attachersById(exclude: Set<number> = new Set([process.pid])): Ma
       if (Number.isInteger(inode)) ids.add(inode)
     }
     if (!ids.size) continue
-    let command = ''
-    try {
-      command = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ')
-    } catch {
-      // gone meanwhile
-    }
+    const command = commandLine(pid) ?? ''
     for (const id of ids) {
       const list = out.get(id) ?? []
       list.push({ pid, command })

@@ -15,44 +15,13 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { allPids, procStat, threadStates } from './proc'
 
 export interface Freezer {
   /** Stop the app; resolves with why it could not (then nothing stays stopped). */
   freeze(): Promise<{ ok: true } | { ok: false; reason: string }>
   /** Resume what freeze() stopped. Idempotent. */
   thaw(): void
-}
-
-interface ProcInfo {
-  state: string
-  pgrp: number
-}
-
-function procInfo(pid: number | string, task?: string): ProcInfo | undefined {
-  try {
-    const stat = fs.readFileSync(task ? `/proc/${pid}/task/${task}/stat` : `/proc/${pid}/stat`, 'utf8')
-    // The command name is in parentheses and may contain spaces: split after it.
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return { state: rest[0]!, pgrp: Number(rest[2]) }
-  } catch {
-    return undefined
-  }
-}
-
-function allPids(): number[] {
-  return fs
-    .readdirSync('/proc')
-    .filter((n) => /^\d+$/.test(n))
-    .map(Number)
-}
-
-/** Thread states of a process: 'T'/'t' stopped, 'D' uninterruptible, 'Z'/'X' gone. */
-function threadStates(pid: number): string[] {
-  try {
-    return fs.readdirSync(`/proc/${pid}/task`).map((t) => procInfo(pid, t)?.state ?? 'X')
-  } catch {
-    return ['X']
-  }
 }
 
 export class SigstopFreezer implements Freezer {
@@ -72,9 +41,9 @@ export class SigstopFreezer implements Freezer {
     const scope = isInit
       ? () => {
           const skip = excludeGroups()
-          return allPids().filter((p) => p !== process.pid && !skip.has(procInfo(p)?.pgrp ?? -1))
+          return allPids().filter((p) => p !== process.pid && !skip.has(procStat(p)?.pgrp ?? -1))
         }
-      : () => allPids().filter((p) => procInfo(p)?.pgrp === appPgid)
+      : () => allPids().filter((p) => procStat(p)?.pgrp === appPgid)
     return new SigstopFreezer(scope, boundMs)
   }
 

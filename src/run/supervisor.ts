@@ -4,28 +4,30 @@
  * status. Correct as PID 1 (handlers for every forwarded signal, orphans
  * reaped) and as the child of tini / `docker run --init` (a child subreaper).
  */
-import { setTimeout as sleep } from 'node:timers/promises'
 import { isatty } from 'node:tty'
 import type { SegmentFilter } from '../filter'
 import { formatKey } from '../keys'
-import { countObjects, liveSavedObjects, type SemFromCheckpoint } from '../kinds'
-import { humanDuration, humanSize, type Logger } from '../log'
+import { countObjects, type SemFromCheckpoint } from '../kinds'
+import { errorLine, humanDuration, humanSize, type Logger } from '../log'
+import { lockHolders } from '../lock'
 import { native } from '../native'
+import { RUN_SNAPSHOT_EXIT } from '../outcome'
 import { restore, RestoreError } from '../restore'
 import * as shm from '../shm'
 import { describeSnapshot, snapshot, SnapshotError } from '../snapshot'
-import { RUN_SNAPSHOT_EXIT } from '../outcome'
-import { lockHolders } from '../lock'
 import { StateDir } from '../state/statedir'
-import { childPids, describeProcess, exitStatus, otherProcesses, reap, startApp, StartError, type Ending } from './app'
+import { exitStatus, Reaper, startApp, StartError, type Ending } from './app'
 import { attachersById } from './attachers'
-import { cutOffStop, lastFinalSnapshotSeconds, stopDeadline, stopFinished, stopStarting } from './deadline'
-import { CgroupFreezer, SigstopFreezer, type Freezer } from './freeze'
+import { Checkpointer } from './checkpointer'
+import { cutOffStop, lastFinalSnapshotSeconds, stopDeadline, stopFinished, stopStarting, type Deadline } from './deadline'
+import { CgroupFreezer, SigstopFreezer } from './freeze'
 import { Hooks } from './hooks'
+import { RunLineage } from './lineage'
 import { Pins } from './pins'
+import { emptyRunReport, type RunReport } from './report'
 import { forwardableSignals, signalName, signalNumber } from './signals'
 import { warnShellForm } from './shellform'
-import { emptyRunReport, type RunReport } from './report'
+import { stopApp, type Stopped } from './stop'
 
 /** shmkeep's own exit codes (the app's status passes through otherwise). */
 export const RUN_EXIT = {
@@ -84,153 +86,83 @@ export interface RunOptions {
 
 const STOP_SIGNALS = new Set<NodeJS.Signals>(['SIGTERM', 'SIGINT'])
 
+/**
+ * The whole run, phase by phase: restore, the stop's arithmetic, start,
+ * checkpoints while the app runs, the stop, the final snapshot, the exit
+ * status. Each phase that can end the run returns its exit code.
+ */
 export async function runApp(o: RunOptions): Promise<number> {
-  const { log } = o
-  const report = o.report ?? emptyRunReport(o.command)
-  const isInit = process.pid === 1
-  const pins = new Pins(log)
-  const hooks = new Hooks(
-    { 'post-start': o.hooks?.postStart ?? [], 'pre-stop': o.hooks?.preStop ?? [], 'post-stop': o.hooks?.postStop ?? [] },
-    o.hookTimeout ?? 5,
-    log,
-    o.env ?? process.env,
-  )
-
-  // Signals first: anything that arrives before the app runs is remembered.
-  let app: number | undefined
-  let phase: 'starting' | 'running' | 'stopping' | 'saving' = 'starting'
-  let stopRequest: NodeJS.Signals | undefined
-  let onStop: ((sig: NodeJS.Signals) => void) | undefined
-  // A stop signal during the restore undoes it (the app is then not started).
-  const restoreAbort = new AbortController()
-  const forward = (sig: NodeJS.Signals) => {
-    if (app === undefined) return
-    const to = o.rewrite?.get(sig) ?? sig
-    try {
-      process.kill(o.signalGroup ? -app : app, to)
-      log.log('info', 'signal', `forwarded ${sig}${to !== sig ? ` as ${to}` : ''} to the app${o.signalGroup ? "'s process group" : ''} (pid ${app})`, { signal: sig, to })
-    } catch (e) {
-      log.log('debug', 'signal', `could not forward ${sig}: ${(e as Error).message}`)
-    }
-  }
-  const listeners = forwardableSignals().map((sig) => {
-    const listener = () => {
-      if (STOP_SIGNALS.has(sig)) {
-        if (phase === 'starting') {
-          stopRequest ??= sig
-          restoreAbort.abort(sig)
-        }
-        else if (phase === 'running') onStop?.(sig)
-        else if (phase === 'stopping') forward(sig)
-        else log.log('info', 'signal', `${sig} during the final snapshot: ignored, the snapshot goes on`)
-        return
-      }
-      forward(sig)
-    }
-    process.on(sig, listener)
-    return [sig, listener] as const
-  })
-
+  const run = new Supervisor(o)
   try {
-    warnShellForm(log)
-    if (!isInit) {
-      try {
-        native.setChildSubreaper()
-      } catch (e) {
-        log.log('warn', 'subreaper', `cannot become a child subreaper (${(e as Error).message}): orphans of the app will not be reaped by shmkeep`)
-      }
-    }
+    return await run.main()
+  } finally {
+    run.close()
+  }
+}
 
-    // 1. Restore (or keep a warm namespace). A state dir that is missing or
-    // cannot be trusted is a failed restore: the app is not started.
-    try {
-      StateDir.open(o.stateDir, { log, warn: true, insecure: o.insecureStateDir })
-    } catch (e) {
-      report.error = (e as Error).message
-      log.log('error', 'restore.failed', `${(e as Error).message}. The app is not started.`)
-      return RUN_EXIT.restoreFailed
-    }
-    // Lineage: which generation the live state descends from. run knows it
-    // from its own restore and keeps it for its whole life, whatever the app
-    // does to its objects; undefined: unknown (its snapshots go beside CURRENT).
-    let parent: string | null | undefined
-    let side = false
-    // --accept-new-state: the first snapshot of the new state switches CURRENT.
-    let forceNext = false
-    /** Bytes per second the restore ran at (an estimate of the final snapshot's speed without history). */
-    let measured: number | undefined
-    try {
-      const r = await restore({ stateDir: o.stateDir, filter: o.filter, semFromCheckpoint: o.semFromCheckpoint, insecureStateDir: o.insecureStateDir, signal: restoreAbort.signal, log })
-      report.restore = r
-      parent = r.parent
-      if (r.bytes > 0 && r.durationMs > 0) measured = r.bytes / (r.durationMs / 1000)
-      if (r.warm && parent === undefined) {
-        log.log('warn', 'restore.warm', 'this namespace holds saved keys but no lineage record: its snapshots are written beside CURRENT (run --force to let them replace it)')
-      }
-      const done = r.segments.filter((s) => s.status === 'restored')
-      const others = countObjects(r.objects, 'restored')
-      if (!r.warm) {
-        log.log('info', 'restore', r.generation ? `restored ${done.length} segment(s)${others ? `, ${others}` : ''} from ${r.generation} (${humanSize(r.bytes)}, ${humanDuration(r.durationMs)})` : 'nothing to restore (empty state dir): a first start', {
-          generation: r.generation,
-          segments: done.length,
-          bytes: r.bytes,
-          ms: Math.round(r.durationMs),
-        })
-      }
-      const moved = done.filter((s) => !s.idKept)
-      if (r.idsNotKept && moved.length) {
-        log.log('warn', 'restore.ids', `segment ids could not be kept (${r.idsNotKept}): ${moved.map((s) => `${s.key} was id ${s.savedId}, now ${s.id}`).join('; ')}. Keys, sizes, modes and owners are back; an app that stored ids must look them up by key.`)
-      }
-    } catch (e) {
-      if (!(e instanceof RestoreError)) throw e
-      report.restore = { ...e.report, error: e.message }
-      if (restoreAbort.signal.aborted) {
-        log.log('error', 'restore.failed', `${e.message}. The app is not started.`)
-        return RUN_EXIT.restoreFailed
-      }
-      if (o.onRestoreError !== 'start') {
-        log.log('error', 'restore.failed', `${e.message}. The app is not started: starting it on empty state and snapshotting later would bury the saved state. See \`shmkeep verify\`; --on-restore-error=start starts it anyway.`)
-        return RUN_EXIT.restoreFailed
-      }
-      side = !o.acceptNewState
-      forceNext = !!o.acceptNewState
-      log.log('error', 'restore.failed', `${e.message}. Starting the app anyway (--on-restore-error=start)${side ? '; its snapshots are written beside CURRENT and never replace it (--accept-new-state to let them)' : '; its first snapshot replaces CURRENT (--accept-new-state)'}`)
-    }
-    /** Options every snapshot of this run shares: the lineage, and whether CURRENT may move. */
-    const lineageOptions = () => ({ side, force: o.force || forceNext, ...(parent !== undefined ? { parent } : {}) })
-    /** After a snapshot: CURRENT moved to it, so it is the parent of the next. */
-    const followed = (r: { current: boolean; generation: string | null }) => {
-      if (!r.current) return
-      parent = r.generation
-      forceNext = false
-    }
-    if (stopRequest) {
-      log.log('info', 'stop', `${stopRequest} arrived before the app started: not starting it`)
-      return 128 + signalNumber(stopRequest)
-    }
-    // The snapshot reserve: from the final snapshots recorded; without any,
-    // estimated from what there is to save and the throughput this restore had.
-    const lastSeconds = lastFinalSnapshotSeconds(o.stateDir)
-    const liveBytes = shm.list().reduce((n, s) => n + (s.dest ? 0 : s.size), 0)
-    const deadline = stopDeadline(
-      o.grace,
-      {
-        lastSeconds,
-        ...(measured ? { estimate: { bytes: liveBytes, bytesPerSecond: measured, from: 'by this restore' } } : {}),
-        cutOff: cutOffStop(o.stateDir),
-      },
-      hooks.stopHooks,
-      o.stopTimeout,
+type Phase = 'starting' | 'running' | 'stopping' | 'saving'
+
+/** How the app's run ended: a stop signal (and when it came), or the app on its own. */
+interface Ended extends Stopped {
+  reason: 'stop' | 'exit'
+  /** When the orchestrator's stop signal came: its SIGKILL follows `grace` seconds later. */
+  termAt?: number
+}
+
+class Supervisor {
+  private readonly log: Logger
+  private readonly report: RunReport
+  private readonly isInit = process.pid === 1
+  private readonly pins: Pins
+  private readonly hooks: Hooks
+  private readonly lineage: RunLineage
+  private readonly listeners: Array<readonly [NodeJS.Signals, () => void]>
+  private phase: Phase = 'starting'
+  /** The app's pid once started. */
+  private app: number | undefined
+  /** A stop signal that came before the app started. */
+  private stopBeforeStart: NodeJS.Signals | undefined
+  /** A stop signal during the restore undoes it (the app is then not started). */
+  private readonly restoreAbort = new AbortController()
+  /** Resolves the wait for a stop signal while the app runs. */
+  private onStop: ((sig: NodeJS.Signals) => void) | undefined
+
+  constructor(private readonly o: RunOptions) {
+    this.log = o.log
+    this.report = o.report ?? emptyRunReport(o.command)
+    this.pins = new Pins(o.log)
+    this.hooks = new Hooks(
+      { 'post-start': o.hooks?.postStart ?? [], 'pre-stop': o.hooks?.preStop ?? [], 'post-stop': o.hooks?.postStop ?? [] },
+      o.hookTimeout ?? 5,
+      o.log,
+      o.env ?? process.env,
     )
-    if (deadline.refuse) {
-      log.log('error', 'deadline', deadline.refuse)
-      return RUN_EXIT.usage
-    }
-    log.log('info', 'deadline', deadline.explain, { stopTimeout: deadline.stopTimeout, grace: o.grace })
-    if (deadline.warning) log.log('warn', 'deadline', deadline.warning)
-    if (pins.scan()) log.log('info', 'pin', 'kernel.shm_rmid_forced is 1: shmkeep keeps one attachment on every segment until the final snapshot (attach counts are one higher)')
+    this.lineage = new RunLineage(o.force)
+    // Signals first: anything that arrives before the app runs is remembered.
+    this.listeners = forwardableSignals().map((sig) => {
+      const listener = () => this.onSignal(sig)
+      process.on(sig, listener)
+      return [sig, listener] as const
+    })
+  }
 
-    // The cgroup freezer is refused at start when it cannot work here.
+  async main(): Promise<number> {
+    const { o, log } = this
+    warnShellForm(log)
+    this.becomeSubreaper()
+
+    // 1. Restore (or keep a warm namespace).
+    const restored = await this.restore()
+    if (typeof restored === 'number') return restored
+    if (this.stopBeforeStart) {
+      log.log('info', 'stop', `${this.stopBeforeStart} arrived before the app started: not starting it`)
+      return 128 + signalNumber(this.stopBeforeStart)
+    }
+
+    // 2. The stop's arithmetic, and the cgroup a checkpoint freezes: both refused now, before the app runs.
+    const deadline = this.deadline(restored.bytesPerSecond)
+    if (typeof deadline === 'number') return deadline
+    if (this.pins.scan()) log.log('info', 'pin', 'kernel.shm_rmid_forced is 1: shmkeep keeps one attachment on every segment until the final snapshot (attach counts are one higher)')
     let cgroup: CgroupFreezer | undefined
     if (o.checkpointInterval && o.freeze === 'cgroup') {
       try {
@@ -241,298 +173,306 @@ export async function runApp(o: RunOptions): Promise<number> {
       }
     }
 
-    // 2. Start the app.
+    // 3. Start the app, and reap from now on.
+    const app = this.start(deadline, cgroup)
+    if (app instanceof StartError) return app.status
+    const reaper = new Reaper(app, () => this.hooks.pids, log, () => this.pins.scan())
+    try {
+      // 4. Checkpoints while it runs; wait for a stop signal or for the app to end on its own.
+      const checkpoints = new Checkpointer({
+        intervalSeconds: o.checkpointInterval,
+        stateDir: o.stateDir,
+        insecureStateDir: o.insecureStateDir,
+        keep: o.keep,
+        filter: o.filter,
+        freezer: o.freeze === 'none' ? undefined : cgroup ?? SigstopFreezer.forContainer(this.isInit, app, () => this.hooks.pids, o.freezeTimeoutMs),
+        lineage: this.lineage,
+        counts: this.report.checkpoints,
+        log,
+      })
+      checkpoints.schedule()
+      const postStart = this.hooks.run('post-start')
+      const stopSignal = new Promise<NodeJS.Signals>((resolve) => (this.onStop = resolve))
+      const first = await Promise.race([reaper.ended.then((e) => ({ ended: e })), stopSignal.then((s) => ({ signal: s }))])
+      this.phase = 'stopping'
+      // A checkpoint never overlaps the final snapshot: the app resumes at
+      // once and the checkpoint is abandoned; it lets go of the state dir
+      // before the final snapshot starts, while the stop goes on now.
+      const checkpointDone = checkpoints.cancel()
+
+      // 5. The stop.
+      const ended: Ended =
+        'signal' in first
+          ? { reason: 'stop', termAt: performance.now(), ...(await this.stop(first.signal, app, reaper, deadline)) }
+          : { reason: 'exit', ending: first.ended, killed: false }
+      await checkpointDone
+      this.phase = 'saving'
+      cgroup?.remove()
+      const status = exitStatus(ended.ending)
+      this.report.app = { pid: app, ended: ended.reason, status, ...('signal' in ended.ending ? { signal: signalName(ended.ending.signal) } : {}), killed: ended.killed }
+      log.log('info', 'exit', `app exited with status ${status}${'signal' in ended.ending ? ` (${signalName(ended.ending.signal)})` : ''}`, { status })
+
+      // 6. The final snapshot, then 7. the exit status.
+      const code = await this.finalSnapshot(ended, status)
+      reaper.close()
+      await postStart
+      await this.hooks.run('post-stop')
+      return code
+    } finally {
+      reaper.close()
+    }
+  }
+
+  close(): void {
+    this.pins.release()
+    for (const [sig, l] of this.listeners) process.removeListener(sig, l)
+  }
+
+  private onSignal(sig: NodeJS.Signals): void {
+    if (!STOP_SIGNALS.has(sig)) return this.forward(sig)
+    if (this.phase === 'starting') {
+      this.stopBeforeStart ??= sig
+      this.restoreAbort.abort(sig)
+    } else if (this.phase === 'running') this.onStop?.(sig)
+    else if (this.phase === 'stopping') this.forward(sig)
+    else this.log.log('info', 'signal', `${sig} during the final snapshot: ignored, the snapshot goes on`)
+  }
+
+  private forward(sig: NodeJS.Signals): void {
+    const { app, o } = this
+    if (app === undefined) return
+    const to = o.rewrite?.get(sig) ?? sig
+    try {
+      process.kill(o.signalGroup ? -app : app, to)
+      this.log.log('info', 'signal', `forwarded ${sig}${to !== sig ? ` as ${to}` : ''} to the app${o.signalGroup ? "'s process group" : ''} (pid ${app})`, { signal: sig, to })
+    } catch (e) {
+      this.log.log('debug', 'signal', `could not forward ${sig}: ${(e as Error).message}`)
+    }
+  }
+
+  private becomeSubreaper(): void {
+    if (this.isInit) return
+    try {
+      native.setChildSubreaper()
+    } catch (e) {
+      this.log.log('warn', 'subreaper', `cannot become a child subreaper (${(e as Error).message}): orphans of the app will not be reaped by shmkeep`)
+    }
+  }
+
+  /**
+   * Restore, or keep a warm namespace. A state dir that is missing or cannot
+   * be trusted, or a failed restore, ends the run (the app is not started)
+   * unless --on-restore-error=start. Returns the restore's throughput (an
+   * estimate of the final snapshot's speed without history), or the exit code.
+   */
+  private async restore(): Promise<{ bytesPerSecond?: number } | number> {
+    const { o, log, report } = this
+    try {
+      StateDir.open(o.stateDir, { log, warn: true, insecure: o.insecureStateDir })
+    } catch (e) {
+      report.error = (e as Error).message
+      log.log('error', 'restore.failed', `${(e as Error).message}. The app is not started.`)
+      return RUN_EXIT.restoreFailed
+    }
+    try {
+      const r = await restore({ stateDir: o.stateDir, filter: o.filter, semFromCheckpoint: o.semFromCheckpoint, insecureStateDir: o.insecureStateDir, signal: this.restoreAbort.signal, log })
+      report.restore = r
+      this.lineage.parent = r.parent
+      if (r.warm && r.parent === undefined) {
+        log.log('warn', 'restore.warm', 'this namespace holds saved keys but no lineage record: its snapshots are written beside CURRENT (run --force to let them replace it)')
+      }
+      if (!r.warm) {
+        const done = r.segments.filter((s) => s.status === 'restored')
+        const others = countObjects(r.objects, 'restored')
+        log.log('info', 'restore', r.generation ? `restored ${done.length} segment(s)${others ? `, ${others}` : ''} from ${r.generation} (${humanSize(r.bytes)}, ${humanDuration(r.durationMs)})` : 'nothing to restore (empty state dir): a first start', {
+          generation: r.generation,
+          segments: done.length,
+          bytes: r.bytes,
+          ms: Math.round(r.durationMs),
+        })
+      }
+      // Ids that could not be kept were logged by restore() itself (restore.ids).
+      return r.bytes > 0 && r.durationMs > 0 ? { bytesPerSecond: r.bytes / (r.durationMs / 1000) } : {}
+    } catch (e) {
+      if (!(e instanceof RestoreError)) {
+        // Not even begun (the state dir's lock cannot be taken, …): a failed restore all the same.
+        report.error = errorLine(e)
+        log.log('error', 'restore.failed', `${report.error}. The app is not started.`)
+        return RUN_EXIT.restoreFailed
+      }
+      report.restore = { ...e.report, error: e.message }
+      // Each rejected generation has had its own error line (restore.rejected): not again here.
+      const why = e.report.rejected.length ? e.message.replace(/no generation verifies: [\s\S]*$/, `no generation verifies (${e.report.rejected.map((r) => r.generation).join(', ')}: see above)`) : e.message
+      if (this.restoreAbort.signal.aborted) {
+        log.log('error', 'restore.failed', `${why}. The app is not started.`)
+        return RUN_EXIT.restoreFailed
+      }
+      if (o.onRestoreError !== 'start') {
+        log.log('error', 'restore.failed', `${why}. The app is not started: starting it on empty state and snapshotting later would bury the saved state. See \`shmkeep verify\`; --on-restore-error=start starts it anyway.`)
+        return RUN_EXIT.restoreFailed
+      }
+      this.lineage.startedAnyway(!!o.acceptNewState)
+      log.log('error', 'restore.failed', `${why}. Starting the app anyway (--on-restore-error=start)${this.lineage.side ? '; its snapshots are written beside CURRENT and never replace it (--accept-new-state to let them)' : '; its first snapshot replaces CURRENT (--accept-new-state)'}`)
+      return {}
+    }
+  }
+
+  /**
+   * The stop timeout. The snapshot reserve comes from the final snapshots
+   * recorded; without any, it is estimated from what there is to save and
+   * the throughput this restore had. Returns the exit code when it refuses.
+   */
+  private deadline(bytesPerSecond: number | undefined): Deadline | number {
+    const { o, log } = this
+    const liveBytes = shm.list().reduce((n, s) => n + (s.dest ? 0 : s.size), 0)
+    const deadline = stopDeadline(
+      o.grace,
+      {
+        lastSeconds: lastFinalSnapshotSeconds(o.stateDir),
+        ...(bytesPerSecond ? { estimate: { bytes: liveBytes, bytesPerSecond, from: 'by this restore' } } : {}),
+        cutOff: cutOffStop(o.stateDir),
+      },
+      this.hooks.stopHooks,
+      o.stopTimeout,
+    )
+    if (deadline.refuse) {
+      log.log('error', 'deadline', deadline.refuse)
+      return RUN_EXIT.usage
+    }
+    log.log('info', 'deadline', deadline.explain, { stopTimeout: deadline.stopTimeout, grace: o.grace })
+    if (deadline.warning) log.log('warn', 'deadline', deadline.warning)
+    return deadline
+  }
+
+  /** Start the app: its pid, or why it could not be started (126/127). */
+  private start(deadline: Deadline, cgroup: CgroupFreezer | undefined): number | StartError {
+    const { o, log } = this
     try {
       // tty.isatty, not process.stdin.isTTY: the latter opens stdin as a stream.
       // SHMKEEP_RUN tells a Node app using the library that `run` takes the
       // final snapshot (one snapshot, not two); SHMKEEP_STOP_TIMEOUT how long
       // it has to stop once the signal is forwarded.
-      app = startApp(
+      // The line is written before the app may run: the log and the app's
+      // output (on one terminal or file) come in the order things happen.
+      this.app = startApp(
         o.command,
         { ...(o.env ?? process.env), SHMKEEP_RUN: String(process.pid), SHMKEEP_STOP_TIMEOUT: String(deadline.stopTimeout) },
         isatty(0),
         cgroup?.procsFile,
+        (pid) => log.log('info', 'start', `app started: ${o.command.join(' ')} (pid ${pid})`, { pid }),
       )
     } catch (e) {
       if (!(e instanceof StartError)) throw e
-      report.error = e.message
+      this.report.error = e.message
       log.log('error', 'start', e.message)
-      return e.status
+      return e
     }
-    phase = 'running'
-    report.app = { pid: app }
-    log.log('info', 'start', `app started: ${o.command.join(' ')} (pid ${app})`, { pid: app })
+    this.phase = 'running'
+    this.report.app = { pid: this.app }
+    return this.app
+  }
 
-    // 3. Reap: the app (its status is ours) and orphans that come to us.
-    const appPid = app
-    let ended: (e: Ending) => void
-    const appEnded = new Promise<Ending>((resolve) => (ended = resolve))
-    let appEnding: Ending | undefined
-    const reapAll = () => {
-      if (!appEnding) {
-        const e = reap(appPid)
-        if (e) {
-          appEnding = e
-          ended(e)
-        }
-      }
-      for (const pid of childPids()) {
-        // Hooks are libuv's children: reaping them here would steal their status.
-        if (pid === appPid || hooks.pids.has(pid)) continue
-        const e = reap(pid)
-        if (e) log.log('debug', 'reap', `reaped orphan ${pid} (status ${exitStatus(e)})`)
-      }
-    }
-    process.on('SIGCHLD', reapAll)
-    const poll = setInterval(() => {
-      reapAll()
-      pins.scan()
-    }, 1000)
-    reapAll()
+  private stop(signal: NodeJS.Signals, app: number, reaper: Reaper, deadline: Deadline): Promise<Stopped> {
+    return stopApp({
+      app,
+      reaper,
+      hooks: this.hooks,
+      stopTimeout: deadline.stopTimeout,
+      isInit: this.isInit,
+      signalGroup: this.o.signalGroup,
+      forward: () => this.forward(signal),
+      beforeSignal: () => this.pins.scan(),
+      log: this.log,
+    })
+  }
 
-    // Periodic checkpoints, never overlapping each other or the final snapshot.
-    let checkpoint: { abort: AbortController; freezer?: Freezer; done: Promise<void> } | undefined
-    let checkpointTimer: NodeJS.Timeout | undefined
-    let lastCheckpointFailed = false
-    const freezer: Freezer | undefined =
-      o.freeze === 'none' ? undefined : cgroup ?? SigstopFreezer.forContainer(isInit, appPid, () => hooks.pids, o.freezeTimeoutMs)
-    const scheduleCheckpoint = () => {
-      if (!o.checkpointInterval || phase !== 'running') return
-      checkpointTimer = setTimeout(() => {
-        const abort = new AbortController()
-        checkpoint = { abort, freezer, done: takeCheckpoint(abort) }
-      }, o.checkpointInterval * 1000)
-    }
-    const takeCheckpoint = async (abort: AbortController): Promise<void> => {
-      let started = performance.now()
-      let pauseMs = 0
-      try {
-        const r = await snapshot({
-          stateDir: o.stateDir,
-          insecureStateDir: o.insecureStateDir,
-          reason: 'checkpoint',
-          // Another writer holds the state dir (an operator's `shmkeep snapshot`):
-          // skip this checkpoint rather than wait, the next one comes soon.
-          lockTimeoutMs: 0,
-          freeze: freezer
-            ? () => {
-                started = performance.now()
-                return freezer.freeze()
-              }
-            : undefined,
-          // After a failed checkpoint (e.g. a damaged previous generation), write the next in full.
-          incremental: !lastCheckpointFailed,
-          ...lineageOptions(),
-          keep: o.keep,
-          filter: o.filter,
-          log,
-          signal: abort.signal,
-          afterCopy: freezer
-            ? () => {
-                freezer.thaw()
-                pauseMs = performance.now() - started
-              }
-            : undefined,
-        })
-        followed(r)
-        log.log(
-          'info',
-          'checkpoint',
-          `checkpoint ${r.generation}: ${r.segments.filter((x) => x.status === 'saved').length} segment(s), ${humanSize(r.bytes)} in ${humanDuration(r.durationMs)}; ${freezer ? `app paused ${humanDuration(pauseMs)}` : 'app not paused (--freeze=none: not an image of one instant)'}`,
-          { generation: r.generation, bytes: r.bytes, ms: Math.round(r.durationMs), pauseMs: Math.round(pauseMs) },
-        )
-        lastCheckpointFailed = false
-        report.checkpoints.taken++
-      } catch (e) {
-        const message = (e as Error).message
-        // CURRENT switched although durability is unknown: the lineage follows it.
-        if (e instanceof SnapshotError) followed(e.report)
-        if (abort.signal.aborted) {
-          log.log('info', 'checkpoint.failed', 'checkpoint abandoned: the container is stopping')
-        } else if (/EWOULDBLOCK|checkpoint skipped/.test(message)) {
-          report.checkpoints.skipped++
-          log.log('warn', 'checkpoint.skipped', message.includes('EWOULDBLOCK') ? 'checkpoint skipped: another writer holds the state dir' : message.replace(/^.*?checkpoint skipped/, 'checkpoint skipped'))
-        } else {
-          lastCheckpointFailed = true
-          report.checkpoints.failed++
-          log.log('error', 'checkpoint.failed', `checkpoint failed: ${message}`)
-        }
-      } finally {
-        freezer?.thaw()
-        checkpoint = undefined
-        scheduleCheckpoint()
-      }
-    }
-    scheduleCheckpoint()
-    const postStart = hooks.run('post-start')
-
-    // 4. Wait for a stop signal or for the app to end on its own.
-    const stopSignal = new Promise<NodeJS.Signals>((resolve) => (onStop = resolve))
-    const first = await Promise.race([appEnded.then((e) => ({ ended: e })), stopSignal.then((s) => ({ signal: s }))])
-    phase = 'stopping'
-    let ending: Ending
-    let killed = false
-    let reason: 'stop' | 'exit'
-    /** When the orchestrator's stop signal came: its SIGKILL follows `grace` seconds later. */
-    let termAt: number | undefined
-    clearTimeout(checkpointTimer)
-    // A checkpoint never overlaps the final snapshot: resume the app at once
-    // and abandon the checkpoint; it lets go of the state dir before the
-    // final snapshot starts (awaited there), while the stop goes on now.
-    let checkpointDone: Promise<void> = Promise.resolve()
-    if (checkpoint) {
-      const c = checkpoint
-      c.freezer?.thaw()
-      c.abort.abort()
-      checkpointDone = c.done
-    }
-    if ('signal' in first) {
-      phase = 'stopping'
-      reason = 'stop'
-      termAt = performance.now()
-      await hooks.run('pre-stop')
-      // The stop timeout is the app's own share of the grace period (the
-      // hooks' budgets were taken out of it): it starts now.
-      const stopStarted = performance.now()
-      pins.scan()
-      forward(first.signal)
-      // As PID 1, the whole container stops before the snapshot. The app goes
-      // first and stops its own children its own way (a supervisor has its
-      // stop signals and order); whatever is still running once it exited
-      // (workers outside its group, setsid daemons) gets TERM then.
-      const others = () => (isInit ? otherProcesses(new Set([appPid]), hooks.pids) : [])
-      const allGone = (async () => {
-        const e = await appEnded
-        const left = others()
-        if (left.length) log.log('info', 'stop', `the app exited; TERM to the processes still running: ${left.map(describeProcess).join(', ')}`)
-        for (const pid of left) {
-          try {
-            process.kill(pid, 'SIGTERM')
-          } catch {
-            // gone
-          }
-        }
-        while (others().length) await sleep(20)
-        return e
-      })()
-      const left = Math.max(0, deadline.stopTimeout * 1000 - (performance.now() - stopStarted))
-      const r = await Promise.race([allGone, sleep(left, 'timeout' as const)])
-      if (r === 'timeout') {
-        killed = true
-        const running = [...(appEnding ? [] : [appPid]), ...others()]
-        log.log('warn', 'stop', `still running after ${deadline.stopTimeout.toFixed(1)} s, killed with SIGKILL: ${running.map(describeProcess).join(', ')}`)
-        try {
-          process.kill(o.signalGroup ? -appPid : appPid, 'SIGKILL')
-        } catch {
-          // ended meanwhile
-        }
-        for (const pid of others()) {
-          try {
-            process.kill(pid, 'SIGKILL')
-          } catch {
-            // gone
-          }
-        }
-        ending = await appEnded
-        for (let i = 0; i < 100 && others().length; i++) await sleep(10)
-      } else {
-        ending = r
-      }
-    } else {
-      reason = 'exit'
-      ending = first.ended
-    }
-    await checkpointDone
-    phase = 'saving'
-    cgroup?.remove()
-    const status = exitStatus(ending)
-    report.app = { pid: appPid, ended: reason, status, ...('signal' in ending ? { signal: signalName(ending.signal) } : {}), killed }
-    log.log('info', 'exit', `app exited with status ${status}${'signal' in ending ? ` (${signalName(ending.signal)})` : ''}`, { status })
-
-    // 5. Final snapshot.
+  /**
+   * The final snapshot (unless --snapshot-on-exit says no), and the exit
+   * status: the app's when its state was kept, else run's code for what the
+   * snapshot's outcome was.
+   */
+  private async finalSnapshot(ended: Ended, status: number): Promise<number> {
+    const { o, log, report } = this
     const policy = o.snapshotOnExit ?? 'always'
-    const take = reason === 'stop' || policy === 'always' || (policy === 'success' && status === 0)
-    if (take) {
-      const own = pins.ids
-      const attached = attachersById(new Set([process.pid]))
-      const attachers: Array<{ key: string; pid: number; command: string }> = []
-      for (const s of shm.list()) {
-        if (s.dest || s.nattch <= (own.has(s.id) ? 1 : 0)) continue
-        for (const a of attached.get(s.id) ?? [{ pid: 0, command: 'unknown (not visible in this PID namespace)' }]) attachers.push({ key: formatKey(s.key), ...a })
-      }
-      for (const a of attachers) log.log('warn', 'snapshot.inconsistent', `segment ${a.key} is still attached by pid ${a.pid} (${a.command}): the generation is marked live (may be torn)`, a)
-      // At a stop, the orchestrator's SIGKILL comes `grace` seconds after its
-      // TERM: the lock wait is bounded by what is left, and the attempt is
-      // recorded so that one cut off makes the next reserve grow.
-      const secondsLeft = termAt === undefined ? undefined : Math.max(0, o.grace - (performance.now() - termAt) / 1000)
-      let stopRecord: StateDir | undefined
-      try {
-        stopRecord = StateDir.open(o.stateDir, { insecure: o.insecureStateDir })
-        if (secondsLeft !== undefined) {
-          stopStarting(stopRecord, secondsLeft)
-          log.log('info', 'deadline', `final snapshot: ${secondsLeft.toFixed(1)} s left before SIGKILL`, { secondsLeft })
-        }
-      } catch (e) {
-        log.log('debug', 'deadline', `could not record the final snapshot's start: ${(e as Error).message}`)
-      }
-      try {
-        const r = await snapshot({
-          stateDir: o.stateDir,
-          insecureStateDir: o.insecureStateDir,
-          ...(secondsLeft !== undefined ? { lockTimeoutMs: Math.floor(secondsLeft * 1000) } : {}),
-          reason,
-          clean: reason === 'stop' && !killed && attachers.length === 0,
-          ...lineageOptions(),
-          keep: o.keep,
-          filter: o.filter,
-          attachers,
-          pinnedIds: own,
-          log,
-        })
-        followed(r)
-        report.snapshot = r
-        const d = describeSnapshot(r)
-        log.log('info', 'snapshot', d.message, d.fields)
-        const code = RUN_SNAPSHOT_EXIT[r.outcome]
-        if (code !== 'app') {
-          // A side generation's one error line (why, and the command to adopt
-          // it) was logged by the snapshot itself.
-          log.log(r.outcome === 'side' ? 'warn' : 'error', 'snapshot.incomplete', `the app's state was not fully kept (${r.outcome}): exit ${code} (the app exited with status ${status})`, { outcome: r.outcome, status })
-          await hooks.run('post-stop')
-          return code
-        }
-        if (d.saved === 0) log.log('warn', 'snapshot.empty', 'no segment to save: an app that removes its segments (IPC_RMID) at exit leaves nothing for shmkeep (see docs/OPERATIONS.md)')
-        if (r.durationMs / 1000 > o.grace / 2) log.log('warn', 'deadline', `this snapshot took ${(r.durationMs / 1000).toFixed(1)} s, more than half of the ${o.grace} s grace period: the next stop may be cut off by SIGKILL`)
-      } catch (e) {
-        // Whatever went wrong, the final snapshot failed: its own exit code, never silent.
-        let message = e instanceof Error ? e.message : String(e)
-        if (/EWOULDBLOCK/.test(message)) {
-          const holders = lockHolders(StateDir.open(o.stateDir, { insecure: o.insecureStateDir }).path('LOCK'))
-          message = `the state dir's lock was not free within the ${secondsLeft?.toFixed(1)} s left before SIGKILL; held by ${holders.length ? holders.join(', ') : 'no process visible here (one in another PID namespace shows as pid 0, one on another machine over NFS not at all)'}`
-        }
-        log.log('error', 'snapshot.failed', `${message} (the app exited with status ${status})`)
-        if (e instanceof SnapshotError) report.snapshot = { ...e.report, error: message }
-        else report.error = message
-        await hooks.run('post-stop')
-        if (e instanceof SnapshotError) followed(e.report)
-        const code = e instanceof SnapshotError ? RUN_SNAPSHOT_EXIT[e.report.outcome] : RUN_EXIT.snapshotFailed
-        return code === 'app' ? RUN_EXIT.snapshotFailed : code
-      } finally {
-        // Finished (saved or failed, not cut off): the next reserve needs no extra.
-        if (stopRecord) stopFinished(stopRecord)
-        clearInterval(poll)
-        process.removeListener('SIGCHLD', reapAll)
-      }
-    } else {
-      clearInterval(poll)
-      process.removeListener('SIGCHLD', reapAll)
+    if (!(ended.reason === 'stop' || policy === 'always' || (policy === 'success' && status === 0))) {
       log.log('info', 'snapshot.skipped', `no snapshot: --snapshot-on-exit=${policy} and the app exited with status ${status}`)
+      return status
     }
-    await postStart
-    await hooks.run('post-stop')
-    return status
-  } finally {
-    pins.release()
-    for (const [sig, l] of listeners) process.removeListener(sig, l)
+    const own = this.pins.ids
+    const attachers = this.attachers(own)
+    for (const a of attachers) log.log('warn', 'snapshot.inconsistent', `segment ${a.key} is still attached by pid ${a.pid} (${a.command}): the generation is marked live (may be torn)`, a)
+    // At a stop, the orchestrator's SIGKILL comes `grace` seconds after its
+    // TERM: the lock wait is bounded by what is left, and the attempt is
+    // recorded so that one cut off makes the next reserve grow.
+    const secondsLeft = ended.termAt === undefined ? undefined : Math.max(0, o.grace - (performance.now() - ended.termAt) / 1000)
+    let stopRecord: StateDir | undefined
+    try {
+      stopRecord = StateDir.open(o.stateDir, { insecure: o.insecureStateDir })
+      if (secondsLeft !== undefined) {
+        stopStarting(stopRecord, secondsLeft)
+        log.log('info', 'deadline', `final snapshot: ${secondsLeft.toFixed(1)} s left before SIGKILL`, { secondsLeft })
+      }
+    } catch (e) {
+      log.log('debug', 'deadline', `could not record the final snapshot's start: ${(e as Error).message}`)
+    }
+    try {
+      const r = await snapshot({
+        stateDir: o.stateDir,
+        insecureStateDir: o.insecureStateDir,
+        ...(secondsLeft !== undefined ? { lockTimeoutMs: Math.floor(secondsLeft * 1000) } : {}),
+        reason: ended.reason,
+        clean: ended.reason === 'stop' && !ended.killed && attachers.length === 0,
+        ...this.lineage.options(),
+        keep: o.keep,
+        filter: o.filter,
+        attachers,
+        pinnedIds: own,
+        log,
+      })
+      this.lineage.followed(r)
+      report.snapshot = r
+      const d = describeSnapshot(r)
+      log.log('info', 'snapshot', d.message, d.fields)
+      const code = RUN_SNAPSHOT_EXIT[r.outcome]
+      if (code !== 'app') {
+        // A side generation's one error line (why, and the command to adopt
+        // it) was logged by the snapshot itself.
+        log.log(r.outcome === 'side' ? 'warn' : 'error', 'snapshot.incomplete', `the app's state was not fully kept (${r.outcome}): exit ${code} (the app exited with status ${status})`, { outcome: r.outcome, status })
+        return code
+      }
+      if (d.saved === 0) log.log('warn', 'snapshot.empty', 'no segment to save: an app that removes its segments (IPC_RMID) at exit leaves nothing for shmkeep (see docs/OPERATIONS.md)')
+      if (r.durationMs / 1000 > o.grace / 2) log.log('warn', 'deadline', `this snapshot took ${(r.durationMs / 1000).toFixed(1)} s, more than half of the ${o.grace} s grace period: the next stop may be cut off by SIGKILL`)
+      return status
+    } catch (e) {
+      // Whatever went wrong, the final snapshot failed: its own exit code, never silent.
+      let message = e instanceof Error ? e.message : String(e)
+      if (/EWOULDBLOCK/.test(message)) {
+        const holders = lockHolders(StateDir.open(o.stateDir, { insecure: o.insecureStateDir }).path('LOCK'))
+        message = `the state dir's lock was not free within the ${secondsLeft?.toFixed(1)} s left before SIGKILL; held by ${holders.length ? holders.join(', ') : 'no process visible here (one in another PID namespace shows as pid 0, one on another machine over NFS not at all)'}`
+      }
+      log.log('error', 'snapshot.failed', `${message} (the app exited with status ${status})`)
+      if (e instanceof SnapshotError) {
+        this.lineage.followed(e.report)
+        report.snapshot = { ...e.report, error: message }
+      } else {
+        report.error = message
+      }
+      const code = e instanceof SnapshotError ? RUN_SNAPSHOT_EXIT[e.report.outcome] : RUN_EXIT.snapshotFailed
+      return code === 'app' ? RUN_EXIT.snapshotFailed : code
+    } finally {
+      // Finished (saved or failed, not cut off): the next reserve needs no extra.
+      if (stopRecord) stopFinished(stopRecord)
+    }
+  }
+
+  /** Processes other than shmkeep (and its pins) still attached to a segment: the snapshot is then `live`. */
+  private attachers(own: ReadonlySet<number>): Array<{ key: string; pid: number; command: string }> {
+    const attached = attachersById(new Set([process.pid]))
+    const out: Array<{ key: string; pid: number; command: string }> = []
+    for (const s of shm.list()) {
+      if (s.dest || s.nattch <= (own.has(s.id) ? 1 : 0)) continue
+      for (const a of attached.get(s.id) ?? [{ pid: 0, command: 'unknown (not visible in this PID namespace)' }]) out.push({ key: formatKey(s.key), ...a })
+    }
+    return out
   }
 }

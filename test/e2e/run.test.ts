@@ -280,6 +280,8 @@ describe('state survives a container restart', () => {
     expect(stopped.status, stopped.stderr).toBe(137)
     // The wording of this warning has changed over time; it names the stop timeout and SIGKILL.
     expect(stopped.stderr).toMatch(/(did not stop within|still running after) 1\.0 s.*SIGKILL/)
+    // The SIGKILL line says what it made of the app's status, and the exit line agrees.
+    expect(stopped.stderr).toMatch(/killed with SIGKILL: \d+ \(.*legacy_app ignore-term\); the app ended with status 137 \(SIGKILL\)\n/)
     expect(stopped.stderr).toMatch(/app exited with status 137 \(SIGKILL\)/)
     const gen = generation(state, currentName(state).trim())
     expect(gen.reason).toBe('stop')
@@ -435,23 +437,27 @@ describe('PID 1 duties', () => {
   /** Zombies (state Z) of the container whose pid inside it is `nspid`. */
   const zombies = (pid1: number, nspid: number) => containerProcs(pid1).filter((p) => p.nspid.at(-1) === nspid && p.nspid.length > 1 && p.state === 'Z')
 
-  test('an orphaned grandchild inside the container is reaped: no zombie stays', async () => {
-    const { work, state } = workDir()
-    const file = path.join(work, 'orphan')
-    const c = shmkeep(state, [L, 'orphan', file], ['--verbose'])
-    const pid1 = await c.pid1()
-    const grandchild = await waitUntil('the orphan’s pid', () => {
-      const t = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : ''
-      return t.endsWith('\n') ? Number(t) : undefined
+  // scan: as on a kernel without CONFIG_PROC_CHILDREN (no /proc/<pid>/task/<tid>/children), forced by a variable for tests.
+  for (const children of ['task', 'scan'] as const) {
+    test(`an orphaned grandchild inside the container is reaped: no zombie stays (children found by ${children === 'task' ? '/proc/self/task/*/children' : 'scanning /proc/*/stat, said once'})`, async () => {
+      const { work, state } = workDir()
+      const file = path.join(work, 'orphan')
+      const c = shmkeep(state, [L, 'orphan', file], ['--verbose'], children === 'scan' ? { SHMKEEP_TEST_PROC_CHILDREN: 'scan' } : {})
+      const pid1 = await c.pid1()
+      const grandchild = await waitUntil('the orphan’s pid', () => {
+        const t = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : ''
+        return t.endsWith('\n') ? Number(t) : undefined
+      })
+      const since = Date.now()
+      // It sleeps 1 s, exits, and must then be reaped by PID 1 (shmkeep).
+      await c.waitFor(new RegExp(`reaped orphan ${grandchild} \\(status 0\\)`))
+      await sleep(Math.max(0, 2000 - (Date.now() - since)))
+      expect(zombies(pid1, grandchild)).toEqual([])
+      const stopped = await c.stop(DOCKER_GRACE)
+      expect(stopped.status, stopped.stderr).toBe(0)
+      expect(stopped.stderr.match(/orphans are found by scanning \/proc\/\*\/stat/g) ?? []).toHaveLength(children === 'scan' ? 1 : 0)
     })
-    const since = Date.now()
-    // It sleeps 1 s, exits, and must then be reaped by PID 1 (shmkeep).
-    await c.waitFor(new RegExp(`reaped orphan ${grandchild} \\(status 0\\)`))
-    await sleep(Math.max(0, 2000 - (Date.now() - since)))
-    expect(zombies(pid1, grandchild)).toEqual([])
-    const stopped = await c.stop(DOCKER_GRACE)
-    expect(stopped.status, stopped.stderr).toBe(0)
-  })
+  }
 
   test('(control) the zombie scan does see an orphan that PID 1 does not reap', async () => {
     const { work } = workDir()
@@ -493,7 +499,8 @@ describe('under tini (shmkeep the child of PID 1)', () => {
     const entry = (app: string[]) => ['tini', '--', node, shmkeepBin, 'run', '--state-dir', state, ...GRACE, '--', ...app]
     const c = start(entry(['sh', '-c', `${shq(L, 'write-abc')} && exec ${shq(L, 'serve', '0x1234')}`]))
     const pid1 = await c.pid1()
-    expect(readProc(pid1)!.cmdline).toMatch(/^tini /)
+    // PID 1 shows unshare's command line until it has exec'ed tini.
+    await waitUntil('tini as PID 1', () => /^tini /.test(readProc(pid1)?.cmdline ?? ''))
     await waitForProc(c, 'serve to attach 0x1234', (p) => attachedTo(p.pid, 0x1234))
     const stopped = await c.stop(DOCKER_GRACE) // TERM to tini, which passes it to shmkeep
     expect(stopped.status, stopped.stderr).toBe(0)
@@ -587,6 +594,14 @@ describe('restore errors', () => {
     const report = JSON.parse(fs.readFileSync(file, 'utf8'))
     expect(report).toMatchObject({ schema: 'shmkeep.run', version: 1, exitStatus: 125, app: null, snapshot: null })
     expect(report.restore.error).toMatch(/fails its checksum/)
+  })
+
+  test('one line per error: the damage is named once (restore.rejected), the failure line points to it', async () => {
+    const { state, gen } = await damagedState()
+    const r = await runToEnd(state, [L, 'read-abc'])
+    expect(r.status, r.stderr).toBe(125)
+    expect(r.stderr.match(/fails its checksum/g), r.stderr).toHaveLength(1)
+    expect(r.stderr).toMatch(new RegExp(`error: restore failed, nothing restored: no generation verifies \\(${gen}: see above\\)\\. The app is not started`))
   })
 
   test('a failed restore leaves the state dir as it was (single damaged generation)', async () => {
