@@ -778,7 +778,7 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
     }).finally(() => progress.end())
     const copyMs = performance.now() - copyStarted
     // Semaphore sets and message queues: small, read while a frozen app is still frozen.
-    const objects = saveObjects(writer, { filter: options.filter, checkpoint: options.reason === 'checkpoint', powers: ctx.powers, log })
+    const objects = saveObjects(writer, { filter: options.filter, checkpoint: options.reason === 'checkpoint', final: options.reason === 'stop' || options.reason === 'exit', powers: ctx.powers, log })
     report.objects = objects.outcomes
     if (options.afterCopy) {
       // With afterCopy (a checkpoint of a frozen app), what is left to do
