@@ -535,7 +535,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreReport> {
     // A warm namespace (a container restarted inside its pod) holds state at
     // least as new as any snapshot: keep it, unless told to ignore that.
     if ((options.warm ?? 'keep') === 'keep') {
-      const w = warmth(state, ns, new Set(shm.list().filter((s) => !s.dest).map((s) => formatKey(s.key))))
+      const w = warmth(state, ns, new Set(shm.list().filter((s) => !s.dest).map((s) => formatKey(s.key))), options.filter)
       if (w.warm) {
         report.warm = true
         report.warmReason = w.why

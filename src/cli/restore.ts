@@ -4,7 +4,7 @@ import { countObjects, parseSemFromCheckpoint, SEM_FROM_CHECKPOINT_HELP } from '
 import type { Logger } from '../log'
 import { restore, RestoreError, type ConflictPolicy, type RestoreReport, type WarmPolicy } from '../restore'
 import { shmRmidForced } from '../system'
-import { lockTimeoutMs, COMMON_HELP, commonOptions, makeLogger, ms, parse, printJson, requireStateDir, stateDirOption, UsageError } from './common'
+import { lockTimeoutMs, COMMON_HELP, commonOptions, FILTER_HELP, filterFrom, filterOptions, makeLogger, ms, parse, printJson, requireStateDir, stateDirOption, UsageError } from './common'
 import { EXIT } from './errors'
 
 const HELP = `Usage: shmkeep restore --state-dir DIR [options]
@@ -33,6 +33,8 @@ a missing DIR is an error (mount a volume there: restore never creates it).
   --generation NAME        restore this generation (no fallback)
   --lock-timeout SEC       give up waiting for the state dir's lock after SEC seconds
 SEMCKPT
+
+FILTERS
 COMMON
 
 Exit codes: 0 restored (or nothing to restore, or warm and kept); 1 failed
@@ -42,6 +44,7 @@ Exit codes: 0 restored (or nothing to restore, or warm and kept); 1 failed
 const options = {
   ...commonOptions,
   ...stateDirOption,
+  ...filterOptions,
   'on-conflict': { type: 'string' },
   warm: { type: 'string' },
   partial: { type: 'boolean' },
@@ -74,7 +77,7 @@ function summary(r: RestoreReport): string {
 export async function run(argv: string[]): Promise<number> {
   const { values } = parse(argv, options)
   if (values.help) {
-    process.stdout.write(HELP.replace('SEMCKPT', SEM_FROM_CHECKPOINT_HELP).replace('COMMON', COMMON_HELP) + '\n')
+    process.stdout.write(HELP.replace('SEMCKPT', SEM_FROM_CHECKPOINT_HELP).replace('FILTERS', FILTER_HELP).replace('COMMON', COMMON_HELP) + '\n')
     return EXIT.ok
   }
   const onConflict = values['on-conflict'] as ConflictPolicy | undefined
@@ -88,6 +91,7 @@ export async function run(argv: string[]): Promise<number> {
   } catch (e) {
     throw new UsageError((e as Error).message)
   }
+  const filter = filterFrom(values)
   const log = cliLogger(makeLogger(values))
   // TERM or INT while restoring: undo what was created and exit 1, not die
   // halfway (the next restore would have to clean up after us).
@@ -101,6 +105,7 @@ export async function run(argv: string[]): Promise<number> {
       warm,
       onConflict,
       semFromCheckpoint,
+      filter,
       partial: values.partial,
       generation: values.generation,
       lockTimeoutMs: lockTimeout,

@@ -24,6 +24,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto'
 import { hasCode } from '../errors'
+import type { SegmentFilter } from '../filter'
 import { liveSavedObjects } from '../kinds'
 import * as msg from '../msg'
 import { readRegularFile, replaceFile, StateFileError } from './files'
@@ -222,11 +223,11 @@ export interface Warmth {
  * leftovers are not state). A Kubernetes container restarted inside its pod
  * finds its namespace warm: its live objects are newer than any snapshot.
  */
-export function warmth(state: StateDir, ns: string, liveKeys: ReadonlySet<string>): Warmth {
+export function warmth(state: StateDir, ns: string, liveKeys: ReadonlySet<string>, filter?: SegmentFilter): Warmth {
   const lineage = readLineage(state)
   const restoring = state.readRestoring()
   if (restoring && 'ns' in restoring && restoring.ns === ns) return { warm: false, why: 'a restore in this namespace is unfinished', lineage, live: [] }
-  const saved = liveSaved(state, liveKeys)
+  const saved = liveSaved(state, liveKeys, filter)
   const live = 'live' in saved ? saved.live : []
   if (lineage.known) {
     return { warm: true, why: `this IPC namespace already holds the state of ${lineage.record.generation ?? 'a first start'} (its lineage record is here)`, lineage, live }
@@ -237,13 +238,13 @@ export function warmth(state: StateDir, ns: string, liveKeys: ReadonlySet<string
 }
 
 /** The objects saved in CURRENT that are live here, or why that cannot be known. */
-function liveSaved(state: StateDir, liveKeys: ReadonlySet<string>): { generation: string; live: string[] } | { why: string } {
+function liveSaved(state: StateDir, liveKeys: ReadonlySet<string>, filter?: SegmentFilter): { generation: string; live: string[] } | { why: string } {
   const current = state.readCurrent()
   if (!('name' in current) || current.name === null) return { why: 'nothing saved' }
   try {
     const gen = state.readGeneration(current.name)
     const saved = gen.segments.map((s) => s.key).filter((k) => k !== '0x00000000')
-    const objects = liveSavedObjects(gen.objects) // semaphore sets and queues of the generation that are live
+    const objects = liveSavedObjects(gen.objects, filter) // objects of the generation that are live (of the kinds taken: POSIX shm only in a container, or asked)
     return { generation: current.name, live: [...saved.filter((k) => liveKeys.has(k)).map((k) => `segment ${k}`), ...objects] }
   } catch {
     return { why: `${current.name} is unreadable` }
