@@ -19,8 +19,11 @@
         "native/crc32c.cc",
         "native/proc.cc",
         "native/sem.cc",
-        "native/msg.cc"
+        "native/msg.cc",
+        "native/posixshm.cc",
+        "native/mqueue.cc"
       ],
+      "libraries": ["-lrt"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED", "NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS"],
       "cflags!": ["-fno-exceptions"],

@@ -6,6 +6,8 @@ namespace shmkeep {
 
 void InitSem(Napi::Env env, Napi::Object exports);  // sem.cc
 void InitMsg(Napi::Env env, Napi::Object exports);  // msg.cc
+void InitPosixShm(Napi::Env env, Napi::Object exports);  // posixshm.cc
+void InitMqueue(Napi::Env env, Napi::Object exports);  // mqueue.cc
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitShm(env, exports);
@@ -15,6 +17,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitProc(env, exports);
   InitSem(env, exports);
   InitMsg(env, exports);
+  InitPosixShm(env, exports);
+  InitMqueue(env, exports);
   return exports;
 }
 

@@ -1,15 +1,19 @@
 /**
- * Which objects a command works on: `--kind` (shm, sem, msg), `--key`,
- * `--exclude-key` (lists and ranges), `--owner` (uid or user name),
- * `--min-size`, `--max-size` (segments only).
+ * Which objects a command works on: `--kind` (shm, sem, msg, posix-shm,
+ * mqueue, or all), `--key`, `--exclude-key` (lists and ranges: SysV kinds),
+ * `--owner` (uid or user name), `--min-size`, `--max-size` (segments only).
  */
 import fs from 'node:fs'
-import { KIND_NAMES, type KindName } from './kinds/kind'
+import { CONTAINER_ONLY_KINDS, KIND_NAMES, type KindName } from './kinds/kind'
 import { KeyRanges, type KeyLike } from './keys'
 import type { ShmStat } from './shm'
 
 export interface SegmentFilter {
-  /** Only these kinds of object: "shm,sem,msg" (or a list of such strings); default all. */
+  /**
+   * Only these kinds of object: "shm,sem,msg,posix-shm,mqueue" or "all" (or a
+   * list of such strings). Default: all but posix-shm, which is taken by
+   * default only when shmkeep is PID 1 of its container.
+   */
   kinds?: string | string[]
   /** Only these keys: numbers, or strings such as "0x162e,0x1000-0x1fff" (or a list of them). */
   keys?: KeyLike | KeyLike[]
@@ -37,17 +41,60 @@ export function resolveUid(owner: number | string): number {
   return Number(line.split(':')[2])
 }
 
-/** `--kind shm,sem,msg`: the kinds named, checked (TypeError for an unknown one). */
+/** `--kind shm,sem,msg`: the kinds named, checked (TypeError for an unknown one); `all` is every kind. */
 export function parseKinds(spec: string | readonly string[]): KindName[] {
-  const names = (typeof spec === 'string' ? [spec] : [...spec]).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean)
+  const names = (typeof spec === 'string' ? [spec] : [...spec]).flatMap((s) => s.split(',')).map((s) => s.trim()).filter(Boolean).flatMap((n) => (n === 'all' ? [...KIND_NAMES] : [n]))
   if (names.length === 0) throw new TypeError(`empty kind list (known: ${KIND_NAMES.join(', ')})`)
   for (const n of names) if (!(KIND_NAMES as readonly string[]).includes(n)) throw new TypeError(`unknown kind "${n}" (known: ${KIND_NAMES.join(', ')})`)
   return [...new Set(names)] as KindName[]
 }
 
-/** Whether a filter takes a kind (no `kinds`: every kind). */
+/** The file system mounted at /dev/shm in this mount namespace: type and source (/proc/self/mountinfo). */
+export function devShmMount(): { fstype: string; source: string } | undefined {
+  let text: string
+  try {
+    text = fs.readFileSync('/proc/self/mountinfo', 'utf8')
+  } catch {
+    return undefined
+  }
+  let found: { fstype: string; source: string } | undefined
+  for (const line of text.split('\n')) {
+    const [left, right] = line.split(' - ')
+    if (!right || left!.split(' ')[4] !== '/dev/shm') continue
+    const [fstype, source] = right.split(' ')
+    found = { fstype: fstype!, source: source! } // the last one is on top
+  }
+  return found
+}
+
+/**
+ * Whether /dev/shm is a container's own, so that POSIX shm is taken by
+ * default: shmkeep is PID 1 of its container (`run` as the entrypoint), and
+ * /dev/shm is the tmpfs every engine mounts for a container or pod with the
+ * source name `shm` (Docker, runc, podman, containerd and CRI-O all do). A
+ * host's /dev/shm (source `tmpfs`, or `docker run --ipc=host`'s bind of it)
+ * seen from a PID namespace alone is not taken unless `--kind` names it.
+ */
+export function containerDevShm(): { ok: boolean; why: string } {
+  if (process.pid !== 1) return { ok: false, why: 'shmkeep is not PID 1 of a container' }
+  // PID 1 of a container: its mounts are the engine's, looked at once.
+  devShmVerdict ??= judgeDevShm()
+  return devShmVerdict
+}
+
+let devShmVerdict: { ok: boolean; why: string } | undefined
+
+function judgeDevShm(): { ok: boolean; why: string } {
+  const m = devShmMount()
+  if (!m) return { ok: false, why: 'nothing is mounted at /dev/shm in this mount namespace' }
+  if (m.fstype !== 'tmpfs' || m.source !== 'shm') return { ok: false, why: `/dev/shm is a ${m.fstype} with source "${m.source}", not the "shm" tmpfs that container engines mount: it may be the host's` }
+  return { ok: true, why: "/dev/shm is this container's own tmpfs" }
+}
+
+/** Whether a filter takes a kind (no `kinds`: every kind, POSIX shm only in a container's own /dev/shm). */
 export function kindSelected(filter: SegmentFilter | undefined, kind: KindName): boolean {
-  return filter?.kinds === undefined || parseKinds(filter.kinds).includes(kind)
+  if (filter?.kinds !== undefined) return parseKinds(filter.kinds).includes(kind)
+  return !CONTAINER_ONLY_KINDS.has(kind) || containerDevShm().ok
 }
 
 /** A predicate over segments; an empty filter takes all. */

@@ -146,6 +146,18 @@ export interface Binding {
   msgLimits(): { msgmax: number; msgmnb: number; msgmni: number; usedIds: number; messages: number; bytes: number; maxIndex: number }
   msgConstants: Record<'MSG_COPY' | 'MSG_EXCEPT' | 'MSG_NOERROR', number>
 
+  /** The data runs of a file's first `size` bytes (SEEK_DATA/SEEK_HOLE), flattened [offset, length, ...]. */
+  posixDataRuns(fd: number, size: number): number[]
+
+  /** mq_open (O_NONBLOCK always); with maxmsg > 0, created with these attributes, as uid/gid. */
+  mqOpen(name: string, oflag: number, mode: number, maxmsg: number, msgsize: number, uid: number, gid: number): number
+  mqAttr(fd: number): { maxmsg: number; msgsize: number; curmsgs: number }
+  /** Receive every message, then send each back at once (POSIX queues have no non-destructive read). */
+  mqTakeAll(fd: number, msgsize: number): { prios: number[]; sizes: number[]; data: Buffer; resent: number; error?: Error }
+  /** false = the queue is full (EAGAIN). */
+  mqSend(fd: number, data: Uint8Array, prio: number): boolean
+  mqUnlink(name: string, uid: number, gid: number): void
+
   mmapMap(path: string, offset: number, length: number, write: boolean, create: boolean, mode: number, maxLength: number): RawMapping & { fileSize: number }
   mmapSync(handle: object, async: boolean): void
   mmapAdvise(handle: object, advice: number): void

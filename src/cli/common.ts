@@ -128,9 +128,14 @@ export function ms(n: number): string {
   return `${Math.round(n)} ms`
 }
 
-export const FILTER_HELP = `Objects (default: all):
-  --kind LIST           only these kinds: shm (segments), sem (semaphore sets), msg (message queues)
-  --key LIST            only these keys: 0x162e,0x1000-0x1fff (repeatable)
+export const FILTER_HELP = `Objects (default: every kind; posix-shm only when shmkeep is PID 1 of its container):
+  --kind LIST           only these kinds, or all: shm (SysV segments), sem (semaphore
+                        sets), msg (SysV message queues), posix-shm (the files of
+                        /dev/shm: shm_open objects, named semaphores), mqueue (POSIX
+                        message queues: taken only at run's final snapshot, or when
+                        named here, as reading them empties and refills them)
+  --key LIST            only these keys: 0x162e,0x1000-0x1fff (repeatable; SysV kinds:
+                        POSIX objects have names and are not filtered by key)
   --exclude-key LIST    not these keys
   --owner USER          only objects owned by this uid or user name (repeatable)
   --min-size SIZE       only segments of at least SIZE bytes (4096, 64k, 1M, 2G)

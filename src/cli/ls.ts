@@ -29,11 +29,14 @@ export async function run(argv: string[]): Promise<number> {
   }
   const filter = filterFrom(values)
   const segments = list(filter)
-  const objects = liveObjects(filter).objects.filter((o) => o.kind !== 'shm')
+  const live = liveObjects(filter)
+  const objects = live.objects.filter((o) => o.kind !== 'shm')
   if (values.json) {
-    printJson('shmkeep.ls', { segments: segments.map((s) => ({ ...s, key: formatKey(s.key) })), objects: objects.map((o) => ({ ...o, key: formatKey(o.key) })) })
+    // A POSIX object's key is its name.
+    printJson('shmkeep.ls', { segments: segments.map((s) => ({ ...s, key: formatKey(s.key) })), objects: objects.map((o) => ({ ...o, key: o.name ?? formatKey(o.key) })), notes: live.notes })
     return EXIT.ok
   }
+  for (const n of live.notes) process.stderr.write(`shmkeep ls: ${n}\n`)
   const flags = (s: (typeof segments)[number]) => [s.dest ? 'dest' : '', s.locked ? 'locked' : ''].filter(Boolean).join(',') || '-'
   process.stdout.write(
     table(

@@ -1,6 +1,7 @@
 /**
- * Snapshot, restore, verification and listing of the small IPC kinds
- * (semaphore sets, message queues), written once over every kind: each kind
+ * Snapshot, restore, verification and listing of the IPC kinds other than
+ * segments (semaphore sets, SysV message queues, POSIX shm objects, POSIX
+ * message queues), written once over every kind: each kind
  * module says how its objects are listed, read, checked and recreated
  * (src/kinds/kind.ts); this module decides which objects, where their bytes
  * go, what a failure costs, and in which order things happen.
@@ -14,15 +15,17 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { hasCode } from '../errors'
-import { kindSelected, parseKinds, segmentPredicate, type SegmentFilter } from '../filter'
-import { creatorIdentity, readIdentity, type Identity, type Powers } from '../identity'
+import { containerDevShm, kindSelected, parseKinds, segmentPredicate, type SegmentFilter } from '../filter'
+import { creatorIdentity, readIdentity, SELF, type Identity, type Powers } from '../identity'
 import { formatKey, parseKey } from '../keys'
 import type { Logger } from '../log'
 import { native } from '../native'
 import { StateFileError, readRegularFile } from '../state/files'
 import { nextIdControl } from '../system'
-import { describe, type IpcObject, type Kind, type KindName, type ObjectPerm, type ObjectRecord } from './kind'
+import { CONTAINER_ONLY_KINDS, describe, identityOf, NAMED_KINDS, recordIdentity, type IpcObject, type Kind, type KindName, type ObjectPerm, type ObjectRecord } from './kind'
+import { mqueueKind } from './mqueue'
 import { msgKind } from './msg'
+import { posixShmKind } from './posixshm'
 import { semKind } from './sem'
 import { listShm } from './shm'
 
@@ -30,7 +33,7 @@ export { KIND_NAMES, type KindName, type IpcObject, type ObjectRecord } from './
 export { kindSelected, parseKinds }
 
 /** The kinds saved through the packed data file, in the order they are restored. */
-export const SMALL_KINDS: ReadonlyArray<Kind> = [semKind as Kind, msgKind as Kind]
+export const SMALL_KINDS: ReadonlyArray<Kind> = [semKind as Kind, msgKind as Kind, mqueueKind as Kind, posixShmKind as Kind]
 const byName = new Map(SMALL_KINDS.map((k) => [k.name, k]))
 
 /** The packed data file of a generation. */
@@ -38,26 +41,34 @@ export const OBJECTS_DATA = 'objects.data'
 
 /**
  * The key and owner filters over objects of any kind. Size filters speak of
- * segments: they do not apply to the small kinds.
+ * segments: they do not apply to the other kinds; key filters speak of SysV
+ * objects: POSIX objects have names, and only owners filter them.
  */
 export function objectPredicate(filter: SegmentFilter = {}): (o: IpcObject) => boolean {
   const keysAndOwners = segmentPredicate({ keys: filter.keys, excludeKeys: filter.excludeKeys, owners: filter.owners })
-  return (o) => kindSelected(filter, o.kind) && keysAndOwners({ key: o.key, uid: o.uid, size: o.bytes } as Parameters<typeof keysAndOwners>[0])
+  const owners = segmentPredicate({ owners: filter.owners })
+  return (o) => kindSelected(filter, o.kind) && (NAMED_KINDS.has(o.kind) ? owners : keysAndOwners)({ key: o.key, uid: o.uid, size: o.bytes } as Parameters<typeof keysAndOwners>[0])
 }
 
-/** Every live IPC object of this namespace that the filter takes, all kinds, by kind then key. */
-export function liveObjects(filter: SegmentFilter = {}): { objects: IpcObject[]; complete: boolean } {
+/**
+ * Every live IPC object of this namespace that the filter takes, all kinds,
+ * by kind then key; `notes` say what could not be listed and what was skipped.
+ */
+export function liveObjects(filter: SegmentFilter = {}): { objects: IpcObject[]; complete: boolean; notes: string[] } {
   const take = objectPredicate(filter)
   let complete = true
   const objects: IpcObject[] = []
+  const notes: string[] = []
   const lists = [{ name: 'shm' as const, list: listShm }, ...SMALL_KINDS.map((k) => ({ name: k.name, list: () => k.list() }))]
   for (const { name, list } of lists) {
     if (!kindSelected(filter, name)) continue
-    const l = list()
+    const l: ReturnType<Kind['list']> = list()
     complete &&= l.complete
+    if (l.unavailable) notes.push(l.unavailable)
+    if (l.skipped?.length) notes.push(`${name}: not objects, skipped: ${l.skipped.join(', ')}`)
     objects.push(...l.objects.filter(take))
   }
-  return { objects, complete }
+  return { objects, complete, notes }
 }
 
 /** An object the snapshot could not save, and why (the generation says so; nothing claims it saved). */
@@ -98,14 +109,31 @@ export interface ObjectOutcome {
   bytes: number
 }
 
+/** Whether `--kind` names this kind (not only the default of every kind). */
+function asked(filter: SegmentFilter | undefined, kind: KindName): boolean {
+  return filter?.kinds !== undefined && parseKinds(filter.kinds).includes(kind)
+}
+
+/**
+ * Whether a kind whose reading disturbs its objects (POSIX queues) is read by
+ * this snapshot: at the final one (the app has exited), or when `--kind` names
+ * it (the operator says the app is gone); never at a checkpoint.
+ */
+function takenNow(kind: Kind, o: SaveObjectsOptions): boolean {
+  if (o.checkpoint) return false
+  return o.final === true || asked(o.filter, kind.name)
+}
+
 function perm(o: IpcObject): ObjectPerm {
-  return { kind: o.kind, key: formatKey(o.key), id: o.id, mode: o.mode, uid: o.uid, gid: o.gid, cuid: o.cuid, cgid: o.cgid }
+  return { kind: o.kind, key: NAMED_KINDS.has(o.kind) ? o.name! : formatKey(o.key), id: o.id, mode: o.mode, uid: o.uid, gid: o.gid, cuid: o.cuid, cgid: o.cgid }
 }
 
 export interface SaveObjectsOptions {
   filter?: SegmentFilter
   /** The snapshot is a checkpoint of a running app (see {@link ObjectsSection.checkpoint}). */
   checkpoint?: boolean
+  /** The final snapshot of `run` (the app has exited): POSIX queues are saved only then, or when `--kind` names them. */
+  final?: boolean
   powers: Powers
   log: Logger
 }
@@ -119,20 +147,30 @@ export interface SaveObjectsOptions {
  */
 export function saveObjects(out: { create(file: string): number }, options: SaveObjectsOptions): { section: ObjectsSection | undefined; outcomes: ObjectOutcome[] } {
   const take = objectPredicate(options.filter)
-  const kinds = SMALL_KINDS.filter((k) => kindSelected(options.filter, k.name))
+  const kinds = SMALL_KINDS.filter((k) => kindSelected(options.filter, k.name) && (!k.finalOnly || takenNow(k, options)))
   const records: ObjectRecord[] = []
   const payloads: Buffer[] = []
   const unsaved: UnsavedObject[] = []
   const outcomes: ObjectOutcome[] = []
   const limits: ObjectsSection['limits'] = {}
   let offset = 0
+  if (options.filter?.kinds === undefined && process.pid === 1 && !kindSelected(options.filter, 'posix-shm')) {
+    options.log.log('info', 'snapshot.posix-shm', `POSIX shm objects not saved: ${containerDevShm().why} (--kind all takes them)`)
+  }
   for (const kind of kinds) {
     limits[kind.name] = kind.limits()
-    const { objects, complete } = kind.list()
+    const { objects, complete, unavailable, skipped, where } = kind.list()
+    if (unavailable) {
+      // Asked for by name, or a kind of the IPC namespace: say so loudly; the host-only kinds quietly.
+      options.log.log(asked(options.filter, kind.name) || !CONTAINER_ONLY_KINDS.has(kind.name) ? 'warn' : 'info', 'snapshot.unavailable', unavailable, { kind: kind.name })
+      continue
+    }
     if (!complete) options.log.log('warn', 'snapshot.incomplete', `this kernel lists only the ${kind.noun}s shmkeep may read (no ${kind.name.toUpperCase()}_STAT_ANY, Linux < 4.17): others are not saved`)
+    if (where) options.log.log('info', 'snapshot.where', `${kind.noun}s from ${where}`, { kind: kind.name })
+    if (skipped?.length) options.log.log('warn', 'snapshot.skipped', `${kind.noun}s: not saved, not regular files: ${skipped.join(', ')}`, { kind: kind.name })
     for (const o of objects.filter(take)) {
       const p = perm(o)
-      const who = readIdentity(o, options.powers)
+      const who = kind.readAs ? kind.readAs(o, options.powers) : readIdentity(o, options.powers)
       if ('error' in who) {
         unsaved.push({ ...p, errno: 'EACCES', reason: who.error })
         outcomes.push({ kind: o.kind, key: p.key, id: o.id, status: 'unsaved', reason: who.error, bytes: 0 })
@@ -262,7 +300,7 @@ export class ObjectRestorePlan {
   /** Ids not kept, per kind, and why. */
   readonly idsNotKept: string[] = []
   private readonly todo: Array<{ kind: Kind; rec: ObjectRecord; payload: Buffer; out: ObjectRestore; replace?: IpcObject; as: Identity; notKept?: string }> = []
-  private readonly created: Array<{ kind: Kind; id: number; as: Identity; label: string }> = []
+  private readonly created: Array<{ kind: Kind; id: number; key: string; as: Identity; label: string }> = []
   private readonly choose = new Map<KindName, boolean>()
   private readonly limitsNow = new Map<KindName, Record<string, number>>()
 
@@ -279,17 +317,18 @@ export class ObjectRestorePlan {
     for (const kind of SMALL_KINDS) {
       const recs = section.records.map((rec, i) => ({ rec, payload: payloads[i]! })).filter((x) => x.rec.kind === kind.name)
       if (recs.length === 0) continue
-      const live = kind.list().objects
-      const byKey = new Map(live.filter((o) => o.key !== 0).map((o) => [o.key, o]))
-      const byId = new Map(live.filter((o) => o.key === 0).map((o) => [o.id, o]))
-      const ids = nextIdControl(kind.name as 'sem' | 'msg')
-      this.choose.set(kind.name, ids.ok)
+      // A kind left out (POSIX shm outside a container) is not even listed: never the host's /dev/shm.
+      const listing = kindSelected(options.filter, kind.name) ? kind.list() : { objects: [], complete: true }
+      if ('where' in listing && listing.where) options.log.log('info', 'restore.where', `${kind.noun}s into ${listing.where}`, { kind: kind.name })
+      const live = new Map(listing.objects.map((o) => [identityOf(o), o]))
+      const ids = kind.named ? ({ ok: true } as const) : nextIdControl(kind.name as 'sem' | 'msg')
+      this.choose.set(kind.name, !kind.named && ids.ok)
       const chosen: ObjectRecord[] = []
       for (const { rec, payload } of recs) {
-        const key = parseKey(rec.key)
+        const key = kind.named ? 0 : parseKey(rec.key)
         const out: ObjectRestore = { kind: kind.name, key: rec.key, savedId: rec.id, status: 'not-restored' }
         this.outcomes.push(out)
-        if (!take({ ...rec, key, ctime: 0, bytes: rec.length })) {
+        if (!take({ ...rec, key, name: rec.key, ctime: 0, bytes: rec.length })) {
           out.status = 'skipped'
           out.reason = 'left out by the filter'
           continue
@@ -299,21 +338,22 @@ export class ObjectRestorePlan {
           out.reason = 'saved by a checkpoint while the app ran: its values may be locks of processes that are gone (--sem-from-checkpoint=restore restores them)'
           continue
         }
-        if (key === 0 && !ids.ok) {
+        if (!kind.named && key === 0 && !ids.ok) {
           out.reason = `an IPC_PRIVATE ${kind.noun} can only be found again by its id, and ids cannot be kept here (${ids.reason})`
           continue
         }
-        const existing = key === 0 ? byId.get(rec.id) : byKey.get(key)
+        const existing = live.get(recordIdentity(rec))
         if (existing) {
+          const here = kind.named ? 'exists here already' : `key exists here already (id ${existing.id})`
           if (options.onConflict === 'skip') {
             out.status = 'skipped'
-            out.reason = `key exists here already (id ${existing.id})`
+            out.reason = here
             continue
           }
-          if (options.onConflict === 'fail') conflicts.push(`${kind.noun} ${rec.key} (id ${existing.id})`)
+          if (options.onConflict === 'fail') conflicts.push(kind.named ? `${kind.noun} ${rec.key}` : `${kind.noun} ${rec.key} (id ${existing.id})`)
         }
         chosen.push(rec)
-        this.todo.push({ kind, rec, payload, out, replace: existing, as: creatorIdentity(rec, options.powers) })
+        this.todo.push({ kind, rec, payload, out, replace: existing, as: kind.createAs ? kind.createAs(rec, options.powers) : creatorIdentity(rec, options.powers) })
       }
       if (!ids.ok && chosen.length) this.idsNotKept.push(`${kind.name}: ${ids.reason}`)
       const fit = kind.fit(chosen, { powers: options.powers, log: options.log })
@@ -356,7 +396,7 @@ export class ObjectRestorePlan {
   create(): void {
     for (const t of this.todo) {
       if (t.replace) {
-        t.kind.remove(t.replace.id, creatorIdentity(t.replace, this.options.powers))
+        t.kind.remove({ id: t.replace.id, key: t.replace.name ?? formatKey(t.replace.key) }, removerOf(t.kind, t.replace, this.options.powers))
         this.options.log.log('warn', 'restore.replace', `replaced the live ${describe(t.replace)} (onConflict: 'replace')`)
       }
       const label = describe(t.rec)
@@ -366,8 +406,9 @@ export class ObjectRestorePlan {
       } catch (e) {
         throw Object.assign(new Error(`${label}: ${(e as Error).message}`), { code: (e as { code?: string }).code })
       }
-      this.created.push({ kind: t.kind, id, as: t.as, label })
+      this.created.push({ kind: t.kind, id, key: t.rec.key, as: t.as, label })
       t.out.id = id
+      if (t.kind.named) continue // a name, no id to keep
       t.out.idKept = id === t.rec.id
       if (parseKey(t.rec.key) === 0 && !t.out.idKept) throw new Error(`IPC_PRIVATE ${t.kind.noun} (saved id ${t.rec.id}) came back as id ${id}: that id is taken here, and the app could not find it`)
     }
@@ -380,7 +421,7 @@ export class ObjectRestorePlan {
       t.out.status = 'restored'
       if (t.notKept) this.options.log.log('warn', 'restore.not-kept', `${describe(t.rec)}: ${t.notKept}`)
     }
-    const moved = this.todo.filter((t) => !t.out.idKept)
+    const moved = this.todo.filter((t) => !t.kind.named && !t.out.idKept)
     if (moved.length) {
       this.options.log.log('warn', 'restore.ids', `ids of semaphore sets/queues could not be kept (${this.idsNotKept.join('; ') || 'taken here'}): ${moved.map((t) => `${t.kind.name} ${t.rec.key} was id ${t.rec.id}, now ${t.out.id}`).join(', ')}. An app that stored ids must look them up by key.`)
     }
@@ -390,7 +431,7 @@ export class ObjectRestorePlan {
   undo(): void {
     for (const c of this.created.splice(0).reverse()) {
       try {
-        c.kind.remove(c.id, c.as)
+        c.kind.remove({ id: c.id, key: c.key }, c.kind.named ? SELF : c.as)
       } catch (e) {
         this.options.log.log('error', 'restore.undo', `could not remove ${c.label} (now id ${c.id}) after a failed restore: ${(e as Error).message}`)
       }
@@ -415,24 +456,33 @@ export function planObjectRestore(dir: string, section: ObjectsSection | undefin
  * kinds and keys it was creating whose last change is not older than its
  * start (a set or queue has no creator pid to tell by). Removed.
  */
-export function undoKilledObjects(record: { keys: string[]; startedAt: string; objects?: Array<{ kind: string; id: number }> }, powers: Powers, log: Logger): Array<{ kind: KindName; key: string; id: number }> {
+export function undoKilledObjects(record: { keys: string[]; startedAt: string; pid?: number; objects?: Array<{ kind: string; id: number }> }, powers: Powers, log: Logger): Array<{ kind: KindName; key: string; id: number }> {
   const removed: Array<{ kind: KindName; key: string; id: number }> = []
   const since = Math.floor(Date.parse(record.startedAt) / 1000)
   const keys = new Set(record.keys)
   const ids = new Set((record.objects ?? []).map((o) => `${o.kind}:${o.id}`))
   for (const kind of SMALL_KINDS) {
+    // Only kinds the killed restore was creating: never a POSIX object of the host's /dev/shm by accident.
+    if (!record.keys.some((k) => k.startsWith(`${kind.name}:`))) continue
+    for (const name of kind.cleanup?.(record.pid) ?? []) removed.push({ kind: kind.name, key: name, id: 0 })
     for (const o of kind.list().objects) {
-      const ours = ids.has(`${kind.name}:${o.id}`) || (keys.has(`${kind.name}:${formatKey(o.key)}`) && o.ctime >= since)
+      const key = o.name ?? formatKey(o.key)
+      const ours = ids.has(`${kind.name}:${o.id}`) || (keys.has(`${kind.name}:${key}`) && o.ctime >= since)
       if (!ours) continue
       try {
-        kind.remove(o.id, creatorIdentity(o, powers))
-        removed.push({ kind: kind.name, key: formatKey(o.key), id: o.id })
+        kind.remove({ id: o.id, key }, removerOf(kind, o, powers))
+        removed.push({ kind: kind.name, key, id: o.id })
       } catch (e) {
         log.log('warn', 'restore.cleanup', `could not remove ${describe(o)} left by a killed restore: ${(e as Error).message}`)
       }
     }
   }
   return removed
+}
+
+/** Who removes a live object: its creator for SysV kinds (root in Docker lacks CAP_IPC_OWNER), ourselves for files. */
+function removerOf(kind: Kind, o: IpcObject, powers: Powers): Identity {
+  return kind.named ? SELF : creatorIdentity(o, powers)
 }
 
 /** "2 semaphore set(s), 1 message queue(s)" of the outcomes with this status ('' when none), for log lines. */
@@ -458,25 +508,28 @@ export const SEM_FROM_CHECKPOINT_HELP = `  --sem-from-checkpoint P  semaphore se
 /** Columns of an object table (`ls`, `inspect`). */
 export const OBJECT_COLUMNS = ['KIND', 'KEY', 'ID', 'MODE', 'OWNER', 'CREATOR', 'CONTENTS']
 
-function contents(kind: KindName, n: { nsems?: number; qnum?: number; bytes?: number }): string {
+function contents(kind: KindName, n: { nsems?: number; qnum?: number; bytes?: number; data?: number; curmsgs?: number; maxmsg?: number; msgsize?: number }): string {
   if (kind === 'sem') return `${n.nsems} semaphore(s)`
   if (kind === 'msg') return `${n.qnum} message(s), ${n.bytes} bytes`
+  if (kind === 'posix-shm' && n.data !== undefined) return `${n.bytes} bytes, ${n.data} in data`
+  if (kind === 'mqueue') return `${n.curmsgs !== undefined ? `${n.curmsgs} message(s), ` : ''}${n.bytes !== undefined ? `${n.bytes} bytes, ` : ''}${n.maxmsg !== undefined ? `maxmsg ${n.maxmsg} msgsize ${n.msgsize}` : ''}`.replace(/, $/, '')
   return `${n.bytes} bytes`
 }
 
 function row(o: { kind: KindName; key: string; id: number; mode: number; uid: number; gid: number; cuid: number; cgid: number }, what: string): string[] {
-  return [o.kind, o.key, String(o.id), o.mode.toString(8).padStart(4, '0'), `${o.uid}:${o.gid}`, `${o.cuid}:${o.cgid}`, what]
+  const named = NAMED_KINDS.has(o.kind)
+  return [o.kind, o.key, named ? '-' : String(o.id), o.mode.toString(8).padStart(4, '0'), `${o.uid}:${o.gid}`, named ? '-' : `${o.cuid}:${o.cgid}`, what]
 }
 
 /** Table rows of live objects. */
 export function liveObjectRows(objects: IpcObject[]): string[][] {
-  return objects.map((o) => row({ ...o, key: formatKey(o.key) }, contents(o.kind, { ...(o as { nsems?: number; qnum?: number }), bytes: o.bytes })))
+  return objects.map((o) => row({ ...o, key: o.name ?? formatKey(o.key) }, contents(o.kind, { ...(o as { nsems?: number; qnum?: number }), bytes: o.bytes })))
 }
 
 /** Table rows of a generation's saved objects, then its unsaved ones. */
 export function savedObjectRows(section: ObjectsSection): string[][] {
   return [
-    ...section.records.map((r) => row(r, contents(r.kind, { nsems: r.attrs.nsems, qnum: r.attrs.qnum, bytes: r.attrs.cbytes }))),
+    ...section.records.map((r) => row(r, contents(r.kind, { ...r.attrs, bytes: r.kind === 'posix-shm' ? r.attrs.size : r.attrs.cbytes }))),
     ...section.unsaved.map((u) => row(u, `NOT SAVED: ${u.reason}`)),
   ]
 }
@@ -486,13 +539,15 @@ export function savedObjectRows(section: ObjectsSection): string[][] {
  * key; IPC_PRIVATE ones by id): a warm namespace (a container restarted
  * inside its pod) keeps them rather than restoring older copies.
  */
-export function liveSavedObjects(section: ObjectsSection | undefined): string[] {
+export function liveSavedObjects(section: ObjectsSection | undefined, filter?: SegmentFilter): string[] {
   if (!section?.records.length) return []
-  const saved = new Set(section.records.map((r) => `${r.kind}:${parseKey(r.key) === 0 ? `id ${r.id}` : r.key}`))
+  const saved = new Set(section.records.map(recordIdentity))
   const out: string[] = []
   for (const kind of SMALL_KINDS) {
+    // Only kinds the generation holds and this process takes (POSIX shm: in a container, or asked).
+    if (!section.records.some((r) => r.kind === kind.name) || !kindSelected(filter, kind.name)) continue
     for (const o of kind.list().objects) {
-      if (saved.has(`${kind.name}:${o.key === 0 ? `id ${o.id}` : formatKey(o.key)}`)) out.push(`${kind.noun} ${formatKey(o.key)} (id ${o.id})`)
+      if (saved.has(identityOf(o))) out.push(kind.named ? `${kind.noun} ${o.name}` : `${kind.noun} ${formatKey(o.key)} (id ${o.id})`)
     }
   }
   return out

@@ -7,19 +7,36 @@
  *
  * Segments (shm) keep their own streaming copy path (src/snapshot.ts,
  * src/restore.ts: chunked files, incremental, hugetlb); here they are one
- * more kind for listing and filtering. The small kinds' contents (semaphore
- * values, queue messages) live in one packed data file per generation.
+ * more kind for listing and filtering. The other kinds' contents (semaphore
+ * values, queue messages, POSIX objects' data runs) live in one packed data
+ * file per generation.
+ *
+ * SysV objects are known by key (and id); POSIX objects (posix-shm, mqueue)
+ * are files known by name: their record's `key` holds the name ("/app.state",
+ * as shm_open and mq_open spell it), their id is the file's inode number
+ * (never kept), and their creator is their owner (a file has no other).
  */
 import type { Identity, Powers } from '../identity'
 import type { Logger } from '../log'
 
 /** The kinds of IPC object, as `--kind` names them. */
-export const KIND_NAMES = ['shm', 'sem', 'msg'] as const
+export const KIND_NAMES = ['shm', 'sem', 'msg', 'posix-shm', 'mqueue'] as const
 export type KindName = (typeof KIND_NAMES)[number]
 
-/** An object's name and permission block as saved: its kind, `0x%08x` key, id, mode, owner, creator. */
+/** Kinds whose objects are known by a name, not a key. */
+export const NAMED_KINDS: ReadonlySet<KindName> = new Set(['posix-shm', 'mqueue'])
+
+/**
+ * Kinds of the mount namespace, not the IPC namespace (/dev/shm): off unless
+ * named in `--kind`, or shmkeep is PID 1 of its container — so that the
+ * host's own /dev/shm is never saved or restored by accident (src/filter.ts).
+ */
+export const CONTAINER_ONLY_KINDS: ReadonlySet<KindName> = new Set(['posix-shm'])
+
+/** An object's name and permission block as saved: its kind, `0x%08x` key (a POSIX object's name), id, mode, owner, creator. */
 export interface ObjectPerm {
   kind: KindName
+  /** `0x%08x` for SysV kinds; the name ("/app.state") for POSIX ones. */
   key: string
   /** The id (a saved one is kept on restore where the kernel lets us choose). */
   id: number
@@ -33,8 +50,10 @@ export interface ObjectPerm {
 
 /** A live object of any kind: its name and permission block, with the key as a number. */
 export interface IpcObject extends Omit<ObjectPerm, 'key'> {
-  /** The key, unsigned (0 = IPC_PRIVATE: found again only by its id). */
+  /** The key, unsigned (0 = IPC_PRIVATE: found again only by its id; 0 for POSIX objects). */
   key: number
+  /** A POSIX object's name, "/app.state" (as shm_open/mq_open take it). */
+  name?: string
   /** Last change time (IPC_SET, SETALL…), seconds: lineage notices an object changed under it. */
   ctime: number
   /** Bytes of content (a segment's size, a queue's cbytes, 2 per semaphore). */
@@ -47,7 +66,7 @@ export interface ObjectRecord extends ObjectPerm {
   offset: number
   length: number
   crc32c: string
-  /** What the kind keeps besides (nsems; qbytes and message count). */
+  /** What the kind keeps besides (nsems; qbytes and message count; size, maxmsg…). */
   attrs: Record<string, number>
   /** Read from the kernel when saved; cannot be restored (times, pids). */
   info: Record<string, number>
@@ -62,12 +81,36 @@ export interface RestoreContext {
   log: Logger
 }
 
+/** What listing a kind found. */
+export interface KindList<L> {
+  objects: L[]
+  /** False when some objects could not be listed (no *_STAT_ANY). */
+  complete: boolean
+  /** Entries that are not objects of the kind, named with why (a directory in /dev/shm). */
+  skipped?: string[]
+  /** Why nothing of this kind can be listed here at all (no /dev/mqueue of this namespace). */
+  unavailable?: string
+  /** Where the objects were found, for the log ("/dev/shm: tmpfs of 64.0 MiB"). */
+  where?: string
+}
+
 export interface Kind<L extends IpcObject = IpcObject> {
   name: KindName
   /** "semaphore set", for messages. */
   noun: string
+  /** Known by name (POSIX), not by key: no ids to keep, no IPC_PRIVATE. */
+  named?: boolean
+  /**
+   * Only at a final snapshot (the app has exited) or when named in `--kind`:
+   * reading the contents disturbs them (POSIX queues have no non-destructive read).
+   */
+  finalOnly?: boolean
   /** Every live object of the kind in this namespace (and whether the list is complete). */
-  list(): { objects: L[]; complete: boolean }
+  list(): KindList<L>
+  /** Who reads an object (default: the SysV rules of src/identity.ts). */
+  readAs?(obj: L, powers: Powers): Identity | { error: string }
+  /** Who creates a saved object (default: its creator, as SysV objects). */
+  createAs?(rec: ObjectRecord, powers: Powers): Identity
   /** Read the contents as `as` (unsaved with a reason when they cannot be read truly). */
   read(obj: L, as: Identity): ReadResult
   /** Check a saved payload's structure against its record; a reason when it is wrong. */
@@ -87,11 +130,27 @@ export interface Kind<L extends IpcObject = IpcObject> {
   create(rec: ObjectRecord, payload: Buffer, as: Identity, how: { chooseId: boolean; limits: Record<string, number> }): number
   /** The saved mode and owner, once every object is in place. */
   finish(rec: ObjectRecord, id: number, as: Identity): void
-  remove(id: number, as: Identity): void
+  /** Remove an object: SysV kinds by id, POSIX ones by name (only while its inode is `id`). */
+  remove(target: { id: number; key: string }, as: Identity): void
+  /** Leftovers of a killed restore by process `pid` that only the kind can tell (temporary files): removed, named. */
+  cleanup?(pid?: number): string[]
 }
 
-/** `kind 0x0000162e (id 3)` for log lines. */
-export function describe(o: { kind: string; key: string | number; id: number }): string {
+/** `kind 0x0000162e (id 3)` (`posix-shm /app.state`) for log lines. */
+export function describe(o: { kind: string; key: string | number; id: number; name?: string }): string {
+  if (NAMED_KINDS.has(o.kind as KindName)) return `${o.kind} ${o.name ?? o.key}`
   const key = typeof o.key === 'number' ? '0x' + (o.key >>> 0).toString(16).padStart(8, '0') : o.key
   return `${o.kind} ${key} (id ${o.id})`
+}
+
+/** The identity of a live object within its kind: the key, the id of an IPC_PRIVATE one, a POSIX object's name. */
+export function identityOf(o: { kind: KindName; key: number; id: number; name?: string }): string {
+  if (NAMED_KINDS.has(o.kind)) return `${o.kind}:${o.name}`
+  return `${o.kind}:${o.key === 0 ? `id ${o.id}` : '0x' + (o.key >>> 0).toString(16).padStart(8, '0')}`
+}
+
+/** The identity of a saved record, comparable with {@link identityOf}. */
+export function recordIdentity(r: { kind: KindName; key: string; id: number }): string {
+  if (NAMED_KINDS.has(r.kind)) return `${r.kind}:${r.key}`
+  return `${r.kind}:${parseInt(r.key, 16) === 0 ? `id ${r.id}` : r.key}`
 }

@@ -173,7 +173,7 @@ export const msgKind: Kind<LiveMsg> = {
     native.msgSet(id, rec.uid, rec.gid, rec.mode, -1, as.uid, as.gid)
   },
 
-  remove(id, as) {
+  remove({ id }, as) {
     native.msgRemove(id, as.uid, as.gid)
   },
 }

@@ -92,7 +92,7 @@ export const semKind: Kind<LiveSem> = {
     native.semSet(id, rec.uid, rec.gid, rec.mode, as.uid, as.gid)
   },
 
-  remove(id, as) {
+  remove({ id }, as) {
     native.semRemove(id, as.uid, as.gid)
   },
 }
