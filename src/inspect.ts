@@ -30,9 +30,11 @@ export interface GenerationSummary {
   side?: boolean
   /** How the image was taken: stopped, frozen, live (may be torn), unknown (format 1). */
   consistency?: Consistency
-  /** Segments it could not save (a partial generation). */
+  /** Objects of any kind it could not save (a partial generation). */
   unsaved?: number
   segments?: number
+  /** Objects of the other kinds (semaphore sets, queues, POSIX objects) it holds. */
+  objects?: number
   bytes?: number
   /** Why its GENERATION file cannot be read. */
   error?: string
@@ -59,8 +61,9 @@ export async function listGenerations(stateDir: string): Promise<GenerationSumma
         clean: r.clean,
         side: r.side,
         consistency: r.consistency,
-        unsaved: r.unsaved?.length ?? 0,
+        unsaved: (r.unsaved?.length ?? 0) + (r.objects?.unsaved.length ?? 0),
         segments: r.segments.length,
+        objects: r.objects?.records.length ?? 0,
         bytes: r.bytes,
       }
     } catch (e) {

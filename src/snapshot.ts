@@ -178,7 +178,7 @@ export function describeSnapshot(r: SnapshotReport): { message: string; fields: 
   const notes = [
     r.current ? '' : 'beside CURRENT',
     r.unsaved.length ? `${r.unsaved.length} segment(s) NOT saved` : '',
-    notSaved ? `${notSaved} semaphore set(s)/queue(s) NOT saved` : '',
+    notSaved ? `${notSaved} other object(s) NOT saved` : '',
     r.consistency === 'live' ? 'live image: may be torn' : '',
     r.current && !r.durable ? 'durability unknown' : '',
   ].filter(Boolean)
@@ -614,11 +614,12 @@ function previousSegments(state: StateDir, read: (name: string) => GenerationRec
   return out
 }
 
-/** How many segments a generation holds (0 when unreadable). */
+/** How many objects (segments and the other kinds) a generation holds (0 when unreadable). */
 function generationSegmentCount(read: (name: string) => GenerationRecord, name: string | null): number {
   if (!name) return 0
   try {
-    return read(name).segments.length
+    const g = read(name)
+    return g.segments.length + (g.objects?.records.length ?? 0)
   } catch {
     return 0
   }

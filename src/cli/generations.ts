@@ -34,10 +34,10 @@ export async function run(argv: string[]): Promise<number> {
         g.current ? '*' : ' ',
         g.name,
         g.createdAt ?? '-',
-        g.error ? `unreadable: ${g.error}` : `${g.segments} segment(s), ${humanSize(g.bytes ?? 0)}`,
+        g.error ? `unreadable: ${g.error}` : `${g.segments} segment(s)${g.objects ? ` + ${g.objects} other object(s)` : ''}, ${humanSize(g.bytes ?? 0)}`,
         g.side ? 'side' : '',
         g.consistency ?? '',
-        g.unsaved ? `PARTIAL: ${g.unsaved} segment(s) not saved` : '',
+        g.unsaved ? `PARTIAL: ${g.unsaved} object(s) not saved` : '',
         g.verified === undefined ? '' : g.verified ? 'verifies' : 'DAMAGED',
       ].filter(Boolean).join('  '),
     )

@@ -21,7 +21,7 @@ export interface SideInput {
   force: boolean
   /** What CURRENT names: a generation, null (no CURRENT), or why it is unreadable. */
   current: { name: string | null } | { error: string }
-  /** Segments CURRENT's generation holds (0 when none, or unreadable). */
+  /** Objects (segments and other kinds) CURRENT's generation holds (0 when none, or unreadable). */
   currentSegments: number
   /** The generation the live state descends from (null: a first start). */
   parent: string | null
@@ -37,7 +37,7 @@ export function decideSide(i: SideInput): SideDecision {
   if ('error' in i.current) return { side: true, reason: `CURRENT is unreadable (${i.current.error})` }
   const current = i.current.name
   if (current !== null && !i.lineage.known) {
-    return { side: true, reason: `lineage unknown: ${i.lineage.why}${i.currentSegments ? `; CURRENT (${current}) holds ${i.currentSegments} segment(s)` : ''}` }
+    return { side: true, reason: `lineage unknown: ${i.lineage.why}${i.currentSegments ? `; CURRENT (${current}) holds ${i.currentSegments} object(s)` : ''}` }
   }
   if (current !== null && current !== i.parent) {
     return {
