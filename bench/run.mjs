@@ -1001,6 +1001,7 @@ async function main() {
     }
     if (groups.has('small')) await section('small', () => smallFigures(lib))
     if (groups.has('ipc')) await section('ipc', () => ipcFigures(lib))
+    if (groups.has('ipc')) await section('kinds', () => spawnSync(process.execPath, [path.join(here, 'kinds.mjs'), '--runs', String(runs)], { stdio: ['ignore', 'inherit', 'inherit'] }).status === 0 || notes.push('figure 12 (bench/kinds.mjs, table above, bench/kinds-results.json): a target missed by more than 2x or a measurement failed'))
     if (groups.has('abort')) await section('abort', () => abortLatency())
     if (groups.has('freeze')) {
       await section('freeze', async () => {
