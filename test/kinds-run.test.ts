@@ -207,6 +207,28 @@ describe('real clients from Debian', () => {
     expect(seen).toEqual(['count 1', 'count 2', 'count 3', 'count 4'])
   })
 
+  test("Perl core IPC::Semaphore and IPC::Msg: a counter and a queue of typed messages continue across restarts", async () => {
+    const state = path.join(workDir(), 'state')
+    const script = `use strict; use warnings; use IPC::SysV qw(IPC_CREAT IPC_NOWAIT S_IRUSR S_IWUSR); use IPC::Semaphore; use IPC::Msg;
+      my $sem = IPC::Semaphore->new(0x6b010070, 2, S_IRUSR | S_IWUSR | IPC_CREAT) or die "semaphore: $!\\n";
+      my $q = IPC::Msg->new(0x6b010070, S_IRUSR | S_IWUSR | IPC_CREAT) or die "queue: $!\\n";
+      if ($ARGV[0] eq 'put') {
+        $sem->op(0, 1, 0) or die "op: $!\\n"; my $n = $sem->getval(0);
+        $q->snd($n, "perl $n", IPC_NOWAIT) or die "snd: $!\\n";
+        print "count $n qnum ", $q->stat->qnum, "\\n";
+      } else {
+        print "values ", join(' ', $sem->getall), "\\n"; my $buf;
+        while (defined(my $type = $q->rcv($buf, 64, 0, IPC_NOWAIT))) { print "$type $buf\\n" }
+      }`
+    for (let i = 1; i <= 3; i++) {
+      const r = await runOnce(state, ['perl', '-e', script, 'put'])
+      expect(r.status, r.stderr).toBe(0)
+      expect(r.stdout.trim()).toBe(`count ${i} qnum ${i}`)
+    }
+    const dump = await runOnce(state, ['perl', '-e', script, 'dump'])
+    expect(dump.stdout.trim().split('\n')).toEqual(['values 3 0', '1 perl 1', '2 perl 2', '3 perl 3'])
+  })
+
   test.skipIf(!hasShareLite)('(control) IPC::ShareLite with segments only (--kind shm) fails as the issue reported', async () => {
     const state = path.join(workDir(), 'state')
     const script = `use IPC::ShareLite; IPC::ShareLite->new(-key => 0x6b010021, -create => $ARGV[0], -destroy => 'no') or die "Failed to create share\\n"; print "ok\\n";`

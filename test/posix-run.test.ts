@@ -176,6 +176,26 @@ describe("Docker's 14 capabilities", () => {
   })
 })
 
+describe('limits of the new namespace (fs.mqueue.msg_max), without CAP_SYS_RESOURCE', () => {
+  test.skipIf(!realRoot || !have('setpriv'))('lower: one line names them and mq_maxmsg is lowered when the messages fit; else the restore refuses before creating anything', async () => {
+    const state = stateDir()
+    for (let i = 1; i <= 3; i++) expect((await runApp(state, [posixapp, 'put', 'app'])).status).toBe(0)
+    const dockerRun = (msgMax: number, cmd: string[]) =>
+      inContainer(['setpriv', `--bounding-set=${DOCKER_BOUNDING}`, '--inh-caps=-all', ...shmkeep, 'run', '--state-dir', state, '--grace', '3', '--', posixapp, ...cmd], { before: `echo ${msgMax} > /proc/sys/fs/mqueue/msg_max` })
+    // msg_max 2 < the 3 messages: refused, the app is not started, nothing is left.
+    const refused = await dockerRun(2, ['dump', 'app'])
+    expect(refused.status).toBe(125)
+    expect(refused.stderr).toMatch(/POSIX message queue \/app holds 3 messages, above fs\.mqueue\.msg_max \(2\) here/)
+    expect(refused.stdout).toBe('')
+    // msg_max 5: the queue comes back with mq_maxmsg 5 and its 3 messages, and the log says so.
+    const lowered = await dockerRun(5, ['dump', 'app'])
+    expect(lowered.status, lowered.stderr).toBe(0)
+    expect(lowered.stderr).toMatch(/this namespace's mqueue limits are lower than where the generation was saved: msg_max 5 < 10/)
+    expect(lowered.stderr).toMatch(/mqueue \/app: mq_maxmsg 8 lowered to fs\.mqueue\.msg_max \(5\)/)
+    expect(lowered.stdout).toMatch(/^mq maxmsg 5 msgsize 64 curmsgs 3$/m)
+  })
+})
+
 describe("Python's multiprocessing.shared_memory", () => {
   const hasPy = run(PY, ['-c', 'from multiprocessing import shared_memory']).status === 0
   test.skipIf(!hasPy)('a counter in a SharedMemory block continues across stop and start', async () => {
