@@ -64,7 +64,7 @@ export function liveObjects(filter: SegmentFilter = {}): { objects: IpcObject[];
     if (!kindSelected(filter, name)) continue
     const l: ReturnType<Kind['list']> = list()
     complete &&= l.complete
-    if (l.unavailable) notes.push(l.unavailable)
+    if (l.unavailable && asked(filter, name)) notes.push(l.unavailable) // named in --kind: say why nothing is listed
     if (l.skipped?.length) notes.push(`${name}: not objects, skipped: ${l.skipped.join(', ')}`)
     objects.push(...l.objects.filter(take))
   }
