@@ -6,6 +6,7 @@
  * damage up front — never found out halfway, after segments were created,
  * by a call that then also fails to undo them.
  */
+import { KIND_NAMES, NAMED_KINDS, type KindName } from '../kinds/kind'
 import { native } from '../native'
 import { CHUNK_DATA, CHUNK_ENTRY_BYTES, CHUNK_ZERO, type GenerationRecord, type SegmentRecord } from './format'
 import { StateFileError } from './files'
@@ -85,13 +86,30 @@ export function checkSegmentRecord(file: string, r: SegmentRecord): void {
   if (p.length) throw new StateFileError(file, `is not a sane record of segment ${typeof r?.key === 'string' ? r.key.slice(0, 10) : '?'}: ${p.join('; ')}`)
 }
 
-/** The problems of one semaphore set or message queue record (GENERATION's `objects.records`). */
+/** The kinds an `objects` record may have (segments have records of their own). */
+const OBJECT_KINDS: readonly string[] = KIND_NAMES.filter((k) => k !== 'shm')
+/** The attributes each kind's restore reads (src/kinds/*.ts). */
+const ATTRS_NEEDED: Record<string, string[]> = {
+  sem: ['nsems'],
+  msg: ['qbytes', 'qnum', 'cbytes', 'biggest'],
+  mqueue: ['maxmsg', 'msgsize', 'curmsgs', 'biggest'],
+  'posix-shm': ['size', 'data', 'runs'],
+}
+
+/** The problems of one object record of any kind but segments (GENERATION's `objects.records`). */
 function objectProblems(o: Record<string, unknown>): string[] {
   const p: string[] = []
   const bad = (field: string, why: string) => p.push(`${field} ${JSON.stringify(o[field])} ${why}`)
-  if (o.kind !== 'sem' && o.kind !== 'msg') bad('kind', 'is not sem or msg')
-  if (typeof o.key !== 'string' || !/^0x[0-9a-f]{8}$/.test(o.key)) bad('key', 'is not a key (0x%08x)')
-  if (!isInt(o.id, 0, MAX_SHMID)) bad('id', `is not an id (0..${MAX_SHMID})`)
+  if (!OBJECT_KINDS.includes(o.kind as string)) bad('kind', `is not ${OBJECT_KINDS.join(', ')}`)
+  const named = NAMED_KINDS.has(o.kind as KindName)
+  // POSIX objects are known by name ("/app.state"), and their id is an inode number (never used to restore).
+  if (named) {
+    if (typeof o.key !== 'string' || !/^\/[^/\0]{1,255}$/.test(o.key) || o.key === '/.' || o.key === '/..') bad('key', 'is not a POSIX object name (/NAME)')
+    if (!isInt(o.id, 0, MAX_SIZE)) bad('id', 'is not an inode number')
+  } else {
+    if (typeof o.key !== 'string' || !/^0x[0-9a-f]{8}$/.test(o.key)) bad('key', 'is not a key (0x%08x)')
+    if (!isInt(o.id, 0, MAX_SHMID)) bad('id', `is not an id (0..${MAX_SHMID})`)
+  }
   if (!isInt(o.mode, 0, 0o777)) bad('mode', 'is not a mode (0..0777)')
   for (const f of ['uid', 'gid', 'cuid', 'cgid']) if (!isInt(o[f], 0, MAX_ID)) bad(f, `is not a user or group id (0..${MAX_ID})`)
   for (const f of ['offset', 'length']) if (!isInt(o[f], 0, MAX_SIZE)) bad(f, 'is not a byte count')
@@ -100,7 +118,7 @@ function objectProblems(o: Record<string, unknown>): string[] {
   if (typeof attrs !== 'object' || attrs === null || Array.isArray(attrs)) bad('attrs', 'is not an object')
   else {
     // Every attribute is a count (msg_qbytes may pass INT_MAX with CAP_SYS_RESOURCE).
-    const need = o.kind === 'sem' ? ['nsems'] : o.kind === 'msg' ? ['qbytes', 'qnum', 'cbytes', 'biggest'] : []
+    const need = ATTRS_NEEDED[o.kind as string] ?? []
     for (const [k, v] of Object.entries(attrs)) if (!isInt(v, 0, MAX_SIZE)) p.push(`attrs.${k} ${JSON.stringify(v)} is not a count`)
     for (const k of need) if (!(k in attrs)) p.push(`attrs.${k} is missing`)
   }
