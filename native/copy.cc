@@ -101,6 +101,7 @@ void InitCopy(Napi::Env env, Napi::Object exports) {
   exports.Set("crc32cImpl", Napi::Function::New(env, Crc32cImplJs, "crc32cImpl"));
   exports.Set("mapFilesOpens", Napi::Function::New(env, MapFilesOpensJs, "mapFilesOpens"));
   exports.Set("saveSegment", Napi::Function::New(env, SaveSegment, "saveSegment"));
+  exports.Set("savePacked", Napi::Function::New(env, SavePacked, "savePacked"));
   exports.Set("restoreSegment", Napi::Function::New(env, RestoreSegment, "restoreSegment"));
   exports.Set("verifyFile", Napi::Function::New(env, VerifyFile, "verifyFile"));
 }

@@ -6,6 +6,7 @@
 namespace shmkeep {
 
 Napi::Value SaveSegment(const Napi::CallbackInfo& info);     // save.cc
+Napi::Value SavePacked(const Napi::CallbackInfo& info);      // save.cc
 Napi::Value RestoreSegment(const Napi::CallbackInfo& info);  // restore.cc
 Napi::Value VerifyFile(const Napi::CallbackInfo& info);      // verify.cc
 Napi::Value CopyCarried(const Napi::CallbackInfo& info);     // verify.cc

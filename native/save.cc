@@ -18,6 +18,10 @@
 // With fd (an open, empty file of the caller's), writes there and leaves it
 // open: the caller fsyncs that same descriptor later.
 #include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include <algorithm>
 #include <sys/ipc.h>
 #include <sys/shm.h>
 #include <unistd.h>
@@ -284,7 +288,166 @@ class SaveWorker : public Job {
   uint64_t bytesWritten_ = 0, dataChunks_ = 0, zeroChunks_ = 0, absentChunks_ = 0;
 };
 
+// savePacked({segments: [{id, uid, gid, size}], fd, offset, chunkSize, holes, cancel?})
+// -> [{key, size, chunks, dataChunks, zeroChunks, bytesWritten, offset} | {errno, syscall, message}]
+//
+// Many small segments in one job (one trip to the thread pool, not one
+// each): per segment IPC_STAT, attach, the same SegmentReader copy into a
+// buffer of ours, CRC-32C and the zero test of each chunk over that copy, its
+// data runs written into the pack file at the next page-aligned offset
+// (advanced only for a segment with data). key and size are IPC_STAT's
+// before the copy (src/ tells a reused id by them; its listing after the
+// copy finds segments removed meanwhile). A segment's failure is its own
+// result; the others go on. No hashes: packed segments are written again at
+// every snapshot. Few objects back to JS: thousands of them cost more than
+// the copy.
+class SavePackedWorker : public Job {
+ public:
+  struct Segment {
+    int id;
+    int64_t uid, gid;
+    uint64_t size;
+  };
+
+  SavePackedWorker(Napi::Env env, const Napi::Object& o)
+      : Job(env, "shmkeep.savePacked", CancelFlagOf(o.Get("cancel"))),
+        fd_(I32(o.Get("fd"))),
+        offset_(static_cast<uint64_t>(I64(o.Get("offset")))),
+        chunkSize_(static_cast<uint64_t>(I64(o.Get("chunkSize")))),
+        holes_(ParseHoles(o)) {
+    Napi::Array list = o.Get("segments").As<Napi::Array>();
+    for (uint32_t i = 0; i < list.Length(); i++) {
+      Napi::Object s = list.Get(i).As<Napi::Object>();
+      segs_.push_back({I32(s.Get("id")), I64(s.Get("uid")), I64(s.Get("gid")), static_cast<uint64_t>(I64(s.Get("size")))});
+    }
+    out_.resize(segs_.size());
+  }
+
+  void Execute() override {
+    const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+    uint64_t most = page;
+    for (const Segment& s : segs_) most = std::max(most, (s.size + page - 1) / page * page);
+    AlignedBuffer buf;
+    if (int err = buf.Allocate(static_cast<size_t>(most), 4096)) return Fail("posix_memalign", err);
+    uint64_t end = offset_;
+    for (size_t i = 0; i < segs_.size(); i++) {
+      if (Cancelled()) return;
+      SaveOne(segs_[i], out_[i], buf, page, end);
+    }
+  }
+
+ protected:
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Array list = Napi::Array::New(env, out_.size());
+    for (size_t i = 0; i < out_.size(); i++) {
+      const Out& r = out_[i];
+      Napi::Object o = Napi::Object::New(env);
+      if (r.err) {
+        o.Set("errno", Napi::Number::New(env, r.err));
+        o.Set("syscall", Napi::String::New(env, r.syscall));
+        o.Set("message", Napi::String::New(env, std::string(r.syscall) + ": " + strerror(r.err)));
+      } else {
+        o.Set("key", Napi::Number::New(env, static_cast<double>(static_cast<int32_t>(r.ds.shm_perm.__key))));
+        o.Set("size", Napi::Number::New(env, static_cast<double>(r.ds.shm_segsz)));
+        o.Set("chunks", Napi::Buffer<uint8_t>::Copy(env, r.table.data(), r.table.size()));
+        o.Set("dataChunks", Napi::Number::New(env, static_cast<double>(r.dataChunks)));
+        o.Set("zeroChunks", Napi::Number::New(env, static_cast<double>(r.zeroChunks)));
+        o.Set("bytesWritten", Napi::Number::New(env, static_cast<double>(r.bytesWritten)));
+        o.Set("offset", Napi::Number::New(env, static_cast<double>(r.offset)));
+      }
+      list.Set(static_cast<uint32_t>(i), o);
+    }
+    return list;
+  }
+
+ private:
+  struct Out {
+    struct shmid_ds ds {};
+    std::vector<uint8_t> table;
+    uint64_t dataChunks = 0, zeroChunks = 0, bytesWritten = 0, offset = 0;
+    const char* syscall = "";
+    int err = 0;
+  };
+
+  void SaveOne(const Segment& s, Out& o, AlignedBuffer& buf, uint64_t page, uint64_t& end) {
+    auto fail = [&o](const char* syscall, int err) {
+      o.syscall = syscall;
+      o.err = err;
+    };
+    Attachment seg;
+    {
+      ThreadIdentity as(s.uid, s.gid);
+      if (as.error()) return fail(as.failedSyscall(), as.error());
+      if (shmctl(s.id, IPC_STAT, &o.ds) != 0) return fail("shmctl", errno);
+      // Another segment under this id now (src/ tells from the stat): not read.
+      if (o.ds.shm_segsz != s.size) return;
+      void* a = shmat(s.id, nullptr, SHM_RDONLY);
+      if (a == reinterpret_cast<void*>(-1)) return fail("shmat", errno);
+      seg.addr = a;
+    }
+    // At most 16 pages. Every one resident (the common case): all data, read
+    // them, nothing else to ask. Else where telling holes needs the swap
+    // column (one read of /proc/sysvipc/shm per segment), read them all
+    // instead (a hole then costs a page, at most 64 KiB a segment).
+    const uint64_t pages = (s.size + page - 1) / page;
+    Holes holes = holes_ == Holes::kMincoreSwapCheck ? Holes::kRead : holes_;
+    if (holes != Holes::kRead) {
+      vec_.resize(pages);
+      if (mincore(seg.addr, pages * page, vec_.data()) == 0 &&
+          std::all_of(vec_.begin(), vec_.end(), [](unsigned char v) { return (v & 1) != 0; })) {
+        holes = Holes::kRead;
+      }
+    }
+    Fd mapFd;
+    if (holes == Holes::kMapFiles) {
+      int fd = OpenMapFiles(seg.addr, (s.size + page - 1) / page * page);
+      if (fd < 0) return fail("open", -fd);
+      mapFd.fd = fd;
+    }
+    SegmentReader reader(seg, s.id, page, holes, mapFd.fd);
+    const uint64_t chunks = ChunkCount(s.size, chunkSize_);
+    o.table.resize(chunks * kEntry);
+    o.offset = end;
+    for (uint64_t c = 0; c < chunks; c++) {
+      const uint64_t off = c * chunkSize_;
+      const size_t len = ChunkLength(c, s.size, chunkSize_);
+      ChunkDigest d(true);
+      std::vector<Run> runs;
+      if (int err = reader.Read(off, len, buf.data() + off, d, runs)) return fail(reader.failedSyscall(), err);
+      if (d.zero()) {
+        PutEntry(&o.table[c * kEntry], Crc32cZeros(0, len), kZero);
+        o.zeroChunks++;
+        continue;
+      }
+      PutEntry(&o.table[c * kEntry], d.crc(), kData);
+      o.dataChunks++;
+      for (const Run& r : runs) {
+        if (int err = WriteAll(fd_, buf.data() + off + r.start, r.len, o.offset + off + r.start)) return fail("pwrite", err);
+        o.bytesWritten += r.len;
+      }
+    }
+    // The next segment starts on a page of its own (pack.data can be mapped).
+    if (o.dataChunks) end = o.offset + (s.size + 4095) / 4096 * 4096;
+    else o.offset = 0;
+  }
+
+  const int fd_;
+  const uint64_t offset_, chunkSize_;
+  const Holes holes_;
+  std::vector<Segment> segs_;
+  std::vector<Out> out_;
+  std::vector<unsigned char> vec_;
+};
+
 }  // namespace
+
+Napi::Value SavePacked(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = info[0].As<Napi::Object>();
+  if (I64(o.Get("chunkSize")) <= 0) return Rejected(env, Napi::RangeError::New(env, "chunkSize must be positive"));
+  if (!o.Get("segments").IsArray()) return Rejected(env, Napi::TypeError::New(env, "segments must be an array"));
+  return (new SavePackedWorker(env, o))->Start();
+}
 
 Napi::Value SaveSegment(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();

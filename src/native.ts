@@ -169,6 +169,15 @@ export interface Binding {
 
   crc32c(data: Uint8Array, seed?: number): number
   crc32cImpl(): string
+  /** Small segments into one pack file, in one job; each result is the segment's own (or its error). */
+  savePacked(o: {
+    segments: Array<{ id: number; uid: number; gid: number; size: number }>
+    fd: number
+    offset: number
+    chunkSize: number
+    holes: 'read' | 'mincore' | 'mincoreSwapCheck' | 'mapFiles'
+    cancel?: CancelToken
+  }): Promise<Array<{ key: number; size: number; chunks: Buffer; dataChunks: number; zeroChunks: number; bytesWritten: number; offset: number } | { errno: number; syscall: string; message: string }>>
   saveSegment(o: {
     id: number
     uid: number

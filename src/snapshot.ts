@@ -264,7 +264,6 @@ interface CopyContext {
  * hashes, no links: a few KiB).
  */
 export const PACK_MAX = 64 << 10
-const ZEROS = Buffer.alloc(PACK_MAX)
 
 /**
  * Check the previous file before it is shared (never link damage into a new
@@ -364,62 +363,70 @@ function beginSegment(ctx: CopyContext, seg: shm.ShmStat): { result: SegmentResu
 }
 
 /**
- * Save a small segment into pack.data: one copy from the attachment into a
- * buffer of ours, whose bytes are both checksummed and written.
+ * Save the small segments into pack.data, all in one native job (one trip to
+ * the thread pool for thousands of segments): for each, one copy from the
+ * attachment into a buffer of ours, whose bytes are both checksummed and
+ * written; holes told from data as for any segment (src/residency.ts). A
+ * segment's failure is its own (vanished, unsaved); the disk's fails all.
  */
-function saveSmall(ctx: CopyContext, seg: shm.ShmStat): SegmentResult {
-  const begun = beginSegment(ctx, seg)
-  if ('result' in begun) return begun.result
-  const { who, done, failed } = begun
-  let raw
-  try {
-    raw = native.shmAttach(seg.id, true, 0, -1, who.uid, who.gid, PACK_MAX)
-  } catch (e) {
-    return failed(e)
-  }
-  let copy: Buffer
-  try {
-    if (raw.buffer.length !== seg.size) return { seg, outcome: done('vanished', { reason: `id ${seg.id} now belongs to another segment (${raw.buffer.length} bytes)` }) }
-    copy = Buffer.from(raw.buffer)
-  } finally {
-    native.shmDetach(raw.handle, raw.buffer)
-  }
-  const chunkCount = Math.ceil(seg.size / ctx.chunkSize)
-  const table = Buffer.alloc(chunkCount * CHUNK_ENTRY_BYTES)
-  let dataChunks = 0
-  let written = 0
-  const offset = ctx.pack?.end ?? 0
-  for (let i = 0; i < chunkCount; i++) {
-    const start = i * ctx.chunkSize
-    const chunk = copy.subarray(start, Math.min(seg.size, start + ctx.chunkSize))
-    table.writeUInt32LE(native.crc32c(chunk), i * CHUNK_ENTRY_BYTES)
-    if (chunk.equals(ZEROS.subarray(0, chunk.length))) continue // a hole: nothing written
-    table[i * CHUNK_ENTRY_BYTES + 4] = CHUNK_DATA
-    dataChunks++
-    ctx.pack ??= { fd: ctx.writer.create(PACK_DATA), end: 0 }
-    written += fs.writeSync(ctx.pack.fd, chunk, 0, chunk.length, offset + start)
-  }
-  // The next segment starts on a page of its own (pack.data can be mapped).
-  if (dataChunks) ctx.pack!.end = offset + Math.ceil(seg.size / 4096) * 4096
-  const record: PackedRecord = {
-    format: FORMAT,
-    ...segmentIdentity(seg),
-    pageSize: shm.pageSize,
-    hugetlb: false,
-    info: { cpid: seg.cpid, lpid: seg.lpid, nattch: seg.nattch, atime: seg.atime, dtime: seg.dtime, ctime: seg.ctime },
+async function savePacked(ctx: CopyContext, segs: shm.ShmStat[]): Promise<SegmentResult[]> {
+  const out: SegmentResult[] = new Array(segs.length)
+  const todo: Array<{ at: number; seg: shm.ShmStat; begun: Exclude<ReturnType<typeof beginSegment>, { result: SegmentResult }> }> = []
+  segs.forEach((seg, at) => {
+    const begun = beginSegment(ctx, seg)
+    if ('result' in begun) out[at] = begun.result
+    else todo.push({ at, seg, begun })
+  })
+  if (todo.length === 0) return out
+  ctx.pack ??= { fd: ctx.writer.create(PACK_DATA), end: 0 }
+  const pack = ctx.pack
+  const raw = await native.savePacked({
+    segments: todo.map(({ seg, begun }) => ({ id: seg.id, uid: begun.who.uid, gid: begun.who.gid, size: seg.size })),
+    fd: pack.fd,
+    offset: pack.end,
     chunkSize: ctx.chunkSize,
-    chunkCount,
-    dataChunks,
-    zeroChunks: chunkCount - dataChunks,
-    chunks: table.toString('base64'),
-    data: PACK_DATA,
-    offset: dataChunks ? offset : 0,
+    holes: ctx.holes,
+    cancel: ctx.cancel,
+  })
+  if (pack.end === 0 && raw.every((r) => 'errno' in r || r.dataChunks === 0)) {
+    // Every packed segment is zero: no pack.data (restore opens none).
+    ctx.writer.remove(PACK_DATA)
+    ctx.pack = undefined
   }
-  return {
-    seg,
-    outcome: done('saved', { bytesWritten: written, dataChunks, zeroChunks: chunkCount - dataChunks }),
-    entry: { key: record.key, id: seg.id, size: seg.size, meta: '', data: PACK_DATA, packed: record },
+  for (const [n, { at, seg, begun }] of todo.entries()) {
+    const r = raw[n]!
+    const { done, failed } = begun
+    if ('errno' in r) {
+      out[at] = failed(Object.assign(new Error(r.message), { errno: r.errno, syscall: r.syscall }))
+      continue
+    }
+    if ((r.key >>> 0) !== seg.key || r.size !== seg.size) {
+      out[at] = { seg, outcome: done('vanished', { reason: `id ${seg.id} now belongs to another segment (key ${formatKey(r.key)}, ${r.size} bytes)` }) }
+      continue
+    }
+    if (r.dataChunks) pack.end = Math.max(pack.end, r.offset + Math.ceil(seg.size / 4096) * 4096)
+    const chunkCount = Math.ceil(seg.size / ctx.chunkSize)
+    const record: PackedRecord = {
+      format: FORMAT,
+      ...segmentIdentity(seg),
+      pageSize: shm.pageSize,
+      hugetlb: false,
+      info: { cpid: seg.cpid, lpid: seg.lpid, nattch: seg.nattch, atime: seg.atime, dtime: seg.dtime, ctime: seg.ctime },
+      chunkSize: ctx.chunkSize,
+      chunkCount,
+      dataChunks: r.dataChunks,
+      zeroChunks: r.zeroChunks,
+      chunks: r.chunks.toString('base64'),
+      data: PACK_DATA,
+      offset: r.offset,
+    }
+    out[at] = {
+      seg,
+      outcome: done('saved', { bytesWritten: r.bytesWritten, dataChunks: r.dataChunks, zeroChunks: r.zeroChunks }),
+      entry: { key: record.key, id: seg.id, size: seg.size, meta: '', data: PACK_DATA, packed: record },
+    }
   }
+  return out
 }
 
 /** Save one segment's data and metadata into the generation. */
@@ -603,6 +610,7 @@ function previousSegments(state: StateDir, read: (name: string) => GenerationRec
     try {
       const gen = read(name)
       for (const entry of gen.segments) {
+        if (entry.packed) continue // written again at every snapshot, never linked
         const meta = state.readSegment(name, entry)
         out.set(`${meta.key}-${meta.id}`, { meta, dataPath: state.path(name, meta.data) })
       }
@@ -766,17 +774,30 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
     }
     const copyStarted = performance.now()
     const progress = startProgress(log, options.reason === 'checkpoint' ? 'checkpoint' : 'snapshot', listed.reduce((n, s) => n + s.size, 0))
-    const results = await mapLimit(listed, options.concurrency ?? Math.min(4, os.availableParallelism()), options.signal, async (seg) => {
-      // A small segment goes into pack.data — unless it is a huge page one
-      // (its rss is whole huge pages): that keeps its own file and record.
-      const small = seg.size <= PACK_MAX && (ctx.memory.get(seg.id)?.rss ?? 0) <= Math.ceil(seg.size / shm.pageSize) * shm.pageSize
-      const r = small ? saveSmall(ctx, seg) : await saveOne(ctx, seg, previous.get(`${formatKey(seg.key)}-${seg.id}`))
-      // Many files open: fsync some early (a checkpoint still needs its
-      // descriptors for the chunks it carries after the thaw).
-      if (!ctx.checkpoint) await writer!.relieve()
-      progress.advance(seg.size)
-      return r
-    }).finally(() => progress.end())
+    // A small segment goes into pack.data — unless it is a huge page one
+    // (its rss is whole huge pages): that keeps its own file and record.
+    const isSmall = (seg: shm.ShmStat) => seg.size <= PACK_MAX && (ctx.memory.get(seg.id)?.rss ?? 0) <= Math.ceil(seg.size / shm.pageSize) * shm.pageSize
+    const small = listed.filter(isSmall)
+    const packed = savePacked(ctx, small).then((r) => (progress.advance(small.reduce((n, s) => n + s.size, 0)), r))
+    const large = mapLimit(
+      listed.filter((s) => !isSmall(s)),
+      options.concurrency ?? Math.min(4, os.availableParallelism()),
+      options.signal,
+      async (seg) => {
+        const r = await saveOne(ctx, seg, previous.get(`${formatKey(seg.key)}-${seg.id}`))
+        // Many files open: fsync some early (a checkpoint still needs its
+        // descriptors for the chunks it carries after the thaw).
+        if (!ctx.checkpoint) await writer!.relieve()
+        progress.advance(seg.size)
+        return r
+      },
+    )
+    // Both settle before either's failure is thrown: no worker still writes into an abandoned generation.
+    const [packedResults, largeResults] = await Promise.allSettled([packed, large]).finally(() => progress.end())
+    if (packedResults.status === 'rejected') throw packedResults.reason
+    if (largeResults.status === 'rejected') throw largeResults.reason
+    const byId = new Map([...packedResults.value, ...largeResults.value].map((r) => [r.seg.id, r]))
+    const results = listed.map((s) => byId.get(s.id)!)
     const copyMs = performance.now() - copyStarted
     // Semaphore sets and message queues: small, read while a frozen app is still frozen.
     const objects = saveObjects(writer, { filter: options.filter, checkpoint: options.reason === 'checkpoint', final: options.reason === 'stop' || options.reason === 'exit', powers: ctx.powers, log })

@@ -670,3 +670,61 @@ describe('saveSegment / restoreSegment / verifyFile', () => {
     expect(ticks).toBeGreaterThan(0)
   })
 })
+
+describe('savePacked', () => {
+  it('many small segments in one job: each at its own page-aligned offset with its chunk table; holes and zero segments not written; a removed one is its own error', async () => {
+    const sizes = [PAGE, 3 * PAGE + 100, 16 * PAGE, 2 * PAGE, PAGE]
+    const ids = sizes.map((s) => create(s))
+    const bufs = ids.map((id) => attach(id))
+    // What each segment holds, written without reading the attachments (a read allocates holes).
+    const expected = sizes.map((n) => Buffer.alloc(n))
+    expected[0]!.fill(1)
+    for (let i = 0; i < sizes[1]!; i++) expected[1]![i] = (i * 13) & 255
+    // Segment 2: only pages 3 and 9 ever touched (the rest are holes).
+    expected[2]!.fill(5, 3 * PAGE, 4 * PAGE)
+    expected[2]!.fill(6, 9 * PAGE, 10 * PAGE)
+    expected[0]!.copy(bufs[0]!)
+    expected[1]!.copy(bufs[1]!)
+    bufs[2]!.fill(5, 3 * PAGE, 4 * PAGE)
+    bufs[2]!.fill(6, 9 * PAGE, 10 * PAGE)
+    // Segment 3 stays all zero; segment 4 is removed before the job runs.
+    const gone = ids[4]!
+    native.shmRemove(gone, -1, -1)
+    for (const a of attachments.splice(4)) native.shmDetach(a.handle, a.buffer)
+    const p = file('pack')
+    const fd = fs.openSync(p, 'w')
+    try {
+      const base = 8192
+      const out = await native.savePacked({
+        segments: ids.map((id, k) => ({ id, uid: -1, gid: -1, size: sizes[k] })),
+        fd,
+        offset: base,
+        chunkSize: 2 * PAGE,
+        holes: 'mincore',
+      })
+      expect(out).toHaveLength(5)
+      expect(out[4]).toMatchObject({ errno: os.constants.errno.EINVAL, syscall: 'shmctl' })
+      expect(out[3]).toMatchObject({ dataChunks: 0, zeroChunks: 1, bytesWritten: 0, offset: 0 })
+      expect(out.slice(0, 3).map((r: { offset: number }) => r.offset)).toEqual([base, base + PAGE, base + PAGE + 4 * PAGE])
+      // Only the touched pages of segment 2 were read and written (mincore: the rest are holes).
+      expect(out[2].bytesWritten).toBe(2 * PAGE)
+      expect(shmRss(ids[2])).toBe(2 * PAGE)
+      const data = fs.readFileSync(p)
+      for (const k of [0, 1, 2]) {
+        const r = out[k]
+        expect(r.key >>> 0).toBe(0)
+        expect(r.size).toBe(sizes[k])
+        const saved = Buffer.alloc(sizes[k]!)
+        data.copy(saved, 0, r.offset, r.offset + sizes[k]!)
+        expect(saved.equals(expected[k]!)).toBe(true)
+        entries(r.chunks).forEach((e, i) => {
+          const chunk = expected[k]!.subarray(i * 2 * PAGE, (i + 1) * 2 * PAGE)
+          expect(e.crc).toBe(crcRef(chunk))
+          expect(e.type).toBe(chunk.every((b) => b === 0) ? 0 : 1)
+        })
+      }
+    } finally {
+      fs.closeSync(fd)
+    }
+  })
+})
