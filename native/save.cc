@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <sys/ipc.h>
@@ -334,6 +335,11 @@ class SavePackedWorker : public Job {
       if (Cancelled()) return;
       SaveOne(segs_[i], out_[i], buf, page, end);
     }
+    // Only data runs were written: the file must still hold each segment's
+    // every byte (its last pages may be holes), as a reader checks.
+    struct stat st;
+    if (fstat(fd_, &st) != 0) return Fail("fstat", errno);
+    if (static_cast<uint64_t>(st.st_size) < end && ftruncate(fd_, static_cast<off_t>(end)) != 0) return Fail("ftruncate", errno);
   }
 
  protected:

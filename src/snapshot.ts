@@ -577,18 +577,32 @@ async function finishCheckpoint(writer: GenerationWriter, results: SegmentResult
 // ---------------------------------------------------------------------------
 // The generation as a whole.
 
-/** Run `fn` over `items` with at most `limit` at once, keeping order; stops starting new ones once `signal` aborts. */
+/**
+ * Run `fn` over `items` with at most `limit` at once, keeping order; stops
+ * starting new ones once `signal` aborts or one fails. Throws the first
+ * failure only once every call in flight has returned: no worker still
+ * writes into a generation that is being abandoned.
+ */
 async function mapLimit<T, R>(items: T[], limit: number, signal: AbortSignal | undefined, fn: (item: T) => Promise<R>): Promise<R[]> {
   const out = new Array<R>(items.length)
   let next = 0
+  let failure: { error: unknown } | undefined
   const worker = async () => {
-    while (next < items.length) {
-      signal?.throwIfAborted()
+    while (next < items.length && !failure) {
+      if (signal?.aborted) {
+        failure = { error: signal.reason }
+        return
+      }
       const i = next++
-      out[i] = await fn(items[i]!)
+      try {
+        out[i] = await fn(items[i]!)
+      } catch (e) {
+        failure ??= { error: e }
+      }
     }
   }
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+  if (failure) throw failure.error
   return out
 }
 
@@ -942,7 +956,8 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
     if (writer?.state === 'renamed') {
       throw new SnapshotError(`snapshot ${writer.name} was renamed into place, but making that durable failed: ${why}; CURRENT still names the previous generation`, report)
     }
-    if (options.signal?.aborted && e === options.signal.reason) throw new SnapshotError('snapshot abandoned (no generation written, CURRENT unchanged)', report)
+    // Aborted: whatever the workers said as they stopped (ECANCELED), the snapshot was abandoned.
+    if (options.signal?.aborted) throw new SnapshotError('snapshot abandoned (no generation written, CURRENT unchanged)', report)
     const disk = hasCode(e, 'ENOSPC', 'EIO', 'EDQUOT') || ['ENOSPC', 'EIO', 'EDQUOT'].includes((e as { code?: string }).code ?? '')
     throw new SnapshotError(`snapshot failed, no generation written (CURRENT unchanged): ${why}${disk ? ' (the disk refused the write; the previous generation is intact)' : ''}`, report)
   } finally {
