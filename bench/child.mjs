@@ -8,7 +8,7 @@
 //   node bench/child.mjs verify STATE_DIR
 //   node bench/child.mjs naive ID DIR NAME          attach as one Buffer, fs.writeFileSync, fsync, rename
 //   node bench/child.mjs idle                       load the package, nothing else
-//   node bench/child.mjs abort STATE_DIR KEYS       a snapshot that SIGTERM aborts: prints "started",
+//   node bench/child.mjs abort STATE_DIR KEYS       a checkpoint that SIGTERM aborts: prints "started",
 //                                                   then ms from the signal until snapshot() settled,
 //                                                   and the temporary generations left behind
 import fs from 'node:fs'
@@ -96,7 +96,8 @@ try {
       controller.abort()
     })
     process.stdout.write('started\n')
-    const settled = await lib.snapshot({ stateDir, keep: 1, filter: { keys }, signal: controller.signal }).then(
+    // A checkpoint's copy (afterCopy: writes to the page cache, as run's checkpoints do): its dirty pages go with the abandoned generation.
+    const settled = await lib.snapshot({ stateDir, keep: 1, filter: { keys }, reason: 'checkpoint', afterCopy: () => {}, signal: controller.signal }).then(
       () => 'saved',
       (e) => e.message,
     )

@@ -23,7 +23,7 @@
 //                               against the same of one segment of the same 8000 KiB
 //  10 semaphore sets, queues    500 sets of 4 and 200 queues of 100 messages of 100 bytes: snapshot,
 //                               restore, against the same of one semaphore set
-//  11 abort                     a snapshot of 2 GiB in 4 segments aborted by SIGTERM 0.3 s in: ms from
+//  11 abort                     a checkpoint (page-cache writes) of 2 GiB in 4 segments aborted by SIGTERM 0.3 s in: ms from
 //                               the signal until snapshot() settled and its temporary generation is gone
 //
 // Every number compares only with numbers of the same run: the machine this
@@ -786,7 +786,7 @@ function buildRows(sizes) {
   if (ab || errors['abort.ms']) {
     row({
       fig: 11,
-      what: 'snapshot aborted by SIGTERM: from the signal until it settled, temporary generation removed',
+      what: 'checkpoint aborted by SIGTERM: from the signal until it settled (workers returned), temporary generation removed',
       size: '2 GiB in 4',
       value: ab ? fmtMs(ab) : `error: ${errors['abort.ms']}`,
       target: '≤ 100 ms',
