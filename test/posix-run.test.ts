@@ -142,6 +142,37 @@ describe('restores that cannot be done leave nothing behind', () => {
   })
 })
 
+describe('a restore killed while it writes POSIX objects', () => {
+  test('the next restore removes what it left (temporary files, the queue) and restores everything once', async () => {
+    const state = stateDir()
+    // A 24 MiB object of data besides the app's: the killed restore is caught while writing it.
+    const big = 'head -c 25165824 /dev/urandom > /dev/shm/big'
+    expect((await runApp(state, [posixapp, 'put', 'app'], { before: big, shmSize: '64m' })).status).toBe(0)
+    const restore = `${shmkeep.join(' ')} restore --state-dir ${state} --kind all`
+    const script = [
+      `${restore} & P=$!`,
+      // SIGKILL as soon as a temporary file of the restore shows up (or it has ended).
+      `while kill -0 $P 2>/dev/null && ! ls -A /dev/shm | grep -q '^\\.shmkeep-restore-'; do :; done`,
+      'kill -9 $P 2>/dev/null; wait $P; echo "killed $?"',
+      'echo "left: $(ls -A /dev/shm | tr "\\n" " ")"',
+      `${restore} --on-conflict skip >/dev/null 2>/tmp/second.err; echo "second $?"; cat /tmp/second.err >&2`,
+      'echo "after: $(ls -A /dev/shm | tr "\\n" " ")"',
+      `${posixapp} dump app`,
+    ].join('\n')
+    const r = await inContainer(['sh', '-c', script], { shmSize: '64m' })
+    const out = r.stdout
+    if (/killed 137/.test(out) && /left: .*\.shmkeep-restore-/.test(out)) {
+      // Killed mid-way: the second restore says what it removed.
+      expect(r.stderr).toMatch(/a restore of gen-000000000001 was killed in this namespace; removed the 0 segment\(s\) and [1-9]\d* other object\(s\)/)
+    }
+    expect(out).toMatch(/^second 0$/m)
+    // Every object once, no temporary file left, the contents exact.
+    expect(/^after: (.*)$/m.exec(out)![1]!.trim().split(' ').sort()).toEqual(['app', 'big', 'sem.app'])
+    expect(out).toMatch(/^size 1048576 count 1 tail 1$/m)
+    expect(out).toMatch(/^msg 1 msg 1$/m)
+  })
+})
+
 describe('a warm namespace keeps its live objects', () => {
   test('a /dev/shm that outlived the IPC namespace: its saved objects are live, nothing is restored over them', async () => {
     const state = stateDir()
