@@ -16,6 +16,13 @@ export interface LockOptions {
   timeoutMs?: number
   /** Stop waiting when this signal aborts. */
   signal?: AbortSignal
+  /**
+   * Open the file read-only and never create it (ENOENT when missing): for a
+   * file on a read-only mount. flock(2) needs no write access; take a shared
+   * lock then — an exclusive one on a read-only descriptor fails on NFS,
+   * where flock is emulated with fcntl locks.
+   */
+  readOnly?: boolean
 }
 
 /** A held lock; release() closes the file, which drops the lock. */
@@ -28,9 +35,11 @@ export interface FileLock {
 export async function lockFile(path: string, options: LockOptions = {}): Promise<FileLock> {
   checkEntryOptions('lockFile', options)
   const exclusive = checkBool('exclusive', options.exclusive, true)
+  const readOnly = checkBool('readOnly', options.readOnly, false)
   options.signal?.throwIfAborted()
   // O_NONBLOCK: a FIFO in the place of the lock file must not hang the open.
-  const fd = sys(path, () => fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK, 0o600))
+  const mode = readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR | fs.constants.O_CREAT
+  const fd = sys(path, () => fs.openSync(path, mode | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK, 0o600))
   const st = fs.fstatSync(fd)
   if (!st.isFile()) {
     fs.closeSync(fd)

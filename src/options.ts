@@ -229,7 +229,7 @@ const entries = {
   verify: { spec: { signal: rules.signal, log: rules.logger } satisfies Rules<{ signal?: AbortSignal; log?: unknown }>, required: [] },
   list: { spec: filterRules, required: [] },
   lockFile: {
-    spec: { exclusive: rules.boolean, timeoutMs: rules.count(), signal: rules.signal } satisfies Rules<LockOptions>,
+    spec: { exclusive: rules.boolean, timeoutMs: rules.count(), signal: rules.signal, readOnly: rules.boolean } satisfies Rules<LockOptions>,
     required: [],
   },
   createShutdown: {

@@ -118,6 +118,11 @@ export interface RestoreReport {
   parent?: string | null
   /** Why the lineage record could not be written (the next snapshot then goes beside CURRENT). */
   lineageNotRecorded?: string
+  /**
+   * Why the state dir could not be written (a read-only mount): the restore
+   * read it and wrote nothing there — no RESTORING, LOCK, LINEAGE, CURRENT.
+   */
+  stateDirReadOnly?: string
   bytes: number
   durationMs: number
 }
@@ -143,6 +148,9 @@ interface Created {
 
 /** Remove what a restore killed in this namespace created (its segments nobody attached yet). */
 function undoKilledRestore(state: StateDir, ns: string, log: Logger): Array<{ key: string; id: number }> {
+  // A RESTORING written before the dir became read-only stays there: the
+  // lineage check below then knows the restore that follows as finished.
+  const clear = () => clearRestoringQuietly(state, log)
   const record = state.readRestoring()
   if (!record) return []
   if ('damaged' in record) {
@@ -154,7 +162,7 @@ function undoKilledRestore(state: StateDir, ns: string, log: Logger): Array<{ ke
     // Killed after it recorded its lineage: it had finished (see restore()).
     const lineage = readLineage(state)
     if (lineage.known && lineage.record.generation === record.generation) {
-      state.clearRestoring()
+      clear()
       return []
     }
     const ids = new Set(record.created.map((c) => c.id))
@@ -174,7 +182,7 @@ function undoKilledRestore(state: StateDir, ns: string, log: Logger): Array<{ ke
     const objects = undoKilledObjects(record, currentPowers(), log)
     log.log('warn', 'restore.cleanup', `a restore of ${record.generation} was killed in this namespace; removed the ${removed.length} segment(s) and ${objects.length} other object(s) it had created`, { removed, objects })
   }
-  state.clearRestoring()
+  clear()
   return removed
 }
 
@@ -245,7 +253,7 @@ interface Restored {
 async function restoreGeneration(
   state: StateDir,
   name: string,
-  options: RestoreOptions,
+  options: RestoreOptions & { readOnly?: string },
   powers: Powers,
   ns: string,
   report: RestoreReport,
@@ -334,7 +342,10 @@ async function restoreGeneration(
   // byte goes into it (src/state/statedir.ts) — what lets the next restore in
   // this namespace remove what a killed one created.
   const packs = new PackFiles()
-  const restoring = state.startRestoring({
+  // From a read-only state dir nothing is recorded: the restore still undoes
+  // itself on any failure or TERM; only a SIGKILL halfway leaves segments the
+  // next restore cannot tell from live state (restore() says so).
+  const restoring = options.readOnly ? { created() {}, close() {} } : state.startRestoring({
     ns,
     pid: process.pid,
     generation: name,
@@ -462,13 +473,15 @@ function clearRestoringQuietly(state: StateDir, log: Logger): void {
  * for one more queue) does not fail the restore: the lineage is then unknown
  * and the next snapshot goes beside CURRENT, loudly — the safe side.
  */
-function recordLineage(state: StateDir, report: RestoreReport, log: Logger): Undo | undefined {
+function recordLineage(state: StateDir, report: RestoreReport, log: Logger, unrecorded?: string[]): Undo | undefined {
   report.parent = report.generation
   try {
     return writeLineage(state, report.generation, { newLine: true })
   } catch (e) {
     report.lineageNotRecorded = (e as Error).message
-    log.log('warn', 'restore.lineage', `the lineage of this namespace could not be recorded (${report.lineageNotRecorded}): a later \`shmkeep snapshot\` here goes beside CURRENT`)
+    const what = `no lineage record in this namespace (${report.lineageNotRecorded}): a later \`shmkeep snapshot\` here goes beside CURRENT`
+    if (unrecorded) unrecorded.push(what) // read-only: said with the rest
+    else log.log('warn', 'restore.lineage', `the lineage of this namespace could not be recorded (${report.lineageNotRecorded}): a later \`shmkeep snapshot\` here goes beside CURRENT`)
     return undefined
   }
 }
@@ -524,14 +537,19 @@ export async function restore(options: RestoreOptions): Promise<RestoreReport> {
   const started = performance.now()
   const state = StateDir.open(options.stateDir, { log, warn: true, insecure: options.insecureStateDir })
   const report: RestoreReport = { stateDir: state.dir, generation: null, rejected: [], segments: [], objects: [], cleanedUp: [], warm: false, bytes: 0, durationMs: 0 }
-  const lock = await state.lock({ timeoutMs: options.lockTimeoutMs, signal: options.signal }).catch((e) => {
+  // A read-only state dir (a volume mounted ro into the container that only
+  // restores): read it under a shared lock, write nothing there.
+  const readOnly = state.readOnly()
+  if (readOnly) report.stateDirReadOnly = readOnly
+  const lockOptions = { timeoutMs: options.lockTimeoutMs, signal: options.signal }
+  const lock = await (readOnly ? state.readLock(lockOptions) : state.lock(lockOptions)).catch((e) => {
     if (options.signal?.aborted) throw new RestoreError(`restore interrupted by ${String(options.signal.reason)} while waiting for the state dir's lock: nothing restored`, report)
     throw e
   })
   try {
     const ns = ipcNamespaceId()
     report.cleanedUp = undoKilledRestore(state, ns, log)
-    state.removeStaleTemporaries()
+    if (!readOnly) state.removeStaleTemporaries()
     // A warm namespace (a container restarted inside its pod) holds state at
     // least as new as any snapshot: keep it, unless told to ignore that.
     if ((options.warm ?? 'keep') === 'keep') {
@@ -547,6 +565,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreReport> {
       }
     }
     const powers = currentPowers()
+    /** What a read-only state dir kept from being recorded (one warning at the end). */
+    const unrecorded: string[] = []
     const { names, repair, damage } = candidates(state, options, log)
     // A damaged CURRENT with nothing to fall back to is not a first start:
     // starting empty and snapshotting would bury whatever CURRENT meant.
@@ -557,7 +577,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreReport> {
     let lineage: Undo | undefined
     for (const name of names) {
       try {
-        restored = await restoreGeneration(state, name, options, powers, ns, report, log)
+        restored = await restoreGeneration(state, name, { ...options, readOnly }, powers, ns, report, log)
         break
       } catch (e) {
         if (!(e instanceof DamagedError)) throw e
@@ -576,7 +596,9 @@ export async function restore(options: RestoreOptions): Promise<RestoreReport> {
     if (restored) {
       const done = restored
       try {
-        if (report.rejected.length || repair) {
+        if ((report.rejected.length || repair) && readOnly) {
+          unrecorded.push(`CURRENT was not pointed at ${report.generation} (the generation(s) that failed stay where they are)`)
+        } else if (report.rejected.length || repair) {
           for (const r of report.rejected) {
             r.quarantinedAs = state.quarantine(r.generation)
             if (r.quarantinedAs) log.log('warn', 'restore.quarantine', `moved the damaged ${r.generation} aside as ${r.quarantinedAs}`)
@@ -587,8 +609,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreReport> {
         options.signal?.throwIfAborted()
         // Lineage first: a restore killed between the two is then seen as
         // finished (RESTORING's segments are the live state), not half done.
-        lineage = recordLineage(state, report, log)
-        state.clearRestoring()
+        lineage = recordLineage(state, report, log, readOnly ? unrecorded : undefined)
+        if (!readOnly) state.clearRestoring()
       } catch (e) {
         lineage?.undo()
         done.undo()
@@ -596,7 +618,12 @@ export async function restore(options: RestoreOptions): Promise<RestoreReport> {
         throw e
       }
     } else if (report.rejected.length === 0 && !damage) {
-      recordLineage(state, report, log) // a first start: its snapshots may become CURRENT
+      recordLineage(state, report, log, readOnly ? unrecorded : undefined) // a first start: its snapshots may become CURRENT
+    }
+    if (readOnly && (report.generation || unrecorded.length)) {
+      // Said once, with everything that could not be recorded.
+      if (report.generation) unrecorded.unshift('no RESTORING record while it ran (a restore killed by SIGKILL halfway would have left segments the next one takes for live state)')
+      log.log('warn', 'restore.read-only', `the state dir cannot be written (${readOnly}): restored without writing anything there — ${unrecorded.join('; ')}`)
     }
     if (report.generation === null && report.rejected.length) {
       throw new Error(`no generation verifies: ${report.rejected.map((r) => `${r.generation}: ${r.reason}`).join('; ')}`)

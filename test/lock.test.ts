@@ -220,6 +220,30 @@ describe('lockFile: shared locks', () => {
   })
 })
 
+describe('lockFile: readOnly (a file on a read-only mount)', () => {
+  test('never creates the file (ENOENT); on an existing one, a shared lock through a read-only descriptor keeps an exclusive one out', async () => {
+    const missing = path.join(dir, 'none.lock')
+    await expect(lockFile(missing, { readOnly: true })).rejects.toMatchObject({ code: 'ENOENT' })
+    expect(fs.existsSync(missing)).toBe(false)
+    const p = path.join(dir, 'lock')
+    fs.writeFileSync(p, '', { mode: 0o400 })
+    const mine = await lock(p, { readOnly: true, exclusive: false, timeoutMs: 0 })
+    const fd = fs.readdirSync('/proc/self/fd').find((n) => {
+      try {
+        return fs.readlinkSync(`/proc/self/fd/${n}`) === p
+      } catch {
+        return false
+      }
+    })
+    const flags = /^flags:\s+([0-7]+)$/m.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))![1]!
+    expect(parseInt(flags, 8) & 3).toBe(fs.constants.O_RDONLY) // the access mode
+    expect(tryInOtherProcess(p, true)).toBe('EWOULDBLOCK')
+    expect(tryInOtherProcess(p, false)).toBe('taken')
+    mine.release()
+    expect(tryInOtherProcess(p, true)).toBe('taken')
+  })
+})
+
 describe('lockFile: the file', () => {
   test('is created 0600 when missing, and kept after release', async () => {
     const p = path.join(dir, 'new.lock')

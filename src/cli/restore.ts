@@ -16,7 +16,9 @@ same key, size, mode, owner and creator, and the same id where the kernel lets
 shmkeep choose it. Every chunk is verified before a segment is handed over; if
 CURRENT is damaged, the newest earlier generation that verifies is restored
 instead. Run it before starting the app. An empty DIR is a normal first start;
-a missing DIR is an error (mount a volume there: restore never creates it).
+a missing DIR is an error (mount a volume there: restore never creates it); a
+read-only DIR is read only (nothing is written there: one warning says what
+could not be recorded).
 
   -s, --state-dir DIR      where generations live; SHMKEEP_STATE_DIR
   --insecure-state-dir     trust a state dir that other users may write or own

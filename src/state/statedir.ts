@@ -140,6 +140,41 @@ export class StateDir {
   }
 
   /**
+   * Why nothing can be written in the state dir (a read-only mount, a user
+   * without write permission), or undefined when it can be. A restore needs
+   * only to read: from such a dir it records nothing there.
+   */
+  readOnly(): string | undefined {
+    try {
+      fs.accessSync(this.dir, fs.constants.W_OK)
+      return undefined
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code
+      if (code === 'EROFS') return 'a read-only mount (EROFS)'
+      if (code === 'EACCES' || code === 'EPERM') return `not writable by this user (${code})`
+      return undefined // anything else shows when something is written
+    }
+  }
+
+  /**
+   * The lock a reader of a read-only state dir can take: a shared flock on
+   * LOCK opened read-only. It keeps out writers working through another,
+   * writable mount of the same volume (they take it exclusively). When LOCK
+   * is missing there is nothing to lock — no writer has used the dir since it
+   * was made, and none can create LOCK through this mount — and the restore
+   * goes on without (a writer elsewhere racing it is the same as one that
+   * started just after: it writes a new generation beside what is read).
+   */
+  async readLock(options: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<FileLock> {
+    try {
+      return await lockFile(this.path(LOCK_FILE), { exclusive: false, readOnly: true, ...options })
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e
+      return { path: this.path(LOCK_FILE), release() {} }
+    }
+  }
+
+  /**
    * Remove what a killed writer left: `.tmp-*` directories and `*.tmp` files
    * of ours. Only under the lock. Returns the names removed.
    */
@@ -231,8 +266,25 @@ export class StateDir {
     return out.sort((a, b) => a.seq - b.seq || a.name.localeCompare(b.name))
   }
 
+  /**
+   * A generation's record, read and checked once per StateDir (one command):
+   * a complete generation never changes (it is written under a temporary
+   * name and renamed), and a restore of thousands of segments asked for it
+   * three times (warmth, candidates, the restore), each time validating every
+   * entry. quarantine() forgets the name it moves.
+   */
   readGeneration(name: string): GenerationRecord {
     this.generationDir(name)
+    const known = this.records.get(name)
+    if (known) return known
+    const record = this.readGenerationUncached(name)
+    this.records.set(name, record)
+    return record
+  }
+
+  private readonly records = new Map<string, GenerationRecord>()
+
+  private readGenerationUncached(name: string): GenerationRecord {
     const record = upgradeGeneration(readCheckedJson<GenerationRecord>(this.path(name, GENERATION_FILE), READABLE_FORMATS))
     // A quarantined generation keeps the name it was written with.
     const plain = name.startsWith(QUARANTINE_PREFIX) ? name.slice(QUARANTINE_PREFIX.length).replace(/\.\d+$/, '') : name
@@ -263,6 +315,7 @@ export class StateDir {
     let target = QUARANTINE_PREFIX + name
     for (let n = 2; fs.existsSync(this.path(target)); n++) target = `${QUARANTINE_PREFIX}${name}.${n}`
     fs.renameSync(this.path(name), this.path(target))
+    this.records.delete(name)
     fsyncDir(this.dir)
     return target
   }
@@ -287,7 +340,11 @@ export class StateDir {
       return value
     } catch (e) {
       if (e instanceof StateFileError && e.code === 'ENOENT') return null
-      fs.rmSync(file, { force: true, recursive: true })
+      try {
+        fs.rmSync(file, { force: true, recursive: true })
+      } catch {
+        // a read-only state dir: it stays, and is ignored the same way next time
+      }
       return { damaged: e instanceof Error ? e.message : String(e) }
     }
   }
