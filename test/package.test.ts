@@ -43,7 +43,8 @@ const env = (): NodeJS.ProcessEnv => {
 }
 
 function npm(args: string[], cwd: string): ChildResult {
-  const r = run('npm', args, { cwd, env: env(), timeout: 150_000 })
+  // Generous: `prebuild` compiles the addon for two targets, and CI machines are shared.
+  const r = run('npm', args, { cwd, env: env(), timeout: 420_000 })
   setupLog += `\n$ npm ${args.join(' ')}  (in ${cwd})\n${r.stdout}\n${r.stderr}`
   return r
 }
@@ -83,7 +84,7 @@ beforeAll(() => {
     if (networkError.test(install.stderr)) skipReason = `the npm registry is unreachable for the tarball's dependencies: ${install.stderr.trim().split('\n').slice(-3).join(' ')}`
     else throw new Error(`npm install of the tarball failed:${setupLog}`)
   }
-}, 180_000)
+}, 900_000)
 
 afterAll(() => {
   tmp?.cleanup()

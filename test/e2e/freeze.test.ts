@@ -32,6 +32,7 @@ async function watchImages(stateDir: string, wanted: number, container: Containe
   while (results.length < wanted && Date.now() < until) {
     if (container.child.exitCode !== null) throw new Error(`container exited: ${container.stderr}`)
     for (const name of fs.readdirSync(stateDir).filter((n) => /^gen-\d+$/.test(n)).sort()) {
+      if (results.length >= wanted) break // several may have appeared since the last look
       if (seen.has(name)) continue
       const dir = path.join(stateDir, name)
       let data: string | undefined
