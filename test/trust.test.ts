@@ -122,6 +122,16 @@ describe('who may write the state dir', () => {
     expect(ok.stdout).toMatch(/segs=0x00007100,$/m)
   })
 
+  test('the library names its option (insecureStateDir: true), the CLI its flag', () => {
+    const d = copy('world-lib')
+    fs.chmodSync(d, 0o777)
+    const lib = JSON.stringify(path.join(root, 'dist', 'index.js'))
+    const script = `require(${lib}).restore({ stateDir: process.argv[1] }).then(() => console.log('restored'), (e) => console.log(e.message))`
+    const r = run('unshare', ['--ipc', process.execPath, '-e', script, d], { env: { ...process.env, SHMKEEP_INSECURE_STATE_DIR: '' } })
+    expect(r.stdout, r.stderr).toMatch(/writable by every user.*\(insecureStateDir: true to trust it anyway\)/)
+    expect(r.stdout).not.toMatch(/--insecure-state-dir/)
+  })
+
   test('a state dir owned by another user, or a file in it, is refused (root restores nothing a user could forge)', () => {
     const d = copy('foreign')
     fs.chownSync(d, 1000, 1000)

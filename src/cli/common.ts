@@ -9,7 +9,7 @@ import { describeFsError, streamLogger, type Logger } from '../log'
 import { progressLogger } from '../progress'
 import { jsonReport } from '../run/report'
 import { INSECURE_ENV } from '../state/trust'
-import { UsageError } from './errors'
+import { flagWords, UsageError } from './errors'
 
 export { UsageError }
 
@@ -75,13 +75,20 @@ export function makeLogger(values: { quiet?: boolean; verbose?: boolean; 'log-fo
   const format = values['log-format'] ?? 'text'
   if (format !== 'text' && format !== 'json') throw new UsageError(`--log-format must be text or json, not ${format}`)
   const level = values.quiet ? 'warn' : values.verbose ? 'debug' : 'info'
-  if (level === 'warn') return streamLogger({ format, level })
+  if (level === 'warn') return inFlagWords(streamLogger({ format, level }))
   const stderr = process.stderr
   const drawn = terminal && format === 'text' && stderr.isTTY
-  return progressLogger((write) => streamLogger({ format, level, write }), {
-    write: (line) => stderr.write(line),
-    terminal: drawn ? { write: (text) => stderr.write(text), get columns() { return stderr.columns } } : undefined,
-  })
+  return inFlagWords(
+    progressLogger((write) => streamLogger({ format, level, write }), {
+      write: (line) => stderr.write(line),
+      terminal: drawn ? { write: (text) => stderr.write(text), get columns() { return stderr.columns } } : undefined,
+    }),
+  )
+}
+
+/** A logger whose messages speak of this command's flags (see {@link flagWords}); progress passes through. */
+export function inFlagWords(log: Logger): Logger {
+  return { log: (level, event, message, fields) => log.log(level, event, flagWords(message), fields), progress: log.progress?.bind(log) }
 }
 
 /** `--lock-timeout SEC` in milliseconds (undefined: wait as long as it takes). */

@@ -5,7 +5,7 @@
 import { version } from './version'
 
 import { errorLine } from '../log'
-import { EXIT, UsageError } from './errors'
+import { EXIT, flagWords, UsageError } from './errors'
 
 export { EXIT, UsageError }
 
@@ -83,7 +83,7 @@ export async function main(argv: string[]): Promise<void> {
       process.stderr.write(`shmkeep ${first}: ${e.message}\n(see shmkeep ${first} --help)\n`)
       process.exitCode = EXIT.usage
     } else {
-      process.stderr.write(`shmkeep ${first}: ${errorLine(e)}\n`)
+      process.stderr.write(`shmkeep ${first}: ${flagWords(errorLine(e))}\n`)
       process.exitCode = EXIT.failed
     }
   }

@@ -5,7 +5,7 @@ import type { Logger } from '../log'
 import { restore, RestoreError, type ConflictPolicy, type RestoreReport, type WarmPolicy } from '../restore'
 import { shmRmidForced } from '../system'
 import { lockTimeoutMs, COMMON_HELP, commonOptions, FILTER_HELP, filterFrom, filterOptions, makeLogger, ms, parse, printJson, requireStateDir, stateDirOption, UsageError } from './common'
-import { EXIT } from './errors'
+import { EXIT, flagWords } from './errors'
 
 const HELP = `Usage: shmkeep restore --state-dir DIR [options]
 
@@ -55,14 +55,10 @@ const options = {
   'sem-from-checkpoint': { type: 'string' },
 } as const
 
-/** The library speaks of options (`onConflict: 'skip'`); this command of its flags. */
-function flagWords(text: string): string {
-  return text.replace(/onConflict: '(\w+)'/g, '--on-conflict=$1').replace(/warm: '(\w+)'/g, '--warm $1')
-}
-
 function cliLogger(log: Logger): Logger {
   return {
-    log: (level, event, message, fields) => log.log(level, event, flagWords(message) + (event === 'restore.warm' ? ' (--warm ignore restores anyway)' : ''), fields),
+    log: (level, event, message, fields) => log.log(level, event, message + (event === 'restore.warm' ? ' (--warm ignore restores anyway)' : ''), fields),
+    progress: log.progress?.bind(log),
   }
 }
 

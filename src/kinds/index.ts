@@ -155,7 +155,7 @@ export function saveObjects(out: { create(file: string): number }, options: Save
   const limits: ObjectsSection['limits'] = {}
   let offset = 0
   if (options.filter?.kinds === undefined && process.pid === 1 && !kindSelected(options.filter, 'posix-shm')) {
-    options.log.log('info', 'snapshot.posix-shm', `POSIX shm objects not saved: ${containerDevShm().why} (--kind all takes them)`)
+    options.log.log('info', 'snapshot.posix-shm', `POSIX shm objects not saved: ${containerDevShm().why} (filter.kinds: 'all' takes them)`)
   }
   for (const kind of kinds) {
     limits[kind.name] = kind.limits()
@@ -335,7 +335,7 @@ export class ObjectRestorePlan {
         }
         if (kind.name === 'sem' && section.checkpoint && policy === 'skip') {
           out.status = 'skipped'
-          out.reason = 'saved by a checkpoint while the app ran: its values may be locks of processes that are gone (--sem-from-checkpoint=restore restores them)'
+          out.reason = "saved by a checkpoint while the app ran: its values may be locks of processes that are gone (semFromCheckpoint: 'restore' restores them)"
           continue
         }
         if (!kind.named && key === 0 && !ids.ok) {
@@ -363,7 +363,7 @@ export class ObjectRestorePlan {
       this.compareLimits(kind)
     }
     const held = this.outcomes.filter((o) => o.status === 'skipped' && o.reason?.includes('checkpoint'))
-    if (held.length) options.log.log('warn', 'restore.sem-checkpoint', `${held.length} semaphore set(s) not restored: saved by a checkpoint while the app ran, their values may be locks of processes that are gone (--sem-from-checkpoint=restore restores them): ${held.map((o) => o.key).join(', ')}`)
+    if (held.length) options.log.log('warn', 'restore.sem-checkpoint', `${held.length} semaphore set(s) not restored: saved by a checkpoint while the app ran, their values may be locks of processes that are gone (semFromCheckpoint: 'restore' restores them): ${held.map((o) => o.key).join(', ')}`)
     for (const o of this.outcomes) if (o.status === 'not-restored' && o.reason) options.log.log('warn', 'restore.object', `${describe({ ...o, id: o.savedId })} not restored: ${o.reason}`)
     if (conflicts.length) throw new Error(`these keys have objects here already: ${conflicts.join(', ')} (onConflict: 'skip' keeps them, onConflict: 'replace' replaces them)`)
     if (problems.length) throw new Error(`cannot restore: ${problems.join('; ')}`)

@@ -32,7 +32,7 @@ export function placeProblem(real: string): string | undefined {
   return under && `${real}: is under ${under}, which is not storage: give --state-dir a volume's path`
 }
 
-const FIX = '(--insecure-state-dir to trust it anyway)'
+const FIX = '(insecureStateDir: true to trust it anyway)'
 
 /** Why one file of a state dir is not trustworthy, or undefined. */
 function fileProblem(file: string, st: fs.Stats, uid: number): string | undefined {
