@@ -5,7 +5,8 @@
  * (nothing left in the namespace, RestoreError "interrupted").
  *
  * The restoring child runs under strace, which slows each read of the data
- * file (100 ms) and logs them: the abort comes once the segment exists, and
+ * file (100 ms) and logs them: the abort comes 250 ms after the segment exists
+ * (so the copy has begun: an abort before the first read would read nothing), and
  * the reads after it are counted — without the token all 32 chunks are read.
  * Keys of this file: 0x7500xxxx (in a namespace of its own).
  */
@@ -40,7 +41,8 @@ describe.skipIf(!have('strace'))('restore() aborted mid-segment', () => {
     const restorer = `
       const l = require(${JSON.stringify(dist)})
       const ac = new AbortController()
-      const poll = setInterval(() => { if (l.shm.list().length) { clearInterval(poll); ac.abort('SIGTERM') } }, 5)
+      // Once the segment exists, let the copy begin (each read takes 100 ms under strace), then abort.
+      const poll = setInterval(() => { if (l.shm.list().length) { clearInterval(poll); setTimeout(() => ac.abort('SIGTERM'), 250) } }, 5)
       l.restore({ stateDir: ${JSON.stringify(S)}, signal: ac.signal }).then(
         () => console.log(JSON.stringify({ restored: true })),
         (e) => console.log(JSON.stringify({ name: e.constructor.name, message: e.message, left: l.shm.list().length })),
