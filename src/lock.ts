@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { sys } from './errors'
+import { hasCode, sys, SystemError } from './errors'
 import { native } from './native'
 import { checkBool, checkEntryOptions } from './options'
 
@@ -39,13 +39,24 @@ export async function lockFile(path: string, options: LockOptions = {}): Promise
   options.signal?.throwIfAborted()
   // O_NONBLOCK: a FIFO in the place of the lock file must not hang the open.
   const mode = readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR | fs.constants.O_CREAT
-  const fd = sys(path, () => fs.openSync(path, mode | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK, 0o600))
+  let fd: number
+  try {
+    fd = sys(path, () => fs.openSync(path, mode | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK, 0o600))
+  } catch (e) {
+    // A directory (EISDIR) or a symbolic link (ELOOP: O_NOFOLLOW) in the
+    // lock's place: say what is there, as for a FIFO, not the bare errno.
+    // The code (ELOOP, EISDIR) and syscall stay the system's.
+    const st = hasCode(e, 'EISDIR', 'ELOOP') ? lstatOrNull(path) : null
+    if (st && !st.isFile()) {
+      const raw = e as SystemError
+      throw new SystemError(`${raw.code}: ${notRegular(path, st).message}`, { code: raw.code, errno: raw.errno, syscall: raw.syscall })
+    }
+    throw e
+  }
   const st = fs.fstatSync(fd)
   if (!st.isFile()) {
     fs.closeSync(fd)
-    const err = new Error(`${path}: is not a regular file${st.isFIFO() ? ' (a FIFO)' : ''}; shmkeep locks only a regular file`) as Error & { code: string }
-    err.code = 'EISDIR'
-    throw err
+    throw notRegular(path, st)
   }
   const deadline = options.timeoutMs === undefined ? Infinity : Date.now() + options.timeoutMs
   let wait = 5
@@ -73,6 +84,22 @@ export async function lockFile(path: string, options: LockOptions = {}): Promise
       fs.closeSync(fd)
     },
   }
+}
+
+function lstatOrNull(path: string): fs.Stats | null {
+  try {
+    return fs.lstatSync(path)
+  } catch {
+    return null
+  }
+}
+
+/** The error for a lock path that holds something else than a regular file (code EISDIR, as before). */
+function notRegular(path: string, st: fs.Stats): Error {
+  const what = st.isFIFO() ? ' (a FIFO)' : st.isSymbolicLink() ? ' (a symbolic link)' : st.isDirectory() ? ' (a directory)' : ''
+  const err = new Error(`${path}: is not a regular file${what}; shmkeep locks only a regular file`) as Error & { code: string }
+  err.code = 'EISDIR'
+  return err
 }
 
 /**

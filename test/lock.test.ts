@@ -272,6 +272,7 @@ describe('lockFile: the file', () => {
     const e = await lockFile(link).then(() => undefined, (err) => err)
     expect(e.code).toBe('ELOOP')
     expect(e.syscall).toBe('open')
+    expect(e.message).toBe(`ELOOP: ${link}: is not a regular file (a symbolic link); shmkeep locks only a regular file`)
     expect(fs.existsSync(target)).toBe(false) // O_CREAT did not create what the link points to
 
     fs.writeFileSync(target, '')
@@ -281,7 +282,8 @@ describe('lockFile: the file', () => {
   })
 
   test('a directory or a missing folder → an error with a code', async () => {
-    await expect(lockFile(dir)).rejects.toMatchObject({ code: 'EISDIR' })
+    await expect(lockFile(dir)).rejects.toMatchObject({ code: 'EISDIR', message: `EISDIR: ${dir}: is not a regular file (a directory); shmkeep locks only a regular file` })
+    await expect(lockFile(dir, { readOnly: true })).rejects.toMatchObject({ code: 'EISDIR', message: `${dir}: is not a regular file (a directory); shmkeep locks only a regular file` })
     await expect(lockFile(path.join(dir, 'no', 'such'))).rejects.toMatchObject({ code: 'ENOENT' })
   })
 })
