@@ -5,7 +5,7 @@
 import { segmentPredicate, type SegmentFilter } from './filter'
 import { currentPowers, readIdentity } from './identity'
 import { formatKey, parseKey } from './keys'
-import { verifyObjects } from './kinds'
+import { diffObjects, verifyObjects, type DiffStatus, type ObjectDiff } from './kinds'
 import { silentLogger, startProgress, type Logger, type ProgressHandle } from './log'
 import { native } from './native'
 import { checkEntryOptions, checkStateDir } from './options'
@@ -209,7 +209,7 @@ export async function prune(stateDir: string, options: { keep: number; dryRun?: 
   }
 }
 
-export type DiffStatus = 'added' | 'removed' | 'changed' | 'unchanged'
+export type { DiffStatus, ObjectDiff }
 
 export interface SegmentDiff {
   key: string
@@ -225,12 +225,18 @@ export interface SegmentDiff {
 export interface DiffReport {
   generation: string | null
   segments: SegmentDiff[]
+  /** Semaphore sets, message queues, POSIX shm objects and POSIX queues the filter takes. */
+  objects: ObjectDiff[]
+  /** What could not be compared (a kind the generation did not look at, a /dev/mqueue of another namespace). */
+  notes: string[]
 }
 
 /**
- * Live segments against CURRENT: added, removed, changed (size, mode,
- * owner, or chunk checksums), unchanged. Reads every live segment once
- * (checksums only, nothing written); pages never touched are not read.
+ * Live objects of every kind against CURRENT: added, removed, changed,
+ * unchanged. Segments: size, mode, owner, or chunk checksums (each live
+ * segment read once, checksums only, nothing written; pages never touched
+ * are not read). The other kinds: mode, owner, their attributes and their
+ * contents (src/kinds: diffObjects), POSIX queues without their messages.
  */
 export async function diff(stateDir: string, filter?: SegmentFilter, options: { signal?: AbortSignal } = {}): Promise<DiffReport> {
   checkStateDir('diff', stateDir), checkEntryOptions('diff', filter, 'diff: filter'), checkEntryOptions('cancellable', options, 'diff')
@@ -240,7 +246,8 @@ export async function diff(stateDir: string, filter?: SegmentFilter, options: { 
   if ('error' in current) throw new StateFileError(state.path('CURRENT'), current.error)
   const take = segmentPredicate(filter)
   const live = shm.list().filter((s) => !s.dest && take(s))
-  const saved = current.name ? state.readGeneration(current.name).segments.map((e) => state.readSegment(current.name!, e)) : []
+  const gen = current.name ? state.readGeneration(current.name) : undefined
+  const saved = gen ? gen.segments.map((e) => state.readSegment(current.name!, e)) : []
   const keyOf = (key: number, id: number) => (key === 0 ? `private:${id}` : formatKey(key))
   const savedBy = new Map(saved.map((m) => [keyOf(parseKey(m.key), m.id), m]))
   const powers = currentPowers()
@@ -275,7 +282,8 @@ export async function diff(stateDir: string, filter?: SegmentFilter, options: { 
     out.push({ key: formatKey(s.key), id: s.id, status: changes.length ? 'changed' : 'unchanged', ...(changes.length ? { changes } : {}), ...(chunksChanged ? { chunksChanged } : {}) })
   }
   for (const m of savedBy.values()) out.push({ key: m.key, id: m.id, status: 'removed' })
-  return { generation: current.name, segments: out }
+  const objects = diffObjects(current.name ? state.path(current.name) : null, gen?.objects, filter, powers, options.signal)
+  return { generation: current.name, segments: out, ...objects }
 }
 
 /** The live segments of this IPC namespace that the filter takes (`shmkeep ls`). */

@@ -10,6 +10,7 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { afterEach } from 'vitest'
 import { Container } from './e2e/container'
 
 /** The shell lines that build the private /dev; `$SK_HOSTDEV` is an empty directory of the test's. */
@@ -42,4 +43,25 @@ export function hostDevDir(scratch: string[]): string {
 export function posixContainer(scratch: string[], argv: string[], o: { shmSize?: string; before?: string; env?: NodeJS.ProcessEnv } = {}): Container {
   const script = `${privateDevScript(o.shmSize)}\n${o.before ?? ''}\nexec "$@"`
   return Container.start(['sh', '-c', script, 'sh', ...argv], { SK_HOSTDEV: hostDevDir(scratch), ...o.env })
+}
+
+/**
+ * The scratch directories and containers of one test file, removed and
+ * killed after each test; `stateDir()` makes a fresh state dir (created, 0700,
+ * as a mounted volume would be).
+ */
+export function testScratch(prefix: string): { scratch: string[]; containers: Container[]; stateDir(): string } {
+  const scratch: string[] = []
+  const containers: Container[] = []
+  afterEach(() => {
+    for (const c of containers.splice(0)) c.child.kill('SIGKILL')
+    for (const d of scratch.splice(0)) fs.rmSync(d, { recursive: true, force: true })
+  })
+  const stateDir = () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix))
+    scratch.push(dir)
+    fs.mkdirSync(path.join(dir, 'state'), { mode: 0o700 })
+    return path.join(dir, 'state')
+  }
+  return { scratch, containers, stateDir }
 }

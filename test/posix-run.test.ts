@@ -6,31 +6,18 @@
  * fixture (test/fixtures/posixapp.c), Python's multiprocessing.shared_memory.
  */
 import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
-import { afterEach, describe, expect, test } from 'vitest'
+import { describe, expect, test } from 'vitest'
 import { binDir, run } from './helpers'
-import { shmkeepBin, type Container } from './e2e/container'
-import { posixContainer } from './posix-kit'
+import { shmkeepBin } from './e2e/container'
+import { posixContainer, testScratch } from './posix-kit'
 import { DOCKER_BOUNDING, have, realRoot } from './snapkit'
 
 const posixapp = path.join(binDir, 'posixapp')
 const PY = '/usr/bin/python3'
 const shmkeep = [process.execPath, shmkeepBin]
 
-const scratch: string[] = []
-const containers: Container[] = []
-afterEach(() => {
-  for (const c of containers.splice(0)) c.child.kill('SIGKILL')
-  for (const d of scratch.splice(0)) fs.rmSync(d, { recursive: true, force: true })
-})
-
-function stateDir(): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmkeep-posix-'))
-  scratch.push(dir)
-  fs.mkdirSync(path.join(dir, 'state'), { mode: 0o700 })
-  return path.join(dir, 'state')
-}
+const { scratch, containers, stateDir } = testScratch('shmkeep-posix-')
 
 async function inContainer(argv: string[], o: Parameters<typeof posixContainer>[2] = {}) {
   const c = posixContainer(scratch, argv, o)

@@ -18,18 +18,18 @@ import { hasCode } from '../errors'
 import { containerDevShm, kindSelected, parseKinds, segmentPredicate, type SegmentFilter } from '../filter'
 import { creatorIdentity, readIdentity, SELF, type Identity, type Powers } from '../identity'
 import { formatKey, parseKey } from '../keys'
-import type { Logger } from '../log'
+import { humanSize, type Logger } from '../log'
 import { native } from '../native'
 import { StateFileError, readRegularFile } from '../state/files'
 import { nextIdControl } from '../system'
-import { CONTAINER_ONLY_KINDS, describe, identityOf, NAMED_KINDS, recordIdentity, type IpcObject, type Kind, type KindName, type ObjectPerm, type ObjectRecord } from './kind'
+import { CONTAINER_ONLY_KINDS, describe, type DiffStatus, identityOf, NAMED_KINDS, recordIdentity, type IpcObject, type Kind, type KindName, type ObjectPerm, type ObjectRecord } from './kind'
 import { mqueueKind } from './mqueue'
 import { msgKind } from './msg'
 import { posixShmKind } from './posixshm'
 import { semKind } from './sem'
 import { listShm } from './shm'
 
-export { KIND_NAMES, type KindName, type IpcObject, type ObjectRecord } from './kind'
+export { KIND_NAMES, type DiffStatus, type KindName, type IpcObject, type ObjectRecord } from './kind'
 export { kindSelected, parseKinds }
 
 /** The kinds saved through the packed data file, in the order they are restored. */
@@ -510,10 +510,11 @@ export const OBJECT_COLUMNS = ['KIND', 'KEY', 'ID', 'MODE', 'OWNER', 'CREATOR', 
 
 function contents(kind: KindName, n: { nsems?: number; qnum?: number; bytes?: number; data?: number; curmsgs?: number; maxmsg?: number; msgsize?: number }): string {
   if (kind === 'sem') return `${n.nsems} semaphore(s)`
-  if (kind === 'msg') return `${n.qnum} message(s), ${n.bytes} bytes`
-  if (kind === 'posix-shm' && n.data !== undefined) return `${n.bytes} bytes, ${n.data} in data`
-  if (kind === 'mqueue') return `${n.curmsgs !== undefined ? `${n.curmsgs} message(s), ` : ''}${n.bytes !== undefined ? `${n.bytes} bytes, ` : ''}${n.maxmsg !== undefined ? `maxmsg ${n.maxmsg} msgsize ${n.msgsize}` : ''}`.replace(/, $/, '')
-  return `${n.bytes} bytes`
+  // Sizes for people here; --json carries the exact bytes.
+  if (kind === 'msg') return `${n.qnum} message(s), ${humanSize(n.bytes ?? 0)}`
+  if (kind === 'posix-shm' && n.data !== undefined) return `${humanSize(n.bytes ?? 0)}, ${humanSize(n.data)} in data`
+  if (kind === 'mqueue') return `${n.curmsgs !== undefined ? `${n.curmsgs} message(s), ` : ''}${n.bytes !== undefined ? `${humanSize(n.bytes)}, ` : ''}${n.maxmsg !== undefined ? `maxmsg ${n.maxmsg} msgsize ${n.msgsize}` : ''}`.replace(/, $/, '')
+  return humanSize(n.bytes ?? 0)
 }
 
 function row(o: { kind: KindName; key: string; id: number; mode: number; uid: number; gid: number; cuid: number; cgid: number }, what: string): string[] {
@@ -551,4 +552,121 @@ export function liveSavedObjects(section: ObjectsSection | undefined, filter?: S
     }
   }
   return out
+}
+
+/** One live object of a kind other than segments against a generation's record of it (`diff`). */
+export interface ObjectDiff {
+  kind: KindName
+  /** `0x%08x` for SysV kinds; a POSIX object's name ("/app.state"). */
+  key: string
+  /** SysV kinds: the live id (the saved one of a removed object). POSIX objects have none. */
+  id?: number
+  status: DiffStatus
+  /** What differs, in words ("mode 600 → 640", "values #0 1 → 0"). */
+  changes?: string[]
+  /** Attributes that differ (nsems, qnum, cbytes, qbytes, size, curmsgs, maxmsg, msgsize): saved and live. */
+  attributes?: Record<string, { saved: number; live: number }>
+  /** Whether the contents (values, messages, data) are as saved; absent when they were not compared. */
+  contents?: 'same' | 'differ'
+  /** Why the contents were not compared (a POSIX queue cannot be read without taking its messages out). */
+  notCompared?: string
+}
+
+/**
+ * The live objects of every kind but segments against a generation's
+ * `objects` section (`dir` is the generation's directory): added, removed,
+ * changed (mode, owner, the kind's attributes, contents by CRC-32C of the
+ * saved form), unchanged. Contents are read as a snapshot reads them, and
+ * never disturbed: a kind whose reading would (POSIX queues) compares its
+ * attributes only and says so. `notes` name what could not be compared.
+ */
+export function diffObjects(dir: string | null, section: ObjectsSection | undefined, filter: SegmentFilter | undefined, powers: Powers, signal?: AbortSignal): { objects: ObjectDiff[]; notes: string[] } {
+  const take = objectPredicate(filter)
+  const objects: ObjectDiff[] = []
+  const notes: string[] = []
+  let saved: Buffer[] | null | undefined // read once, only to say which values differ
+  const savedPayload = (index: number): Buffer | undefined => {
+    if (saved === undefined) {
+      try {
+        saved = dir && section ? readObjects(dir, section) : null
+      } catch (e) {
+        if (!(e instanceof ObjectDamage)) throw e
+        notes.push(`the saved contents cannot be read (${e.message}): changes of contents are not detailed`)
+        saved = null
+      }
+    }
+    return saved?.[index]
+  }
+  for (const kind of SMALL_KINDS) {
+    if (!kindSelected(filter, kind.name)) continue
+    if (section && !section.kinds.includes(kind.name)) {
+      notes.push(`${kind.noun}s not compared: the generation did not look at them${kind.finalOnly ? ' (only a final snapshot reads them)' : ' (left out by its filter)'}`)
+      continue
+    }
+    const listing = kind.list()
+    if (listing.unavailable) {
+      notes.push(listing.unavailable)
+      continue
+    }
+    const records = new Map((section?.records ?? []).flatMap((rec, index) => (rec.kind === kind.name ? [[recordIdentity(rec), { rec, index }] as const] : [])))
+    const unsaved = new Map((section?.unsaved ?? []).filter((u) => u.kind === kind.name).map((u) => [recordIdentity(u), u]))
+    for (const o of listing.objects.filter(take)) {
+      signal?.throwIfAborted()
+      const identity = identityOf(o)
+      const base = { kind: kind.name, key: o.name ?? formatKey(o.key), ...(kind.named ? {} : { id: o.id }) }
+      const hit = records.get(identity)
+      records.delete(identity)
+      if (!hit) {
+        const u = unsaved.get(identity)
+        objects.push({ ...base, status: 'added', ...(u ? { changes: [`not saved in the generation: ${u.reason}`] } : {}) })
+        continue
+      }
+      objects.push({ ...base, ...compareObject(kind, o, hit.rec, powers, () => savedPayload(hit.index)) })
+    }
+    for (const { rec } of records.values()) {
+      if (take({ ...rec, key: kind.named ? 0 : parseKey(rec.key), name: rec.key, ctime: 0, bytes: rec.length })) objects.push({ kind: kind.name, key: rec.key, ...(kind.named ? {} : { id: rec.id }), status: 'removed' })
+    }
+  }
+  return { objects, notes }
+}
+
+/** One live object against its record: mode, owner, the kind's attributes, contents. */
+function compareObject(kind: Kind, o: IpcObject, rec: ObjectRecord, powers: Powers, savedPayload: () => Buffer | undefined): Omit<ObjectDiff, 'kind' | 'key' | 'id'> {
+  const changes: string[] = []
+  if (rec.mode !== o.mode) changes.push(`mode ${rec.mode.toString(8)} → ${o.mode.toString(8)}`)
+  if (rec.uid !== o.uid || rec.gid !== o.gid) changes.push(`owner ${rec.uid}:${rec.gid} → ${o.uid}:${o.gid}`)
+  let live: { attrs: Record<string, number>; payload?: Buffer } | undefined
+  let notCompared: string | undefined
+  if (kind.peek) {
+    const p = kind.peek(o)
+    if ('error' in p) notCompared = p.error
+    else [live, notCompared] = [{ attrs: p.attrs }, p.notCompared]
+  } else {
+    const who = kind.readAs ? kind.readAs(o, powers) : readIdentity(o, powers)
+    const r = 'error' in who ? { unsaved: who.error } : kind.read(o, who)
+    if ('unsaved' in r) notCompared = `contents not compared: ${r.unsaved}`
+    else live = r
+  }
+  const attributes: Record<string, { saved: number; live: number }> = {}
+  for (const [a, label] of Object.entries(kind.diffAttrs)) {
+    const [was, now] = [rec.attrs[a], live?.attrs[a]]
+    if (was === undefined || now === undefined || was === now) continue
+    attributes[a] = { saved: was, live: now }
+    changes.push(`${label} ${was} → ${now}`)
+  }
+  let contents: ObjectDiff['contents']
+  if (live?.payload) {
+    contents = crcHex(live.payload) === rec.crc32c ? 'same' : 'differ'
+    if (contents === 'differ') {
+      const before = kind.contentChange ? savedPayload() : undefined
+      changes.push(before ? kind.contentChange!(rec, before, live.payload) : 'contents differ')
+    }
+  }
+  return {
+    status: changes.length ? 'changed' : 'unchanged',
+    ...(changes.length ? { changes } : {}),
+    ...(Object.keys(attributes).length ? { attributes } : {}),
+    ...(contents ? { contents } : {}),
+    ...(notCompared ? { notCompared } : {}),
+  }
 }

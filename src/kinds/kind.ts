@@ -33,6 +33,9 @@ export const NAMED_KINDS: ReadonlySet<KindName> = new Set(['posix-shm', 'mqueue'
  */
 export const CONTAINER_ONLY_KINDS: ReadonlySet<KindName> = new Set(['posix-shm'])
 
+/** How a live object compares with a generation (`diff`). */
+export type DiffStatus = 'added' | 'removed' | 'changed' | 'unchanged'
+
 /** An object's name and permission block as saved: its kind, `0x%08x` key (a POSIX object's name), id, mode, owner, creator. */
 export interface ObjectPerm {
   kind: KindName
@@ -115,6 +118,19 @@ export interface Kind<L extends IpcObject = IpcObject> {
   read(obj: L, as: Identity): ReadResult
   /** Check a saved payload's structure against its record; a reason when it is wrong. */
   check(rec: ObjectRecord, payload: Buffer): string | undefined
+  /**
+   * What `diff` compares besides mode and owner: attribute (as in
+   * {@link ObjectRecord.attrs}) → its name in a change line.
+   */
+  diffAttrs: Record<string, string>
+  /**
+   * For `diff`, when reading the contents would disturb them (POSIX queues:
+   * no non-destructive read): the attributes only, and why the contents are
+   * not compared.
+   */
+  peek?(obj: L): { attrs: Record<string, number>; notCompared: string } | { error: string }
+  /** The contents' change in words ("values #0 1 → 0"); default: "contents differ". */
+  contentChange?(rec: ObjectRecord, saved: Buffer, live: Buffer): string
   /** The namespace limits that matter to this kind (recorded, compared at restore). */
   limits(): Record<string, number>
   /**

@@ -195,6 +195,27 @@ export const mqueueKind: Kind<LiveMqueue> = {
     }
   },
 
+  diffAttrs: { curmsgs: 'messages', maxmsg: 'mq_maxmsg', msgsize: 'mq_msgsize' },
+
+  /** mq_getattr through a descriptor: opening a queue takes nothing out of it. */
+  peek(obj) {
+    const notCompared = 'messages not compared: a POSIX queue cannot be read without taking them out'
+    let fd: number
+    try {
+      fd = openQueue(obj.name, O.O_RDONLY | O.O_NONBLOCK)
+    } catch (e) {
+      return { error: (e as Error).message }
+    }
+    try {
+      const a = sys(`POSIX message queue ${obj.name}`, () => native.mqAttr(fd))
+      return { attrs: { curmsgs: a.curmsgs, maxmsg: a.maxmsg, msgsize: a.msgsize }, notCompared }
+    } catch (e) {
+      return { error: (e as Error).message }
+    } finally {
+      fs.closeSync(fd)
+    }
+  },
+
   check(rec, payload) {
     let messages: PosixMessage[]
     try {

@@ -106,6 +106,8 @@ export const msgKind: Kind<LiveMsg> = {
     return { unsaved: `messages were sent or received during each of ${COPY_TRIES} copies (${lastChange}): a copy by position would skip or repeat some; stop or freeze the app (--freeze) for this queue to be saved`, errno: 'EBUSY' }
   },
 
+  diffAttrs: { qnum: 'messages', cbytes: 'bytes of messages', qbytes: 'msg_qbytes' },
+
   check(rec, payload) {
     let messages: msg.Message[]
     try {

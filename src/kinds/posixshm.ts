@@ -206,6 +206,8 @@ export const posixShmKind: Kind<LivePosixShm> = {
     return { unsaved: `its size changed during each of ${READ_TRIES} reads (${lastChange}): stop or freeze the app for it to be saved`, errno: 'EBUSY' }
   },
 
+  diffAttrs: { size: 'size' },
+
   check(rec, payload) {
     let p: Parsed
     try {

@@ -43,6 +43,19 @@ export const semKind: Kind<LiveSem> = {
     return { attrs: { nsems: obj.nsems }, info: { otime: obj.otime, ctime: obj.ctime }, payload }
   },
 
+  diffAttrs: { nsems: 'semaphores' },
+
+  /** Which semaphores' values differ: "values #0 1 → 0, #3 5 → 7" (the first 8). */
+  contentChange(_rec, saved, live) {
+    const changed: string[] = []
+    for (let i = 0; 2 * i + 1 < Math.min(saved.length, live.length); i++) {
+      const [a, b] = [saved.readUInt16LE(2 * i), live.readUInt16LE(2 * i)]
+      if (a !== b) changed.push(`#${i} ${a} → ${b}`)
+    }
+    const more = changed.length > 8 ? `, and ${changed.length - 8} more` : ''
+    return `values ${changed.slice(0, 8).join(', ')}${more}`
+  },
+
   check(rec, payload) {
     const nsems = rec.attrs.nsems
     if (!Number.isInteger(nsems) || nsems! < 1) return `nsems ${nsems} is not a count`
