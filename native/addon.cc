@@ -1,6 +1,7 @@
 // Entry point of the addon: one Init per concern. No state lives in globals;
 // every record the addon hands out is owned by the JS values that carry it.
 #include "common.h"
+#include "job.h"
 
 namespace shmkeep {
 
@@ -14,6 +15,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitMmap(env, exports);
   InitLock(env, exports);
   InitCopy(env, exports);
+  InitJob(env, exports);
   InitProc(env, exports);
   InitSem(env, exports);
   InitMsg(env, exports);

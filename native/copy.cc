@@ -1,10 +1,10 @@
 // The copy path's exports: save.cc, restore.cc and verify.cc do the work;
-// here are the small ones (CRC-32C of a buffer, of a mapping; cancel tokens;
+// here are the small ones (CRC-32C of a buffer, of a mapping;
 // whether map_files opens). Files:
 //   fileio.*     descriptors, full reads/writes, data runs, direct I/O, FileWriter
 //   residency.*  mincore, populate/drop, map_files, SegmentReader
 //   chunks.*     the chunk table, ChunkDigest, ReadStoredChunk
-//   job.*        the async worker base, cancel flags, argument checks
+//   job.*        the async worker base, job tokens (cancel, bytes done), argument checks
 #include <memory>
 
 #include "common.h"
@@ -29,22 +29,6 @@ Napi::Value Crc32cJs(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Crc32cImplJs(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), Crc32cImpl()); }
-
-// cancelToken() -> token: a flag that workers given {cancel: token} poll
-// between chunks; cancelCopy(token) sets it (they fail with ECANCELED).
-Napi::Value CancelToken(const Napi::CallbackInfo& info) {
-  auto* flag = new CancelFlag(std::make_shared<std::atomic<bool>>(false));
-  auto token = Napi::External<CancelFlag>::New(info.Env(), flag, [](Napi::Env, CancelFlag* f) { delete f; });
-  TagCancelToken(info.Env(), token);
-  return token;
-}
-
-Napi::Value CancelCopy(const Napi::CallbackInfo& info) {
-  CancelFlag flag = CancelFlagOf(info[0]);
-  if (!flag) throw Napi::TypeError::New(info.Env(), "cancelCopy expects a token from cancelToken()");
-  flag->store(true);
-  return info.Env().Undefined();
-}
 
 Napi::Value MapFilesOpensJs(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), MapFilesOpens()); }
 
@@ -93,8 +77,6 @@ Napi::Value ChecksumMapping(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void InitCopy(Napi::Env env, Napi::Object exports) {
-  exports.Set("cancelCopy", Napi::Function::New(env, CancelCopy, "cancelCopy"));
-  exports.Set("cancelToken", Napi::Function::New(env, CancelToken, "cancelToken"));
   exports.Set("checksumMapping", Napi::Function::New(env, ChecksumMapping, "checksumMapping"));
   exports.Set("copyCarried", Napi::Function::New(env, CopyCarried, "copyCarried"));
   exports.Set("crc32c", Napi::Function::New(env, Crc32cJs, "crc32c"));

@@ -13,19 +13,53 @@ namespace {
 const napi_type_tag kCancelTag = {0x73686d6b65657063ULL, 0x616e63656c746f6bULL};
 }
 
-void TagCancelToken(Napi::Env env, const Napi::Value& token) {
-  napi_type_tag_object(env, token, &kCancelTag);
-}
-
-CancelFlag CancelFlagOf(const Napi::Value& v) {
+JobTokenRef JobTokenOf(const Napi::Value& v) {
   if (!v.IsExternal()) return nullptr;
   bool ours = false;
   if (napi_check_object_type_tag(v.Env(), v, &kCancelTag, &ours) != napi_ok || !ours) return nullptr;
-  return *v.As<Napi::External<CancelFlag>>().Data();
+  return *v.As<Napi::External<JobTokenRef>>().Data();
 }
 
-Job::Job(Napi::Env env, const char* name, CancelFlag cancel)
-    : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)), cancel_(std::move(cancel)) {}
+namespace {
+
+// cancelToken() -> token: given as {cancel: token} to the workers of one
+// operation; they poll its flag between chunks and count their bytes in it.
+Napi::Value CancelToken(const Napi::CallbackInfo& info) {
+  auto* token = new JobTokenRef(std::make_shared<JobToken>());
+  auto v = Napi::External<JobTokenRef>::New(info.Env(), token, [](Napi::Env, JobTokenRef* t) { delete t; });
+  napi_type_tag_object(info.Env(), v, &kCancelTag);
+  return v;
+}
+
+JobTokenRef TokenArg(const Napi::CallbackInfo& info, const char* fn) {
+  JobTokenRef token = JobTokenOf(info[0]);
+  if (!token) throw Napi::TypeError::New(info.Env(), std::string(fn) + " expects a token from cancelToken()");
+  return token;
+}
+
+// cancelCopy(token): the workers fail with ECANCELED at their next chunk.
+Napi::Value CancelCopy(const Napi::CallbackInfo& info) {
+  TokenArg(info, "cancelCopy")->cancelled.store(true);
+  return info.Env().Undefined();
+}
+
+// jobBytes(token) -> bytes the token's workers have done so far: a load, cheap
+// enough for a progress timer.
+Napi::Value JobBytes(const Napi::CallbackInfo& info) {
+  uint64_t n = TokenArg(info, "jobBytes")->bytesDone.load(std::memory_order_relaxed);
+  return Napi::Number::New(info.Env(), static_cast<double>(n));
+}
+
+}  // namespace
+
+void InitJob(Napi::Env env, Napi::Object exports) {
+  exports.Set("cancelCopy", Napi::Function::New(env, CancelCopy, "cancelCopy"));
+  exports.Set("cancelToken", Napi::Function::New(env, CancelToken, "cancelToken"));
+  exports.Set("jobBytes", Napi::Function::New(env, JobBytes, "jobBytes"));
+}
+
+Job::Job(Napi::Env env, const char* name, JobTokenRef token)
+    : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)), token_(std::move(token)) {}
 
 Napi::Value Job::Start() {
   Napi::Promise p = deferred_.Promise();
@@ -49,7 +83,7 @@ void Job::FailWith(std::string message, const char* code, std::vector<std::pair<
 }
 
 bool Job::Cancelled() {
-  if (!cancel_ || !cancel_->load(std::memory_order_relaxed)) return false;
+  if (!token_ || !token_->cancelled.load(std::memory_order_relaxed)) return false;
   Fail("cancel", ECANCELED);
   return true;
 }

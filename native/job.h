@@ -1,5 +1,6 @@
 // The base of the copy path's async workers: a promise, how the work failed,
-// a cancel flag polled per chunk, and the argument checks they share.
+// the job token (a cancel flag polled per chunk, a count of bytes done), and
+// the argument checks they share.
 #pragma once
 
 #include <napi.h>
@@ -14,13 +15,24 @@
 
 namespace shmkeep {
 
-// Set from the JS thread (cancelCopy), read by workers between chunks.
-using CancelFlag = std::shared_ptr<std::atomic<bool>>;
+// What the JS thread and an operation's workers share (cancelToken() in JS,
+// given to every worker of the operation as `cancel`): `cancelled` is set by
+// cancelCopy and polled by the workers between chunks; the workers add each
+// chunk's bytes to `bytesDone` as they finish it, and jobBytes(token) reads
+// it, so that progress moves within a multi-GiB segment (src/progress.ts).
+// Relaxed atomics: a flag and a counter that order nothing else, one add per
+// chunk.
+struct JobToken {
+  std::atomic<bool> cancelled{false};
+  std::atomic<uint64_t> bytesDone{0};
+};
+using JobTokenRef = std::shared_ptr<JobToken>;
 
-// The flag behind a token made by cancelToken() (type-tagged: no other
-// External passes); nullptr for anything else (the work cannot be cancelled).
-CancelFlag CancelFlagOf(const Napi::Value& v);
-void TagCancelToken(Napi::Env env, const Napi::Value& token);
+// The token made by cancelToken() (type-tagged: no other External passes);
+// nullptr for anything else (the work cannot be cancelled, counts nothing).
+JobTokenRef JobTokenOf(const Napi::Value& v);
+// cancelToken, cancelCopy and jobBytes.
+void InitJob(Napi::Env env, Napi::Object exports);
 
 // Each operation is an AsyncWorker that settles a promise: Execute() does
 // only system calls and byte loops, OnOK() builds the JS result or the
@@ -28,7 +40,7 @@ void TagCancelToken(Napi::Env env, const Napi::Value& token);
 // or a partial file) is src/'s.
 class Job : public Napi::AsyncWorker {
  public:
-  Job(Napi::Env env, const char* name, CancelFlag cancel = nullptr);
+  Job(Napi::Env env, const char* name, JobTokenRef token = nullptr);
   Napi::Promise Promise() const { return deferred_.Promise(); }
   // Queue it and return its promise.
   Napi::Value Start();
@@ -46,6 +58,17 @@ class Job : public Napi::AsyncWorker {
   // Cancelled from JS? Then fails with ECANCELED and returns true: poll it
   // between chunks and return when it says so.
   bool Cancelled();
+  // `bytes` more of this job's work are done (call it once per chunk): added
+  // to the token's count. Again() before a second pass over the same bytes
+  // (an incremental save that found a change): they count once, the second
+  // pass adds only once it goes past where the first one stopped.
+  void Done(uint64_t bytes) {
+    pass_ += bytes;
+    if (!token_ || pass_ <= counted_) return;
+    token_->bytesDone.fetch_add(pass_ - counted_, std::memory_order_relaxed);
+    counted_ = pass_;
+  }
+  void Again() { pass_ = 0; }
 
   // open + fstat + size check of a data file we read (restore, verify).
   // O_NONBLOCK: a FIFO at the path must not hang the worker in open().
@@ -58,7 +81,9 @@ class Job : public Napi::AsyncWorker {
 
  private:
   Napi::Promise::Deferred deferred_;
-  CancelFlag cancel_;
+  JobTokenRef token_;
+  uint64_t pass_ = 0;     // bytes Done() in this pass
+  uint64_t counted_ = 0;  // bytes added to the token (the most of any pass)
   const char* syscall_ = "";
   int err_ = 0;
   bool vanished_ = false;

@@ -19,7 +19,7 @@ namespace {
 class RestoreWorker : public Job {
  public:
   RestoreWorker(Napi::Env env, const Napi::Object& o, std::vector<uint8_t> table)
-      : Job(env, "shmkeep.restoreSegment", CancelFlagOf(o.Get("cancel"))),
+      : Job(env, "shmkeep.restoreSegment", JobTokenOf(o.Get("cancel"))),
         id_(I32(o.Get("id"))),
         uid_(I64(o.Get("uid"))),
         gid_(I64(o.Get("gid"))),
@@ -84,6 +84,7 @@ class RestoreWorker : public Job {
         bad_.push_back(i);
         if (stopAtFirstBad_) break;
       }
+      Done(len);
     }
     // Read-only: close's error tells nothing about the data.
   }

@@ -56,7 +56,7 @@ Holes ParseHoles(const Napi::Object& o) {
 class SaveWorker : public Job {
  public:
   SaveWorker(Napi::Env env, const Napi::Object& o)
-      : Job(env, "shmkeep.saveSegment", CancelFlagOf(o.Get("cancel"))),
+      : Job(env, "shmkeep.saveSegment", JobTokenOf(o.Get("cancel"))),
         id_(I32(o.Get("id"))),
         uid_(I64(o.Get("uid"))),
         gid_(I64(o.Get("gid"))),
@@ -172,6 +172,7 @@ class SaveWorker : public Job {
           }
         }
         same = prevTable_[i * kEntry + 4] == kZero ? d.zero() : d.SameHash(&prevHashes_[i * kHash]);
+        Done(len);
       }
       if (same) {
         unchanged_ = true;
@@ -213,6 +214,7 @@ class SaveWorker : public Job {
 
     table_.resize(chunks * kEntry);
     hashes_.assign(chunks * kHash, 0);
+    Again();
     for (uint64_t i = 0; i < chunks; i++) {
       if (Cancelled()) return void(failed_ = true);
       const uint64_t off = i * chunkSize_;
@@ -256,6 +258,7 @@ class SaveWorker : public Job {
         PutHash(&hashes_[i * kHash], d.Hash());
         dataChunks_++;
       }
+      Done(len);
     }
     holesLost_ = reader.holesLost();
     if (writer) {
@@ -311,7 +314,7 @@ class SavePackedWorker : public Job {
   };
 
   SavePackedWorker(Napi::Env env, const Napi::Object& o)
-      : Job(env, "shmkeep.savePacked", CancelFlagOf(o.Get("cancel"))),
+      : Job(env, "shmkeep.savePacked", JobTokenOf(o.Get("cancel"))),
         fd_(I32(o.Get("fd"))),
         offset_(static_cast<uint64_t>(I64(o.Get("offset")))),
         chunkSize_(static_cast<uint64_t>(I64(o.Get("chunkSize")))),
@@ -334,6 +337,7 @@ class SavePackedWorker : public Job {
     for (size_t i = 0; i < segs_.size(); i++) {
       if (Cancelled()) return;
       SaveOne(segs_[i], out_[i], buf, page, end);
+      Done(segs_[i].size);
     }
     // Only data runs were written: the file must still hold each segment's
     // every byte (its last pages may be holes), as a reader checks.

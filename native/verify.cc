@@ -19,7 +19,7 @@ constexpr size_t kBuffer = size_t{256} << 10;  // small enough to CRC while cach
 class VerifyWorker : public Job {
  public:
   VerifyWorker(Napi::Env env, const Napi::Object& o, std::vector<uint8_t> table)
-      : Job(env, "shmkeep.verifyFile", CancelFlagOf(o.Get("cancel"))),
+      : Job(env, "shmkeep.verifyFile", JobTokenOf(o.Get("cancel"))),
         path_(o.Get("path").As<Napi::String>().Utf8Value()),
         size_(static_cast<uint64_t>(I64(o.Get("size")))),
         chunkSize_(static_cast<uint64_t>(I64(o.Get("chunkSize")))),
@@ -48,6 +48,7 @@ class VerifyWorker : public Job {
       if (r < 0) return Fail("pread", -r);
       if (r == 0) bad_.push_back(i);
       posix_fadvise(file.fd, static_cast<off_t>(off), static_cast<off_t>(len), POSIX_FADV_DONTNEED);
+      Done(len);
     }
   }
 
@@ -70,7 +71,7 @@ class VerifyWorker : public Job {
 class CopyCarriedWorker : public Job {
  public:
   CopyCarriedWorker(Napi::Env env, const Napi::Object& o, std::vector<uint8_t> table, std::vector<uint8_t> carried)
-      : Job(env, "shmkeep.copyCarried", CancelFlagOf(o.Get("cancel"))),
+      : Job(env, "shmkeep.copyCarried", JobTokenOf(o.Get("cancel"))),
         from_(o.Get("from").As<Napi::String>().Utf8Value()),
         fd_(I32(o.Get("fd"))),
         size_(static_cast<uint64_t>(I64(o.Get("size")))),

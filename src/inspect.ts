@@ -2,12 +2,13 @@
  * Looking at a state dir and at the live namespace: generations, their
  * metadata, whether their bytes verify, pruning, and live-versus-saved.
  */
+import { cancelTokenFor } from './cancel'
 import { segmentPredicate, type SegmentFilter } from './filter'
 import { currentPowers, readIdentity } from './identity'
 import { formatKey, parseKey } from './keys'
 import { diffObjects, verifyObjects, type DiffStatus, type ObjectDiff } from './kinds'
 import { silentLogger, startProgress, type Logger, type ProgressHandle } from './log'
-import { native } from './native'
+import { native, type CancelToken } from './native'
 import { checkEntryOptions, checkStateDir } from './options'
 import * as shm from './shm'
 import { StateFileError } from './state/files'
@@ -109,7 +110,7 @@ async function verifyOne(state: StateDir, name: string, log: Logger): Promise<Ge
   const segments: SegmentVerification[] = []
   const progress = startProgress(log, `verify ${name}`, gen.segments.reduce((n, s) => n + s.size, 0))
   try {
-    await verifySegments(state, name, gen, segments, progress)
+    await verifySegments(state, name, gen, segments, progress, cancelTokenFor(undefined, progress))
   } finally {
     progress.end()
   }
@@ -117,14 +118,14 @@ async function verifyOne(state: StateDir, name: string, log: Logger): Promise<Ge
   return { name, ok: segments.every((s) => s.ok) && objects.ok, segments, objects }
 }
 
-async function verifySegments(state: StateDir, name: string, gen: GenerationRecord, segments: SegmentVerification[], progress: ProgressHandle): Promise<void> {
+async function verifySegments(state: StateDir, name: string, gen: GenerationRecord, segments: SegmentVerification[], progress: ProgressHandle, counted: CancelToken | undefined): Promise<void> {
   for (const entry of gen.segments) {
-    segments.push(await verifyEntry(state, name, entry))
+    segments.push(await verifyEntry(state, name, entry, counted))
     progress.advance(entry.size)
   }
 }
 
-async function verifyEntry(state: StateDir, name: string, entry: GenerationRecord['segments'][number]): Promise<SegmentVerification> {
+async function verifyEntry(state: StateDir, name: string, entry: GenerationRecord['segments'][number], counted: CancelToken | undefined): Promise<SegmentVerification> {
   const base = { key: entry.key, id: entry.id, size: entry.size, badChunks: [] as number[], bytesRead: 0 }
   let meta: SegmentRecord
   try {
@@ -134,7 +135,7 @@ async function verifyEntry(state: StateDir, name: string, entry: GenerationRecor
     return { ...base, ok: false, error: (e as Error).message }
   }
   try {
-    const r = await verifySaved(state.path(name, meta.data), meta)
+    const r = await verifySaved(state.path(name, meta.data), meta, { cancel: counted })
     return { ...base, ok: r.badChunks.length === 0, badChunks: r.badChunks, bytesRead: r.bytesRead }
   } catch (e) {
     return { ...base, ok: false, error: `${meta.data}: ${(e as Error).message}` }

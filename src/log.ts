@@ -26,11 +26,52 @@ export interface ProgressHandle {
   end(): void
 }
 
-const noProgress: ProgressHandle = { advance() {}, end() {} }
+/**
+ * The operations' side of a ProgressHandle (what startProgress returns).
+ * `advance` reports whole objects as they finish; `follow` adds a counter
+ * that moves within one (the addon's job token, src/cancel.ts), read every
+ * {@link FOLLOW_MS}. The logger's handle hears the larger of the two, never
+ * more than the total, as `advance` calls: a library Logger gets the same
+ * fine-grained counts as the CLI's.
+ */
+export interface OperationProgress extends ProgressHandle {
+  follow(bytesDone: () => number): void
+}
+
+/** How often a followed counter is read (the terminal line is redrawn every 200 ms, a log line every 5 s). */
+export const FOLLOW_MS = 250
+
+const noProgress: OperationProgress = { advance() {}, follow() {}, end() {} }
 
 /** The logger's progress handle for an operation, or one that does nothing. */
-export function startProgress(log: Logger, operation: string, total: number): ProgressHandle {
-  return log.progress?.(operation, total) ?? noProgress
+export function startProgress(log: Logger, operation: string, total: number): OperationProgress {
+  const handle = log.progress?.(operation, total)
+  if (!handle) return noProgress
+  let advanced = 0
+  let reported = 0
+  let counter: (() => number) | undefined
+  let timer: NodeJS.Timeout | undefined
+  const report = () => {
+    const done = Math.min(total, Math.max(advanced, counter?.() ?? 0))
+    if (done <= reported) return
+    handle.advance(done - reported)
+    reported = done
+  }
+  return {
+    advance(bytes) {
+      advanced += bytes
+      report()
+    },
+    follow(bytesDone) {
+      counter = bytesDone
+      timer ??= setInterval(report, FOLLOW_MS).unref() // never what keeps the process alive
+    },
+    end() {
+      clearInterval(timer)
+      counter = undefined
+      handle.end()
+    },
+  }
 }
 
 const order: Record<Level, number> = { debug: 0, info: 1, warn: 2, error: 3 }

@@ -77,7 +77,11 @@ export interface RawLimits {
 /** One 8-byte entry per chunk: u32le CRC-32C, u8 type (0 zero, 1 data), 3 zero bytes. */
 export type ChunkTable = Buffer
 
-/** From cancelToken(): given as `cancel` to copy workers, set by cancelCopy (they reject with ECANCELED). */
+/**
+ * From cancelToken(): given as `cancel` to the workers of one operation. cancelCopy
+ * sets it (they reject with ECANCELED); saveSegment, savePacked, restoreSegment and
+ * verifyFile count the bytes they finish in it, chunk by chunk (jobBytes reads them).
+ */
 export type CancelToken = object & { readonly __cancelToken: unique symbol }
 
 export interface RawSaveResult {
@@ -202,6 +206,8 @@ export interface Binding {
   verifyFile(o: { path: string; size: number; chunkSize: number; chunks: ChunkTable; first?: number; count?: number; cancel?: CancelToken }): Promise<RawCheckResult>
   cancelToken(): CancelToken
   cancelCopy(token: CancelToken): void
+  /** Bytes the token's workers have finished so far (a relaxed atomic load: cheap enough for a timer). */
+  jobBytes(token: CancelToken): number
   /** Whether /proc/self/map_files opens here (CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE). */
   mapFilesOpens(): boolean
 

@@ -363,6 +363,7 @@ async function restoreGeneration(
     }
   }
   const progress = startProgress(log, 'restore', todo.reduce((n, t) => n + t.meta.size, 0))
+  const counted = cancelTokenFor(options.signal, progress) // as `cancel`, and its bytes are the restore's progress
   try {
     for (const { meta, out, replace } of todo) {
       options.signal?.throwIfAborted()
@@ -382,7 +383,7 @@ async function restoreGeneration(
       }
       let check
       try {
-        check = await restoreSaved(state.path(name, meta.data), meta, { id, uid: who.uid, gid: who.gid }, true, { packs, cancel })
+        check = await restoreSaved(state.path(name, meta.data), meta, { id, uid: who.uid, gid: who.gid }, true, { packs, cancel: counted })
       } catch (e) {
         const raw = e as { code?: string; errno?: number; message: string }
         // The data file is missing, not a file, the wrong size or a link:

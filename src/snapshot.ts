@@ -249,7 +249,7 @@ interface CopyContext {
   memory: ReturnType<typeof segmentMemory>
   /** How holes are told from data (src/residency.ts). */
   holes: Holes
-  /** The abort signal as the workers' cancel token. */
+  /** The abort signal as the workers' cancel token; it counts their bytes for the progress. */
   cancel: CancelToken | undefined
   powers: Powers
   /** pack.data once a small segment has data: its descriptor and where the next one goes. */
@@ -777,17 +777,17 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
     // How holes are told from data: the image is quiet when the app is frozen or nothing else is attached.
     const holes = holesHere(options.freeze !== undefined || options.attachers?.length === 0)
     if (!holes.keepsHoles) log.log('warn', 'snapshot.holes', `holes cannot be kept: ${holes.reason}`)
+    const progress = startProgress(log, options.reason === 'checkpoint' ? 'checkpoint' : 'snapshot', listed.reduce((n, s) => n + s.size, 0))
     const ctx: CopyContext = {
       writer,
       chunkSize,
       checkpoint: options.afterCopy !== undefined,
       memory: segmentMemory(),
       holes: holes.holes,
-      cancel: cancelTokenFor(options.signal),
+      cancel: cancelTokenFor(options.signal, progress),
       powers: currentPowers(),
     }
     const copyStarted = performance.now()
-    const progress = startProgress(log, options.reason === 'checkpoint' ? 'checkpoint' : 'snapshot', listed.reduce((n, s) => n + s.size, 0))
     // A small segment goes into pack.data — unless it is a huge page one
     // (its rss is whole huge pages): that keeps its own file and record.
     const isSmall = (seg: shm.ShmStat) => seg.size <= PACK_MAX && (ctx.memory.get(seg.id)?.rss ?? 0) <= Math.ceil(seg.size / shm.pageSize) * shm.pageSize

@@ -1,16 +1,23 @@
 /**
  * Progress of long work (src/progress.ts), driven by an injected clock: in a
  * log, nothing for a short operation, then one line every few seconds; on a
- * terminal, one line redrawn in place and erased at the end. And the CLI end
- * to end: a verify made slow on purpose logs at least one progress line.
+ * terminal, one line redrawn in place and erased at the end. The addon's job
+ * token counts the bytes its workers finish, chunk by chunk (native/job.h),
+ * and startProgress follows it (src/log.ts). And the CLI end to end:
+ * snapshot, restore and verify of one segment, made slow on purpose, log
+ * progress that moves within that segment.
+ *
+ * Segments here are IPC_PRIVATE or live in namespaces of their own.
  */
+import { spawn } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { afterAll, describe, expect, test } from 'vitest'
-import { streamLogger } from '../src/log'
+import { afterAll, afterEach, beforeAll, describe, expect, test, vi } from 'vitest'
+import { startProgress, streamLogger, type Logger } from '../src/log'
+import { native, type CancelToken } from '../src/native'
 import { Progress, describe as describeProgress } from '../src/progress'
-import { have, root, run } from './helpers'
+import { canUnshare, dist, have, root, run } from './helpers'
 
 const MiB = 2 ** 20
 
@@ -101,31 +108,252 @@ describe('on a terminal', () => {
   })
 })
 
-describe('the CLI', () => {
-  const dirs: string[] = []
-  afterAll(() => {
-    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true })
+describe('the job token counts bytes as the workers finish chunks', () => {
+  const IPC_CREAT_0600 = 0o1600
+  const PAGE = 4096
+  const CHUNK = 16 * PAGE
+  let dir: string
+  const ids: number[] = []
+  beforeAll(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmkeep-progress-native-'))
+  })
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }))
+  afterEach(() => {
+    for (const id of ids.splice(0)) native.shmRemove(id, -1, -1)
   })
 
-  test.skipIf(!have('strace'))('verify made slow on purpose (every pread delayed by strace) logs at least one progress line; stderr is not a terminal', () => {
-    const state = fs.mkdtempSync(path.join(os.tmpdir(), 'shmkeep-progress-'))
-    dirs.push(state)
+  /** An IPC_PRIVATE segment of `size` bytes, every page written with `fill`. */
+  function segment(size: number, fill = 1): number {
+    const id = native.shmGet(0, size, IPC_CREAT_0600, -1, -1)
+    ids.push(id)
+    const a = native.shmAttach(id, false, 0, -1, -1, -1, size)
+    a.buffer.fill(fill)
+    native.shmDetach(a.handle, a.buffer)
+    return id
+  }
+  let n = 0
+  const save = (id: number, cancel: CancelToken, more: object = {}) =>
+    native.saveSegment({ id, uid: -1, gid: -1, path: path.join(dir, `seg-${n++}`), chunkSize: CHUNK, holes: 'read', fsync: false, cancel, ...more })
+
+  test('a save, a restore and a verify each count the segment once; one token sums the jobs given it', async () => {
+    const size = 40 * CHUNK + 3 * PAGE // a short last chunk
+    const id = segment(size)
+    const token = native.cancelToken()
+    expect(native.jobBytes(token)).toBe(0)
+    const saved = await save(id, token)
+    expect(native.jobBytes(token)).toBe(size)
+    const p = path.join(dir, `seg-${n - 1}`)
+    const verifying = native.cancelToken()
+    await native.verifyFile({ path: p, size, chunkSize: CHUNK, chunks: saved.chunks, cancel: verifying })
+    expect(native.jobBytes(verifying)).toBe(size)
+    // A sweep's share: only the chunks it reads.
+    await native.verifyFile({ path: p, size, chunkSize: CHUNK, chunks: saved.chunks, first: 38, count: 5, cancel: verifying })
+    expect(native.jobBytes(verifying)).toBe(size + 2 * CHUNK + 3 * PAGE)
+    const target = native.shmGet(0, size, IPC_CREAT_0600, -1, -1)
+    ids.push(target)
+    const restoring = native.cancelToken()
+    await native.restoreSegment({ id: target, uid: -1, gid: -1, path: p, size, chunkSize: CHUNK, chunks: saved.chunks, stopAtFirstBad: true, cancel: restoring })
+    expect(native.jobBytes(restoring)).toBe(size)
+    // Two saves on one token (a snapshot's concurrent segments): the sum.
+    await Promise.all([save(id, token), save(segment(CHUNK), token)])
+    expect(native.jobBytes(token)).toBe(2 * size + CHUNK)
+  })
+
+  test('an incremental save that finds a change late counts the segment once, not its comparison and its copy', async () => {
+    const size = 32 * CHUNK
+    const id = segment(size)
+    const first = await save(id, native.cancelToken())
+    const previous = { chunks: first.chunks, hashes: first.hashes }
+    const same = native.cancelToken()
+    expect((await save(id, same, { previous })).unchanged).toBe(true)
+    expect(native.jobBytes(same)).toBe(size)
+    // The last chunk changes: the comparison reads 32 chunks, the copy 32 again.
+    const a = native.shmAttach(id, false, 0, -1, -1, -1, size)
+    a.buffer[size - 1] = 9
+    native.shmDetach(a.handle, a.buffer)
+    const changed = native.cancelToken()
+    expect((await save(id, changed, { previous })).unchanged).toBe(false)
+    expect(native.jobBytes(changed)).toBe(size)
+  })
+
+  test('savePacked counts each segment it went through', async () => {
+    const sizes = [PAGE, 3 * PAGE + 100, 16 * PAGE]
+    const segs = sizes.map((s) => segment(s))
+    const token = native.cancelToken()
+    const fd = fs.openSync(path.join(dir, 'pack'), 'w')
+    try {
+      await native.savePacked({ segments: segs.map((id, k) => ({ id, uid: -1, gid: -1, size: sizes[k]! })), fd, offset: 0, chunkSize: 2 * PAGE, holes: 'read', cancel: token })
+    } finally {
+      fs.closeSync(fd)
+    }
+    expect(native.jobBytes(token)).toBe(sizes.reduce((x, y) => x + y, 0))
+  })
+
+  test('jobBytes takes only a token', () => {
+    expect(() => native.jobBytes({} as CancelToken)).toThrow(/expects a token from cancelToken/)
+  })
+
+  test.skipIf(!have('strace'))('within one segment: read while a verify runs, the count moves chunk by chunk (each pread slowed by strace)', () => {
+    const file = path.join(dir, 'slow.dat')
+    const chunks = 24
     const script = `
-      const { shm, snapshot } = require(${JSON.stringify(path.join(root, 'dist', 'index.js'))})
+      const { native } = require(${JSON.stringify(path.join(root, 'dist', 'native.js'))})
+      const fs = require('node:fs')
+      const CHUNK = ${CHUNK}, size = ${chunks} * CHUNK
+      fs.writeFileSync(${JSON.stringify(file)}, Buffer.alloc(size))
+      const table = Buffer.alloc(${chunks} * 8)
+      const zeroCrc = native.crc32c(Buffer.alloc(CHUNK))
+      for (let i = 0; i < ${chunks}; i++) table.writeUInt32LE(zeroCrc, i * 8) // type 0: zero
+      const token = native.cancelToken()
+      const seen = []
+      const timer = setInterval(() => seen.push(native.jobBytes(token)), 5)
+      native.verifyFile({ path: ${JSON.stringify(file)}, size, chunkSize: CHUNK, chunks: table, cancel: token }).then((r) => {
+        clearInterval(timer)
+        console.log(JSON.stringify({ bad: r.badChunks.length, seen, end: native.jobBytes(token), size }))
+      })`
+    // 40 ms before each pread: about a second in all, many samples between two chunks.
+    const r = run('strace', ['-f', '-qq', '-o', '/dev/null', '-e', 'trace=pread64', '-e', 'inject=pread64:delay_enter=40000', process.execPath, '-e', script])
+    expect(r.status, r.stderr).toBe(0)
+    const { bad, seen, end, size } = r.json as { bad: number; seen: number[]; end: number; size: number }
+    expect(bad).toBe(0)
+    expect(end).toBe(size)
+    expect(seen.some((b) => b > 0 && b < size), JSON.stringify(seen)).toBe(true)
+    expect(seen.every((b, i) => b % CHUNK === 0 && (i === 0 || b >= seen[i - 1]!))).toBe(true)
+  })
+})
+
+describe('startProgress follows a counter', () => {
+  afterEach(() => vi.useRealTimers())
+
+  function recording(): { log: Logger; heard: number[]; ended: () => boolean } {
+    const heard: number[] = []
+    let done = false
+    return { log: { log() {}, progress: () => ({ advance: (b) => heard.push(b), end: () => (done = true) }) }, heard, ended: () => done }
+  }
+
+  test('the logger hears the counter as it moves, the larger of it and what was advanced, never past the total, and nothing after end', () => {
+    vi.useFakeTimers()
+    const { log, heard, ended } = recording()
+    const p = startProgress(log, 'restore', 100)
+    let counter = 0
+    p.follow(() => counter)
+    counter = 30
+    vi.advanceTimersByTime(300)
+    expect(heard).toEqual([30])
+    p.advance(50) // a segment of 50 finished: ahead of the counter
+    expect(heard).toEqual([30, 20])
+    counter = 60
+    vi.advanceTimersByTime(300)
+    expect(heard).toEqual([30, 20, 10])
+    counter = 150 // a worker went over bytes twice (a sweep): shown as the total at most
+    vi.advanceTimersByTime(300)
+    expect(heard).toEqual([30, 20, 10, 40])
+    expect(heard.reduce((a, b) => a + b)).toBe(100)
+    p.end()
+    expect(ended()).toBe(true)
+    expect(vi.getTimerCount()).toBe(0)
+  })
+
+  test('without a progress method, nothing is read and no timer runs', () => {
+    vi.useFakeTimers()
+    const p = startProgress({ log() {} }, 'verify', 100)
+    p.follow(() => {
+      throw new Error('read')
+    })
+    expect(vi.getTimerCount()).toBe(0)
+    p.end()
+  })
+})
+
+describe('the CLI, one segment made slow on purpose', () => {
+  const MiB64 = 64 * MiB
+  let top: string
+  const unshareOk = canUnshare('--ipc')
+  beforeAll(() => {
+    top = fs.mkdtempSync(path.join(os.tmpdir(), 'shmkeep-progress-cli-'))
+  })
+  afterAll(() => fs.rmSync(top, { recursive: true, force: true }))
+
+  /** Node code that makes one segment of 64 MiB, every byte 7 (in the namespace it runs in). */
+  const makeSegment = `const { shm } = require(${JSON.stringify(dist)}); const id = shm.get(0x70726f10, { size: ${MiB64}, create: true, mode: 0o600 }); const b = shm.attach(id); b.fill(7); shm.detach(b)`
+  const shmkeep = [process.execPath, path.join(root, 'bin', 'shmkeep.js')]
+
+  /** A saved generation of that segment, made without delays (in a namespace of its own). */
+  function saved(): string {
+    const state = path.join(top, 'saved')
+    if (fs.existsSync(state)) return state
+    fs.mkdirSync(state)
+    const r = run('unshare', ['--ipc', 'sh', '-c', `"$0" -e '${makeSegment}' && "$0" "$1" snapshot -q -s "$2"`, shmkeep[0]!, shmkeep[1]!, state])
+    expect(r.status, r.stderr).toBe(0)
+    return state
+  }
+
+  /** Run a command under strace, every call of `syscall` delayed by `delayUs`; stderr's JSON lines and how many calls were delayed. */
+  async function slow(syscall: string, delayUs: number, argv: string[]): Promise<{ status: number | null; lines: Array<Record<string, any>>; stderr: string; delayed: number }> {
+    const trace = path.join(top, `strace-${Math.random().toString(36).slice(2)}`)
+    const child = spawn('strace', ['-f', '-qq', '-o', trace, '-e', `trace=${syscall}`, '-e', `inject=${syscall}:delay_enter=${delayUs}`, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    child.stderr.on('data', (d) => (stderr += d))
+    const status = await new Promise<number | null>((resolve) => child.on('close', resolve))
+    const lines = stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, any>)
+    const delayed = fs.readFileSync(trace, 'utf8').split('\n').filter((l) => l.includes(`${syscall}(`)).length
+    return { status, lines, stderr, delayed }
+  }
+
+  /** At least two progress events, bytes growing and above zero (within the one segment), all before the end event (verify logs none). */
+  function expectProgress(r: Awaited<ReturnType<typeof slow>>, operation: string | RegExp, endEvent?: string): void {
+    expect(r.status, r.stderr).toBe(0)
+    const events = r.lines.map((l) => l.event)
+    const progress = r.lines.filter((l) => l.event === 'progress')
+    // Each operation is at least ~9 s of delays: lines at 2 s and 7 s. Fewer means the copy path now makes fewer of these calls (raise the delay).
+    expect(progress.length, `${r.delayed} delayed calls; ${r.stderr}`).toBeGreaterThanOrEqual(2)
+    for (const p of progress) {
+      expect(p.operation).toMatch(operation)
+      expect(p).toMatchObject({ total: MiB64 })
+      expect(p.bytes).toBeGreaterThan(0)
+      expect(p.bytes).toBeLessThanOrEqual(MiB64)
+    }
+    expect(progress.every((p, i) => i === 0 || p.bytes > progress[i - 1]!.bytes), JSON.stringify(progress)).toBe(true)
+    expect(progress[0]!.bytes).toBeLessThan(MiB64)
+    if (endEvent) expect(events.lastIndexOf('progress')).toBeLessThan(events.indexOf(endEvent))
+  }
+
+  // 16 chunks of 4 MiB written with one pwrite64 each: 600 ms before each.
+  test.concurrent.skipIf(!have('strace') || !unshareOk)('snapshot', async () => {
+    const state = path.join(top, 'snap')
+    fs.mkdirSync(state)
+    const r = await slow('pwrite64', 600_000, ['unshare', '--ipc', 'sh', '-c', `"$0" -e '${makeSegment}' && "$0" "$1" snapshot -s "$2" --log-format json`, shmkeep[0]!, shmkeep[1]!, state])
+    expectProgress(r, 'snapshot', 'snapshot')
+  })
+
+  // 256 reads of 256 KiB: 35 ms before each.
+  test.concurrent.skipIf(!have('strace') || !unshareOk)('restore', async () => {
+    const r = await slow('pread64', 35_000, ['unshare', '--ipc', ...shmkeep, 'restore', '-s', saved(), '--log-format', 'json'])
+    expectProgress(r, 'restore', 'restore')
+  })
+
+  test.concurrent.skipIf(!have('strace'))('verify', async () => {
+    const r = await slow('pread64', 35_000, [...shmkeep, 'verify', '-s', saved(), '--log-format', 'json'])
+    expectProgress(r, /^verify gen-/)
+  })
+
+  test.concurrent.skipIf(!have('strace') || !unshareOk)('verify of three segments in text: a line for people on a stderr that is not a terminal', async () => {
+    const state = path.join(top, 'three')
+    fs.mkdirSync(state)
+    const script = `
+      const { shm, snapshot } = require(${JSON.stringify(dist)})
       ;(async () => {
-        const ids = []
         for (let i = 0; i < 3; i++) {
           const id = shm.get(0x70726f00 + i, { size: 8 << 20, create: true, mode: 0o600 })
-          const b = shm.attach(id); b.fill(1 + i); shm.detach(b); ids.push(id)
+          const b = shm.attach(id); b.fill(1 + i); shm.detach(b)
         }
-        try { await snapshot({ stateDir: ${JSON.stringify(state)} }) } finally { for (const id of ids) shm.remove(id) }
+        await snapshot({ stateDir: ${JSON.stringify(state)} })
       })()`
-    const made = run(process.execPath, ['-e', script])
+    const made = run('unshare', ['--ipc', process.execPath, '-e', script])
     expect(made.status, made.stderr).toBe(0)
-    // Each pread64 waits 50 ms: about 100 of them (the chunks' pieces), far past the 2 s before a first line.
-    const r = run('strace', ['-f', '-qq', '-o', '/dev/null', '-e', 'trace=pread64', '-e', 'inject=pread64:delay_enter=50000', process.execPath, path.join(root, 'bin', 'shmkeep.js'), 'verify', '-s', state])
+    // Each pread64 waits 50 ms: about 100 of them, far past the 2 s before a first line.
+    const r = await slow('pread64', 50_000, [...shmkeep, 'verify', '-s', state])
     expect(r.status, r.stderr).toBe(0)
-    expect(r.stdout).toBe('gen-000000000001: ok\n')
     expect(r.stderr).toMatch(/^shmkeep: verify gen-000000000001: [\d.]+ [KMG]?i?B of 24\.0 MiB \(\d+%\), /m)
   })
 })
