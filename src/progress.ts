@@ -10,8 +10,9 @@
  *   operation that ends within `quietMs` (2 s), then one `progress` event
  *   every `everyMs` (5 s) with the exact numbers in its fields.
  *
- * The operations report per segment (a segment's bytes count once it is
- * done), so the rate is an average over what finished.
+ * The bytes come chunk by chunk (startProgress in src/log.ts follows the
+ * workers' job token), so a single multi-GiB segment moves too; the rate is
+ * the average since the start.
  */
 import { humanDuration, humanRate, humanSize, type Logger, type ProgressHandle } from './log'
 
