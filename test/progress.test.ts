@@ -265,7 +265,7 @@ describe('startProgress follows a counter', () => {
   })
 })
 
-describe('the CLI, one segment made slow on purpose', () => {
+describe.concurrent('the CLI, one segment made slow on purpose', () => {
   const MiB64 = 64 * MiB
   let top: string
   const unshareOk = canUnshare('--ipc')
@@ -288,25 +288,38 @@ describe('the CLI, one segment made slow on purpose', () => {
     return state
   }
 
-  /** Run a command under strace, every call of `syscall` delayed by `delayUs`; stderr's JSON lines and how many calls were delayed. */
-  async function slow(syscall: string, delayUs: number, argv: string[]): Promise<{ status: number | null; lines: Array<Record<string, any>>; stderr: string; delayed: number }> {
+  /** Run a command under strace, every call of `syscall` delayed by `delayUs` (0: none); stderr's JSON lines and how many calls it made. */
+  async function traced(syscall: string, delayUs: number, argv: string[]): Promise<{ status: number | null; lines: Array<Record<string, any>>; stderr: string; calls: number }> {
     const trace = path.join(top, `strace-${Math.random().toString(36).slice(2)}`)
-    const child = spawn('strace', ['-f', '-qq', '-o', trace, '-e', `trace=${syscall}`, '-e', `inject=${syscall}:delay_enter=${delayUs}`, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] })
+    const inject = delayUs > 0 ? ['-e', `inject=${syscall}:delay_enter=${delayUs}`] : []
+    const child = spawn('strace', ['-f', '-qq', '-o', trace, '-e', `trace=${syscall}`, ...inject, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] })
     let stderr = ''
     child.stderr.on('data', (d) => (stderr += d))
     const status = await new Promise<number | null>((resolve) => child.on('close', resolve))
     const lines = stderr.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, any>)
-    const delayed = fs.readFileSync(trace, 'utf8').split('\n').filter((l) => l.includes(`${syscall}(`)).length
-    return { status, lines, stderr, delayed }
+    const calls = fs.readFileSync(trace, 'utf8').split('\n').filter((l) => l.includes(`${syscall}(`)).length
+    return { status, lines, stderr, calls }
+  }
+
+  /**
+   * Run `argv` once as it is, counting its calls of `syscall` (the copy path's
+   * reads or writes), then again with about 9.5 s of delays spread over those
+   * calls: past a progress line at 2 s and one at 7 s, whatever sizes of I/O
+   * the copy path uses. `argv` is asked for each run ('fast', 'slow').
+   */
+  async function slowed(syscall: string, argv: (run: string) => string[]): Promise<Awaited<ReturnType<typeof traced>>> {
+    const fast = await traced(syscall, 0, argv('fast'))
+    expect(fast.status, fast.stderr).toBe(0)
+    expect(fast.calls).toBeGreaterThan(0)
+    return traced(syscall, Math.ceil(9_500_000 / fast.calls), argv('slow'))
   }
 
   /** At least two progress events, bytes growing and above zero (within the one segment), all before the end event (verify logs none). */
-  function expectProgress(r: Awaited<ReturnType<typeof slow>>, operation: string | RegExp, endEvent?: string): void {
+  function expectProgress(r: Awaited<ReturnType<typeof traced>>, operation: string | RegExp, endEvent?: string): void {
     expect(r.status, r.stderr).toBe(0)
     const events = r.lines.map((l) => l.event)
     const progress = r.lines.filter((l) => l.event === 'progress')
-    // Each operation is at least ~9 s of delays: lines at 2 s and 7 s. Fewer means the copy path now makes fewer of these calls (raise the delay).
-    expect(progress.length, `${r.delayed} delayed calls; ${r.stderr}`).toBeGreaterThanOrEqual(2)
+    expect(progress.length, `${r.calls} delayed calls; ${r.stderr}`).toBeGreaterThanOrEqual(2)
     for (const p of progress) {
       expect(p.operation).toMatch(operation)
       expect(p).toMatchObject({ total: MiB64 })
@@ -318,26 +331,26 @@ describe('the CLI, one segment made slow on purpose', () => {
     if (endEvent) expect(events.lastIndexOf('progress')).toBeLessThan(events.indexOf(endEvent))
   }
 
-  // 16 chunks of 4 MiB written with one pwrite64 each: 600 ms before each.
-  test.concurrent.skipIf(!have('strace') || !unshareOk)('snapshot', async () => {
-    const state = path.join(top, 'snap')
-    fs.mkdirSync(state)
-    const r = await slow('pwrite64', 600_000, ['unshare', '--ipc', 'sh', '-c', `"$0" -e '${makeSegment}' && "$0" "$1" snapshot -s "$2" --log-format json`, shmkeep[0]!, shmkeep[1]!, state])
+  test.skipIf(!have('strace') || !unshareOk)('snapshot', async () => {
+    const r = await slowed('pwrite64', (name) => {
+      const state = path.join(top, `snapshot-${name}`)
+      fs.mkdirSync(state)
+      return ['unshare', '--ipc', 'sh', '-c', `"$0" -e '${makeSegment}' && "$0" "$1" snapshot -s "$2" --log-format json`, shmkeep[0]!, shmkeep[1]!, state]
+    })
     expectProgress(r, 'snapshot', 'snapshot')
   })
 
-  // 256 reads of 256 KiB: 35 ms before each.
-  test.concurrent.skipIf(!have('strace') || !unshareOk)('restore', async () => {
-    const r = await slow('pread64', 35_000, ['unshare', '--ipc', ...shmkeep, 'restore', '-s', saved(), '--log-format', 'json'])
+  test.skipIf(!have('strace') || !unshareOk)('restore', async () => {
+    const r = await slowed('pread64', () => ['unshare', '--ipc', ...shmkeep, 'restore', '-s', saved(), '--log-format', 'json'])
     expectProgress(r, 'restore', 'restore')
   })
 
-  test.concurrent.skipIf(!have('strace'))('verify', async () => {
-    const r = await slow('pread64', 35_000, [...shmkeep, 'verify', '-s', saved(), '--log-format', 'json'])
+  test.skipIf(!have('strace') || !unshareOk)('verify', async () => {
+    const r = await slowed('pread64', () => [...shmkeep, 'verify', '-s', saved(), '--log-format', 'json'])
     expectProgress(r, /^verify gen-/)
   })
 
-  test.concurrent.skipIf(!have('strace') || !unshareOk)('verify of three segments in text: a line for people on a stderr that is not a terminal', async () => {
+  test.skipIf(!have('strace') || !unshareOk)('verify of three segments in text: a line for people on a stderr that is not a terminal', async () => {
     const state = path.join(top, 'three')
     fs.mkdirSync(state)
     const script = `
@@ -352,7 +365,7 @@ describe('the CLI, one segment made slow on purpose', () => {
     const made = run('unshare', ['--ipc', process.execPath, '-e', script])
     expect(made.status, made.stderr).toBe(0)
     // Each pread64 waits 50 ms: about 100 of them, far past the 2 s before a first line.
-    const r = await slow('pread64', 50_000, [...shmkeep, 'verify', '-s', state])
+    const r = await traced('pread64', 50_000, [...shmkeep, 'verify', '-s', state])
     expect(r.status, r.stderr).toBe(0)
     expect(r.stderr).toMatch(/^shmkeep: verify gen-000000000001: [\d.]+ [KMG]?i?B of 24\.0 MiB \(\d+%\), /m)
   })
