@@ -6,7 +6,7 @@
  * private /dev/shm and /dev/mqueue (test/posix-kit.ts), real C apps
  * (test/fixtures/semq.c, posixapp.c).
  *
- * Keys of this file: 0x6b01xxxx.
+ * Keys of this file: 0x6b03xxxx.
  */
 import path from 'node:path'
 import { expect, test } from 'vitest'
@@ -28,7 +28,7 @@ async function inContainer(script: string) {
 
 test('diff: added, removed, changed and unchanged objects of every kind, with what changed; POSIX queues keep their messages', async () => {
   const state = stateDir()
-  const [A, B] = ['0x6b010001', '0x6b010002']
+  const [A, B] = ['0x6b030001', '0x6b030002']
   const r = await inContainer(
     [
       `${semq} put ${A} >/dev/null; ${semq} put ${B} >/dev/null; ${posixapp} put app >/dev/null; ${posixapp} put other >/dev/null`,
@@ -81,13 +81,13 @@ test('diff without --kind outside a container leaves /dev/shm alone; a checkpoin
   const state = stateDir()
   const r = await inContainer(
     [
-      `${posixapp} put app >/dev/null; ${semq} put 0x6b010003 >/dev/null`,
+      `${posixapp} put app >/dev/null; ${semq} put 0x6b030003 >/dev/null`,
       `${sk} snapshot -q -s ${state} --kind shm,sem,msg`,
       `${sk} diff -s ${state} --json`,
     ].join('\n'),
   )
   expect(r.status, r.stderr).toBe(0)
   const j = JSON.parse(r.stdout)
-  expect(j.objects.map((o: { kind: string; key: string; status: string }) => `${o.kind} ${o.key} ${o.status}`).sort()).toEqual(['msg 0x6b010003 unchanged', 'sem 0x6b010003 unchanged'])
+  expect(j.objects.map((o: { kind: string; key: string; status: string }) => `${o.kind} ${o.key} ${o.status}`).sort()).toEqual(['msg 0x6b030003 unchanged', 'sem 0x6b030003 unchanged'])
   expect(j.notes).toEqual([expect.stringMatching(/POSIX message queues not compared: the generation did not look at them/)])
 })

@@ -151,7 +151,7 @@ describe('ls, inspect and verify show the objects', () => {
     ])
     const text = cli('inspect', '-s', state).stdout
     expect(text).toMatch(/sem\s+0x6b010050\s+\d+\s+0600\s+0:0\s+0:0\s+2 semaphore\(s\)/)
-    expect(text).toMatch(/msg\s+0x6b010050\s+\d+\s+0600\s+0:0\s+0:0\s+1 message\(s\), 5 bytes/)
+    expect(text).toMatch(/msg\s+0x6b010050\s+\d+\s+0600\s+0:0\s+0:0\s+1 message\(s\), 5 B/)
     expect(JSON.parse(cli('inspect', '-s', state, '--json').stdout).generation.objects.records).toHaveLength(2)
     expect(cli('verify', '-s', state)).toMatchObject({ status: 0 })
     const gen = generationRecord(state)
