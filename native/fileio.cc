@@ -136,35 +136,50 @@ int FileWriter::Submit(const uint8_t* buf, std::vector<Run> runs, uint64_t base)
     if (int err = Write(job)) SetError("pwrite", err);
     return err_;
   }
-  std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [this] { return !pending_ && !busy_; });
+  std::lock_guard<std::mutex> lock(mu_);
   if (err_) return err_;
-  job_ = Job{buf, std::move(runs), base};
-  pending_ = true;
+  queue_.push_back(Job{buf, std::move(runs), base});
   cv_.notify_all();
   return 0;
+}
+
+bool FileWriter::Holds(const uint8_t* buf) const {
+  if (writing_ == buf) return true;
+  for (const Job& job : queue_) {
+    if (job.buf == buf) return true;
+  }
+  return false;
+}
+
+int FileWriter::Wait(const uint8_t* buf) {
+  if (!threaded_) return err_;
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return !Holds(buf); });
+  return err_;
 }
 
 int FileWriter::Finish() {
   if (!threaded_) return err_;
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait(lock, [this] { return !pending_ && !busy_; });
+  cv_.wait(lock, [this] { return queue_.empty() && writing_ == nullptr; });
   return err_;
 }
 
 void FileWriter::Loop() {
   std::unique_lock<std::mutex> lock(mu_);
   for (;;) {
-    cv_.wait(lock, [this] { return pending_ || quit_; });
-    if (!pending_) return;
-    Job job = std::move(job_);
-    pending_ = false;
-    busy_ = true;
+    cv_.wait(lock, [this] { return !queue_.empty() || quit_; });
+    if (queue_.empty()) return;
+    Job job = std::move(queue_.front());
+    queue_.pop_front();
+    writing_ = job.buf;
+    // After an error the rest is not written (the save fails), only given back.
+    const bool write = err_ == 0;
     lock.unlock();
-    int err = Write(job);
+    int err = write ? Write(job) : 0;
     lock.lock();
     if (err) SetError("pwrite", err);
-    busy_ = false;
+    writing_ = nullptr;
     cv_.notify_all();
   }
 }

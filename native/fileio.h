@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -68,10 +69,11 @@ struct DioAlign {
 };
 DioAlign DirectIoAlignment(int fd);
 
-// Writes the runs of one buffer after another into a file, the previous one
-// on a thread of its own while the caller fills the next buffer (two buffers
-// alternate: the one handed over by Submit must not change until the next
-// Submit returns).
+// Writes buffers' runs into a file on a thread of its own while the callers
+// fill their next buffers (several callers may submit: the lanes of one
+// save). A buffer handed over by Submit must not change until Wait(buffer)
+// returned; each lane alternates two buffers, so it fills one while the
+// other is written.
 //
 // direct: the block-aligned middle of each run goes through a second,
 // O_DIRECT descriptor of the same file (no page cache to fill and write
@@ -80,6 +82,7 @@ DioAlign DirectIoAlignment(int fd);
 // writeBehind: buffered writes are pushed to the disk as they go
 // (sync_file_range), two buffers behind at most, so that the final fsync
 // has little left and the page cache does not fill with dirty pages.
+// Not threaded: Submit writes at once, on the caller's thread.
 class FileWriter {
  public:
   FileWriter(int fd, bool direct, bool writeBehind, bool threaded);
@@ -88,11 +91,13 @@ class FileWriter {
   ~FileWriter();
   // The alignment buffers handed to Submit should have.
   size_t BufferAlign() const { return align_.memory > 4096 ? align_.memory : 4096; }
-  // Queue buf's runs, written at base + run.start. Waits for the write
-  // submitted before, and returns the first error of any write so far
-  // (errno; the syscall in failedSyscall()).
+  // Queue buf's runs, written at base + run.start. Returns the first error
+  // of any write so far (errno; the syscall in failedSyscall()).
   int Submit(const uint8_t* buf, std::vector<Run> runs, uint64_t base);
-  // Wait for the last write; the first error of any.
+  // Wait until no write of buf is queued or running (it may be filled
+  // again); the first error of any write so far.
+  int Wait(const uint8_t* buf);
+  // Wait for every write; the first error of any.
   int Finish();
   const char* failedSyscall() const { return syscall_; }
   bool direct() const { return dfd_.fd >= 0; }
@@ -105,6 +110,7 @@ class FileWriter {
     uint64_t base = 0;
   };
   void Loop();
+  bool Holds(const uint8_t* buf) const;  // under mu_
   int Write(const Job& job);
   int WriteRange(const uint8_t* p, size_t n, uint64_t offset);
   void WriteBehind(uint64_t from, uint64_t to);
@@ -118,8 +124,9 @@ class FileWriter {
   std::thread thread_;
   std::mutex mu_;
   std::condition_variable cv_;
-  bool pending_ = false, busy_ = false, quit_ = false;
-  Job job_;
+  std::deque<Job> queue_;
+  const uint8_t* writing_ = nullptr;  // the buffer being written, nullptr when idle
+  bool quit_ = false;
   int err_ = 0;
   const char* syscall_ = "";
   uint64_t bytes_ = 0;

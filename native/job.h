@@ -62,13 +62,16 @@ class Job : public Napi::AsyncWorker {
   // to the token's count. Again() before a second pass over the same bytes
   // (an incremental save that found a change): they count once, the second
   // pass adds only once it goes past where the first one stopped.
+  // Thread-safe: the lanes of one job (native/parallel.h) call it at once;
+  // the compare-exchange gives each byte beyond counted_ to one caller.
   void Done(uint64_t bytes) {
-    pass_ += bytes;
-    if (!token_ || pass_ <= counted_) return;
-    token_->bytesDone.fetch_add(pass_ - counted_, std::memory_order_relaxed);
-    counted_ = pass_;
+    const uint64_t pass = pass_.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+    uint64_t counted = counted_.load(std::memory_order_relaxed);
+    while (pass > counted && !counted_.compare_exchange_weak(counted, pass, std::memory_order_relaxed)) {
+    }
+    if (token_ && pass > counted) token_->bytesDone.fetch_add(pass - counted, std::memory_order_relaxed);
   }
-  void Again() { pass_ = 0; }
+  void Again() { pass_ = 0; }  // between passes: no lane runs
 
   // open + fstat + size check of a data file we read (restore, verify).
   // O_NONBLOCK: a FIFO at the path must not hang the worker in open().
@@ -82,8 +85,8 @@ class Job : public Napi::AsyncWorker {
  private:
   Napi::Promise::Deferred deferred_;
   JobTokenRef token_;
-  uint64_t pass_ = 0;     // bytes Done() in this pass
-  uint64_t counted_ = 0;  // bytes added to the token (the most of any pass)
+  std::atomic<uint64_t> pass_{0};     // bytes Done() in this pass
+  std::atomic<uint64_t> counted_{0};  // bytes added to the token (the most of any pass)
   const char* syscall_ = "";
   int err_ = 0;
   bool vanished_ = false;

@@ -146,7 +146,7 @@ std::vector<Run> SegmentReader::MapFilesRuns(uint64_t off, size_t len) {
 // Which byte ranges of the chunk to read; the rest are holes.
 std::vector<Run> SegmentReader::DataRuns(uint64_t off, size_t len) {
   if (holes_ == Holes::kMapFiles) return MapFilesRuns(off, len);
-  if (holes_ == Holes::kRead) return {{0, len}};
+  if (holes_ == Holes::kRead || (holes_ == Holes::kMincoreSwapCheck && swapSeen_->load())) return {{0, len}};
   const size_t pages = (len + page_ - 1) / page_;
   vec_.resize(pages);
   if (mincore(base_ + off, len, vec_.data()) != 0) return {{0, len}};  // cannot know: read it
@@ -155,9 +155,8 @@ std::vector<Run> SegmentReader::DataRuns(uint64_t off, size_t len) {
   if (present == pages) return {{0, len}};
   if (holes_ == Holes::kMincoreSwapCheck && SegmentSwapBytes(id_) != 0) {
     // Some page is swapped out (or we cannot tell): an absent page may be
-    // data. From here on, read every page.
-    holes_ = Holes::kRead;
-    holesLost_ = true;
+    // data. From here on, read every page (every lane).
+    swapSeen_->store(true);
     return {{0, len}};
   }
   std::vector<Run> runs;
@@ -180,18 +179,33 @@ int SegmentReader::Read(uint64_t off, size_t len, uint8_t* buf, ChunkDigest& d, 
   size_t pos = 0;
   for (const Run& run : runs) {
     d.Zeros(run.start - pos);
-    // map_files said where the data is (swapped pages included); reading
-    // it is faster through the attachment than with pread on map_files.
-    uint8_t* src = base_ + off + run.start;
-    if (int err = Populate(src, run.len, kMadvPopulateRead)) return syscall_ = "madvise", err;
-    for (size_t at = 0; at < run.len;) {
-      const size_t want = std::min(kPiece, run.len - at);
-      // One copy from live memory: from here on only our buffer counts.
-      memcpy(buf + run.start + at, src + at, want);
-      d.Data(buf + run.start + at, want);
-      at += want;
+    if (mapFd_ >= 0) {
+      // map_files said where the data is (swapped pages included): pread
+      // the segment's file. No page of the segment enters our page tables:
+      // no populate, no drop, which is most of the cost of reading through
+      // the attachment (page-table updates are dear, and dearer still in a
+      // virtual machine).
+      for (size_t at = 0; at < run.len;) {
+        const size_t want = std::min(kPiece, run.len - at);
+        uint8_t* p = buf + run.start + at;
+        const int64_t got = ReadFull(mapFd_, p, want, off + run.start + at);
+        if (got < 0) return syscall_ = "pread", static_cast<int>(-got);
+        if (static_cast<size_t>(got) != want) return syscall_ = "pread", EIO;  // the file is the segment: never short
+        d.Data(p, want);
+        at += want;
+      }
+    } else {
+      uint8_t* src = base_ + off + run.start;
+      if (int err = Populate(src, run.len, kMadvPopulateRead)) return syscall_ = "madvise", err;
+      for (size_t at = 0; at < run.len;) {
+        const size_t want = std::min(kPiece, run.len - at);
+        // One copy from live memory: from here on only our buffer counts.
+        memcpy(buf + run.start + at, src + at, want);
+        d.Data(buf + run.start + at, want);
+        at += want;
+      }
+      DropMapping(src, run.len);
     }
-    DropMapping(src, run.len);
     pos = run.start + run.len;
   }
   d.Zeros(len - pos);

@@ -9,6 +9,7 @@
 
 #include <sys/shm.h>
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -64,10 +65,14 @@ enum class Holes {
 };
 
 // Copies chunks of an attachment into buffers of ours and digests the copy.
+// One per thread; the lanes of one save share swapSeen (kMincoreSwapCheck:
+// once any of them saw a swapped page, every lane reads every page).
 class SegmentReader {
  public:
-  SegmentReader(const Attachment& seg, int id, uint64_t page, Holes holes, int mapFd)
-      : base_(seg.bytes()), id_(id), page_(page), holes_(holes), mapFd_(mapFd) {}
+  SegmentReader(const Attachment& seg, int id, uint64_t page, Holes holes, int mapFd, std::atomic<bool>* swapSeen = nullptr)
+      : base_(seg.bytes()), id_(id), page_(page), holes_(holes), mapFd_(mapFd), swapSeen_(swapSeen ? swapSeen : &ownSwapSeen_) {}
+  SegmentReader(const SegmentReader&) = delete;
+  SegmentReader& operator=(const SegmentReader&) = delete;
 
   // Chunk [off, off + len): its data runs (relative to off) into buf at the
   // same offsets, piece by piece, each fed to d right after its copy; the
@@ -76,7 +81,7 @@ class SegmentReader {
   int Read(uint64_t off, size_t len, uint8_t* buf, ChunkDigest& d, std::vector<Run>& runs);
   const char* failedSyscall() const { return syscall_; }
   // kMincoreSwapCheck found swapped pages: every page was read from then on.
-  bool holesLost() const { return holesLost_; }
+  bool holesLost() const { return swapSeen_->load(); }
 
  private:
   std::vector<Run> DataRuns(uint64_t off, size_t len);
@@ -84,10 +89,11 @@ class SegmentReader {
   uint8_t* base_;
   const int id_;
   const uint64_t page_;
-  Holes holes_;
+  const Holes holes_;
   const int mapFd_;
+  std::atomic<bool> ownSwapSeen_{false};
+  std::atomic<bool>* const swapSeen_;
   std::vector<unsigned char> vec_;
-  bool holesLost_ = false;
   // map_files: [data_, hole_) is data, [askedAt_, data_) a hole (as last seen)
   uint64_t askedAt_ = UINT64_MAX, data_ = 0, hole_ = 0;
   const char* syscall_ = "";

@@ -1,16 +1,19 @@
-// restoreSegment({id, uid, gid, path, size, chunkSize, chunks, stopAtFirstBad, cancel?})
+// restoreSegment({id, uid, gid, path, size, chunkSize, chunks, stopAtFirstBad, lanes?, cancel?})
 // -> {badChunks, bytesRead}: data file -> a new segment, every chunk checked
-// against its CRC. The segment is new and ours alone (src/ gives it its real
+// against its CRC, chunks shared by `lanes` threads. The segment is new and ours alone (src/ gives it its real
 // owner and mode only once every chunk verified), so the file's bytes are
 // read straight into it and checksummed there.
 #include <fcntl.h>
 #include <sys/ipc.h>
 #include <sys/shm.h>
 
+#include <algorithm>
+
 #include "chunks.h"
 #include "common.h"
 #include "copy.h"
 #include "job.h"
+#include "parallel.h"
 #include "residency.h"
 
 namespace shmkeep {
@@ -27,6 +30,8 @@ class RestoreWorker : public Job {
         size_(static_cast<uint64_t>(I64(o.Get("size")))),
         chunkSize_(static_cast<uint64_t>(I64(o.Get("chunkSize")))),
         stopAtFirstBad_(o.Get("stopAtFirstBad").ToBoolean()),
+        lanes_(LanesOf(o)),
+        cancel_(JobTokenOf(o.Get("cancel"))),
         table_(std::move(table)) {}
 
   void Execute() override {
@@ -53,17 +58,16 @@ class RestoreWorker : public Job {
     Fd file;
     if (!OpenForRead(path_, size_, file)) return;
 
-    int populateErr = 0;
-    // Only the file's data runs are read into the segment: its holes (pages
-    // the app never touched) stay untouched zeros in the new segment too.
-    auto into = [&](uint64_t at, size_t n) -> uint8_t* {
-      uint8_t* q = seg.bytes() + at;
-      if ((populateErr = Populate(q, n, kMadvPopulateWrite))) return nullptr;
-      return q;
+    // Each lane (native/parallel.h) reads and checks whole chunks: while one
+    // checksums a piece, the other waits for the disk.
+    struct Lane : CheckLane {
+      int populateErr = 0;
     };
     const uint64_t chunks = ChunkCount(size_, chunkSize_);
-    for (uint64_t i = 0; i < chunks; i++) {
-      if (Cancelled()) return;
+    std::vector<Lane> lanes(std::max<unsigned>(1, lanes_));
+    ForEachChunk(lanes_, 0, chunks, [&](unsigned k, uint64_t i) {
+      if (cancel_ && cancel_->cancelled.load(std::memory_order_relaxed)) return false;
+      Lane& l = lanes[k];
       const uint64_t off = i * chunkSize_;
       const size_t len = ChunkLength(i, size_, chunkSize_);
       const uint8_t* entry = &table_[i * kEntry];
@@ -73,19 +77,29 @@ class RestoreWorker : public Job {
         // entry's CRC must still be the CRC of zeros.
         good = EntryCrc(entry) == Crc32cZeros(0, len);
       } else {
-        int r = ReadStoredChunk(file.fd, off, len, kPiece, EntryCrc(entry), into, AcceptAll(), bytesRead_);
-        if (r == kDestFailed) return Fail("madvise", populateErr);
-        if (r < 0) return Fail("pread", -r);
+        // Only the file's data runs are read into the segment: its holes
+        // (pages the app never touched) stay untouched zeros in the new
+        // segment too.
+        auto into = [&](uint64_t at, size_t n) -> uint8_t* {
+          uint8_t* q = seg.bytes() + at;
+          if ((l.populateErr = Populate(q, n, kMadvPopulateWrite))) return nullptr;
+          return q;
+        };
+        int r = ReadStoredChunk(file.fd, off, len, kPiece, EntryCrc(entry), into, AcceptAll(), l.bytesRead);
+        if (r == kDestFailed) return l.error.Set("madvise", l.populateErr);
+        if (r < 0) return l.error.Set("pread", -r);
         good = r == 1;
         DropMapping(seg.bytes() + off, len);
         posix_fadvise(file.fd, static_cast<off_t>(off), static_cast<off_t>(len), POSIX_FADV_DONTNEED);
       }
-      if (!good) {
-        bad_.push_back(i);
-        if (stopAtFirstBad_) break;
-      }
       Done(len);
-    }
+      if (good) return true;
+      l.bad.push_back(i);
+      return !stopAtFirstBad_;
+    });
+    if (Cancelled()) return;
+    const LaneError e = MergeChecks(lanes, bad_, bytesRead_);
+    if (e.err) return Fail(e.syscall, e.err);
     // Read-only: close's error tells nothing about the data.
   }
 
@@ -98,6 +112,8 @@ class RestoreWorker : public Job {
   const std::string path_;
   const uint64_t size_, chunkSize_;
   const bool stopAtFirstBad_;
+  const unsigned lanes_;
+  const JobTokenRef cancel_;  // also polled by the lanes' helper threads
   const std::vector<uint8_t> table_;
   std::vector<uint64_t> bad_;
   uint64_t bytesRead_ = 0;

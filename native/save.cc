@@ -1,7 +1,7 @@
 // saveSegment: segment -> data file + chunk table, on libuv's thread pool.
 //
 // saveSegment({id, uid, gid, path, chunkSize, holes, fsync, direct?, fd?,
-//              previous?, carryUnchanged?, cancel?})
+//              previous?, carryUnchanged?, lanes?, cancel?})
 //
 // Checksum what you write: every byte is copied once from the attachment
 // into a buffer of ours (SegmentReader); XXH3-128, CRC-32C and the all-zero
@@ -17,12 +17,17 @@
 // marks the others carried (copyCarried fills them later).
 // With fd (an open, empty file of the caller's), writes there and leaves it
 // open: the caller fsyncs that same descriptor later.
+// lanes: how many threads share the chunks (native/parallel.h); their
+// buffers go to one writer thread (FileWriter), which writes while they copy
+// and hash the next chunks.
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
+#include <memory>
 #include <sys/ipc.h>
 #include <sys/shm.h>
 #include <unistd.h>
@@ -32,6 +37,7 @@
 #include "fileio.h"
 #include "copy.h"
 #include "job.h"
+#include "parallel.h"
 #include "residency.h"
 
 namespace shmkeep {
@@ -67,7 +73,9 @@ class SaveWorker : public Job {
         fsync_(o.Get("fsync").ToBoolean()),
         direct_(o.Get("direct").ToBoolean()),
         callerFd_(o.Get("fd").IsNumber() ? I32(o.Get("fd")) : -1),
-        carryUnchanged_(o.Get("carryUnchanged").ToBoolean()) {
+        carryUnchanged_(o.Get("carryUnchanged").ToBoolean()),
+        lanes_(LanesOf(o)),
+        cancel_(JobTokenOf(o.Get("cancel"))) {
     Napi::Value prev = o.Get("previous");
     if (prev.IsObject()) {
       prevTable_ = BytesOf(prev.As<Napi::Object>().Get("chunks"));
@@ -127,6 +135,31 @@ class SaveWorker : public Job {
     Fail(syscall, err);
   }
 
+  // One thread's share of a save (native/parallel.h): its reader, its two
+  // buffers (one filled while the writer writes the other), its counts.
+  struct Lane {
+    Lane(const Attachment& seg, int id, uint64_t page, Holes holes, int mapFd, std::atomic<bool>* swapSeen)
+        : reader(seg, id, page, holes, mapFd, swapSeen) {}
+    SegmentReader reader;
+    AlignedBuffer bufs[2];
+    int cur = 0;
+    uint64_t dataChunks = 0, zeroChunks = 0, absentChunks = 0, carriedChunks = 0, bytesWritten = 0;
+    bool allCarried = true;
+    LaneError error;
+  };
+  using Lanes = std::vector<std::unique_ptr<Lane>>;
+
+  bool CancelRequested() const { return cancel_ && cancel_->cancelled.load(std::memory_order_relaxed); }
+
+  // After the lanes returned: cancelled, or a lane failed? Then the save fails.
+  bool Stopped(const Lanes& lanes) {
+    if (Cancelled()) return failed_ = true;
+    for (const auto& l : lanes) {
+      if (l->error.err) return Fail(l->error.syscall, l->error.err), true;
+    }
+    return false;
+  }
+
   void Copy(const Attachment& seg) {
     const uint64_t size = ds_.shm_segsz;
     const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
@@ -145,41 +178,50 @@ class SaveWorker : public Job {
       if (fd < 0) return Fail("open", -fd);
       mapFd.fd = fd;
     }
-    SegmentReader reader(seg, id_, page, holes, mapFd.fd);
 
-    const uint64_t chunks = ChunkCount(size, chunkSize_);
-    const size_t window = static_cast<size_t>(std::min<uint64_t>(chunkSize_, kWindow));
+    chunks_ = ChunkCount(size, chunkSize_);
+    window_ = static_cast<size_t>(std::min<uint64_t>(chunkSize_, kWindow));
     // One chunk or smaller: one buffer of its size rounded to the page.
-    const size_t bufLen = static_cast<size_t>(std::min<uint64_t>(window, (size + page - 1) / page * page));
-    const bool hasPrev = prevTable_.size() == chunks * kEntry && prevHashes_.size() == chunks * kHash;
+    const size_t bufLen = static_cast<size_t>(std::min<uint64_t>(window_, (size + page - 1) / page * page));
+    const bool hasPrev = prevTable_.size() == chunks_ * kEntry && prevHashes_.size() == chunks_ * kHash;
     carry_ = hasPrev && carryUnchanged_;
-    if (carry_) carried_.assign(chunks, 0);
+    if (carry_) carried_.assign(chunks_, 0);
+    std::atomic<bool> swapSeen{false};
+    const unsigned nLanes = static_cast<unsigned>(std::min<uint64_t>(lanes_, chunks_));
+    Lanes lanes;
+    for (unsigned k = 0; k < std::max(1u, nLanes); k++) lanes.emplace_back(new Lane(seg, id_, page, holes, mapFd.fd, &swapSeen));
 
-    if (int err = bufs_[0].Allocate(bufLen, 4096)) return Fail("posix_memalign", err);
     if (hasPrev && !carry_) {
       // The first pass of an incremental save: every chunk as before? Reads
       // and hashes our copy, writes nothing, stops at the first difference.
-      bool same = true;
-      for (uint64_t i = 0; i < chunks && same; i++) {
-        if (Cancelled()) return void(failed_ = true);
+      for (const auto& l : lanes) {
+        if (int err = l->bufs[0].Allocate(bufLen, 4096)) return Fail("posix_memalign", err);
+      }
+      std::atomic<bool> same{true};
+      ForEachChunk(nLanes, 0, chunks_, [&](unsigned k, uint64_t i) {
+        if (CancelRequested()) return false;
+        Lane& l = *lanes[k];
         const uint64_t off = i * chunkSize_;
         const uint64_t len = std::min(chunkSize_, size - off);
         ChunkDigest d(false);
-        for (uint64_t w = 0; w < len; w += window) {
-          std::vector<Run> runs;
-          if (int err = reader.Read(off + w, static_cast<size_t>(std::min<uint64_t>(window, len - w)), bufs_[0].data(), d, runs)) {
-            return Fail(reader.failedSyscall(), err);
+        std::vector<Run> runs;
+        for (uint64_t w = 0; w < len; w += window_) {
+          if (int err = l.reader.Read(off + w, static_cast<size_t>(std::min<uint64_t>(window_, len - w)), l.bufs[0].data(), d, runs)) {
+            return l.error.Set(l.reader.failedSyscall(), err);
           }
         }
-        same = prevTable_[i * kEntry + 4] == kZero ? d.zero() : d.SameHash(&prevHashes_[i * kHash]);
         Done(len);
-      }
+        if (prevTable_[i * kEntry + 4] == kZero ? d.zero() : d.SameHash(&prevHashes_[i * kHash])) return true;
+        same = false;
+        return false;
+      });
+      if (Stopped(lanes)) return;
       if (same) {
         unchanged_ = true;
         table_ = prevTable_;
         hashes_ = prevHashes_;
-        for (uint64_t i = 0; i < chunks; i++) (table_[i * kEntry + 4] == kZero ? zeroChunks_ : dataChunks_)++;
-        holesLost_ = reader.holesLost();
+        for (uint64_t i = 0; i < chunks_; i++) (table_[i * kEntry + 4] == kZero ? zeroChunks_ : dataChunks_)++;
+        holesLost_ = swapSeen;
         return;
       }
     }
@@ -192,75 +234,35 @@ class SaveWorker : public Job {
       out = file.fd;
     }
     if (out >= 0 && ftruncate(out, static_cast<off_t>(size)) != 0) return Fail("ftruncate", errno);
-    const bool pipelined = size > window;
+    // Declared after the lanes: destroyed (its thread done with their
+    // buffers) before them.
     std::unique_ptr<FileWriter> writer;
+    pipelined_ = size > window_;
+    size_t align = 4096;
     if (out >= 0) {
-      writer.reset(new FileWriter(out, direct_, fsync_ || direct_, pipelined));
-      const size_t align = writer->BufferAlign();
-      if (int err = bufs_[0].Allocate(bufLen, align)) return Fail("posix_memalign", err);
-      if (pipelined) {
-        if (int err = bufs_[1].Allocate(bufLen, align)) return Fail("posix_memalign", err);
+      writer.reset(new FileWriter(out, direct_, fsync_ || direct_, pipelined_));
+      align = writer->BufferAlign();
+    }
+    for (const auto& l : lanes) {
+      if (int err = l->bufs[0].Allocate(bufLen, align)) return Fail("posix_memalign", err);
+      if (writer && pipelined_) {
+        if (int err = l->bufs[1].Allocate(bufLen, align)) return Fail("posix_memalign", err);
       }
     }
-    int cur = 0;
-    // Hands our buffer's runs to the writer; the next copy goes to the other buffer.
-    auto submit = [&](std::vector<Run> runs, uint64_t base) -> bool {
-      for (const Run& r : runs) bytesWritten_ += r.len;
-      if (!writer || runs.empty()) return true;
-      if (int err = writer->Submit(bufs_[cur].data(), std::move(runs), base)) return Fail(writer->failedSyscall(), err), false;
-      if (pipelined) cur ^= 1;
-      return true;
-    };
-
-    table_.resize(chunks * kEntry);
-    hashes_.assign(chunks * kHash, 0);
+    table_.resize(chunks_ * kEntry);
+    hashes_.assign(chunks_ * kHash, 0);
     Again();
-    for (uint64_t i = 0; i < chunks; i++) {
-      if (Cancelled()) return void(failed_ = true);
-      const uint64_t off = i * chunkSize_;
-      const uint64_t len = std::min(chunkSize_, size - off);
-      uint8_t* entry = &table_[i * kEntry];
-      // A chunk larger than our buffer is written window by window as it is
-      // read (it is then written even if it turns out zero or unchanged:
-      // still the bytes its digest describes).
-      const bool oneWindow = len <= window;
-      const bool prevData = carry_ && prevTable_[i * kEntry + 4] == kData;
-      // A frozen checkpoint's chunk that may be unchanged: hash first, and
-      // CRC our copy only if it changed (the pause is this loop).
-      const bool lazyCrc = prevData && oneWindow;
-      ChunkDigest d(!lazyCrc);
-      bool holesOnly = true;
-      std::vector<Run> runs;
-      for (uint64_t w = 0; w < len; w += window) {
-        const size_t wlen = static_cast<size_t>(std::min<uint64_t>(window, len - w));
-        if (int err = reader.Read(off + w, wlen, bufs_[cur].data(), d, runs)) return Fail(reader.failedSyscall(), err);
-        holesOnly = holesOnly && runs.empty();
-        if (!oneWindow && !submit(runs, off + w)) return;
-      }
-      if (lazyCrc && d.SameHash(&prevHashes_[i * kHash])) {
-        // As in the previous generation: its bytes come from the previous
-        // file later (copyCarried); the entry is the previous one.
-        memcpy(entry, &prevTable_[i * kEntry], kEntry);
-        memcpy(&hashes_[i * kHash], &prevHashes_[i * kHash], kHash);
-        carried_[i] = 1;
-        carriedChunks_++;
-        dataChunks_++;
-      } else if (d.zero()) {
-        PutEntry(entry, Crc32cZeros(0, len), kZero);
-        zeroChunks_++;
-        if (holesOnly) absentChunks_++;  // no page of it was read: src/ knows why
-        if (carry_ && prevTable_[i * kEntry + 4] != kZero) allCarried_ = false;
-      } else {
-        allCarried_ = false;
-        const uint32_t crc = lazyCrc ? RunsCrc(bufs_[cur].data(), runs, len) : d.crc();
-        if (oneWindow && !submit(std::move(runs), off)) return;
-        PutEntry(entry, crc, kData);
-        PutHash(&hashes_[i * kHash], d.Hash());
-        dataChunks_++;
-      }
-      Done(len);
+    ForEachChunk(nLanes, 0, chunks_, [&](unsigned k, uint64_t i) { return SaveChunk(*lanes[k], writer.get(), size, i); });
+    for (const auto& l : lanes) {
+      dataChunks_ += l->dataChunks;
+      zeroChunks_ += l->zeroChunks;
+      absentChunks_ += l->absentChunks;
+      carriedChunks_ += l->carriedChunks;
+      bytesWritten_ += l->bytesWritten;
+      allCarried_ = allCarried_ && l->allCarried;
     }
-    holesLost_ = reader.holesLost();
+    if (Stopped(lanes)) return;
+    holesLost_ = swapSeen;
     if (writer) {
       if (int err = writer->Finish()) return Fail(writer->failedSyscall(), err);
       usedDirect_ = writer->direct();
@@ -269,6 +271,70 @@ class SaveWorker : public Job {
     if (file.fd >= 0) {
       if (int err = file.Close()) return Fail("close", err);
     }
+  }
+
+  // Hands the lane's current buffer's runs to the writer; the lane's next
+  // copy goes to its other buffer.
+  bool Submit(Lane& l, FileWriter* writer, std::vector<Run> runs, uint64_t base) {
+    for (const Run& r : runs) l.bytesWritten += r.len;
+    if (!writer || runs.empty()) return true;
+    if (int err = writer->Submit(l.bufs[l.cur].data(), std::move(runs), base)) return l.error.Set(writer->failedSyscall(), err);
+    if (pipelined_) l.cur ^= 1;
+    return true;
+  }
+
+  // Chunk i: copied into the lane's buffer, digested, its entry made, and
+  // (unless carried or zero) its data runs handed to the writer.
+  bool SaveChunk(Lane& l, FileWriter* writer, uint64_t size, uint64_t i) {
+    if (CancelRequested()) return false;
+    const uint64_t off = i * chunkSize_;
+    const uint64_t len = std::min(chunkSize_, size - off);
+    uint8_t* entry = &table_[i * kEntry];
+    // A chunk larger than our buffer is written window by window as it is
+    // read (it is then written even if it turns out zero or unchanged:
+    // still the bytes its digest describes).
+    const bool oneWindow = len <= window_;
+    const bool prevData = carry_ && prevTable_[i * kEntry + 4] == kData;
+    // A frozen checkpoint's chunk that may be unchanged: hash first, and
+    // CRC our copy only if it changed (the pause is this loop).
+    const bool lazyCrc = prevData && oneWindow;
+    ChunkDigest d(!lazyCrc);
+    bool holesOnly = true;
+    std::vector<Run> runs;
+    for (uint64_t w = 0; w < len; w += window_) {
+      const size_t wlen = static_cast<size_t>(std::min<uint64_t>(window_, len - w));
+      uint8_t* buf = l.bufs[l.cur].data();
+      // The writer may still be writing what this buffer held.
+      if (writer) {
+        if (int err = writer->Wait(buf)) return l.error.Set(writer->failedSyscall(), err);
+      }
+      if (int err = l.reader.Read(off + w, wlen, buf, d, runs)) return l.error.Set(l.reader.failedSyscall(), err);
+      holesOnly = holesOnly && runs.empty();
+      if (!oneWindow && !Submit(l, writer, runs, off + w)) return false;
+    }
+    if (lazyCrc && d.SameHash(&prevHashes_[i * kHash])) {
+      // As in the previous generation: its bytes come from the previous
+      // file later (copyCarried); the entry is the previous one.
+      memcpy(entry, &prevTable_[i * kEntry], kEntry);
+      memcpy(&hashes_[i * kHash], &prevHashes_[i * kHash], kHash);
+      carried_[i] = 1;
+      l.carriedChunks++;
+      l.dataChunks++;
+    } else if (d.zero()) {
+      PutEntry(entry, Crc32cZeros(0, len), kZero);
+      l.zeroChunks++;
+      if (holesOnly) l.absentChunks++;  // no page of it was read: src/ knows why
+      if (carry_ && prevTable_[i * kEntry + 4] != kZero) l.allCarried = false;
+    } else {
+      l.allCarried = false;
+      const uint32_t crc = lazyCrc ? RunsCrc(l.bufs[l.cur].data(), runs, len) : d.crc();
+      if (oneWindow && !Submit(l, writer, std::move(runs), off)) return false;
+      PutEntry(entry, crc, kData);
+      PutHash(&hashes_[i * kHash], d.Hash());
+      l.dataChunks++;
+    }
+    Done(len);
+    return true;
   }
 
   const int id_;
@@ -280,11 +346,15 @@ class SaveWorker : public Job {
   const bool fsync_, direct_;
   const int callerFd_;
   const bool carryUnchanged_;
+  const unsigned lanes_;
+  const JobTokenRef cancel_;  // also polled by the lanes' helper threads
   struct shmid_ds ds_ {};
   struct shmid_ds after_ {};
   bool statAfterOk_ = false;
   bool failed_ = false;
-  AlignedBuffer bufs_[2];
+  uint64_t chunks_ = 0;
+  size_t window_ = 0;
+  bool pipelined_ = false;
   std::vector<uint8_t> table_, hashes_, prevTable_, prevHashes_, carried_;
   bool carry_ = false, allCarried_ = true, unchanged_ = false, holesLost_ = false, usedDirect_ = false;
   uint64_t carriedChunks_ = 0;

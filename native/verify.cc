@@ -1,14 +1,17 @@
 // Reading a stored data file against its chunk table:
-//   verifyFile({path, size, chunkSize, chunks, first?, count?, cancel?}) -> {badChunks, bytesRead}
-//     (chunks [first, first + count) only, when given: a snapshot's sweep)
+//   verifyFile({path, size, chunkSize, chunks, first?, count?, lanes?, cancel?}) -> {badChunks, bytesRead}
+//     (chunks [first, first + count) only, when given: a snapshot's sweep;
+//     chunks shared by `lanes` threads)
 //   copyCarried({from, fd, size, chunkSize, chunks, carried, cancel?}) -> {bytesCopied}
 // Both read through a buffer of ours, piece by piece, with ReadStoredChunk.
 #include <fcntl.h>
+
 
 #include "chunks.h"
 #include "common.h"
 #include "copy.h"
 #include "job.h"
+#include "parallel.h"
 #include "residency.h"
 
 namespace shmkeep {
@@ -25,31 +28,46 @@ class VerifyWorker : public Job {
         chunkSize_(static_cast<uint64_t>(I64(o.Get("chunkSize")))),
         first_(o.Get("first").IsNumber() ? static_cast<uint64_t>(std::max<int64_t>(0, I64(o.Get("first")))) : 0),
         count_(o.Get("count").IsNumber() ? static_cast<uint64_t>(std::max<int64_t>(0, I64(o.Get("count")))) : UINT64_MAX),
+        lanes_(LanesOf(o)),
+        cancel_(JobTokenOf(o.Get("cancel"))),
         table_(std::move(table)) {}
 
   void Execute() override {
     Fd file;
     if (!OpenForRead(path_, size_, file)) return;
-    AlignedBuffer buf;
-    if (int err = buf.Allocate(kBuffer, 4096)) return Fail("posix_memalign", err);
-    auto into = [&buf](uint64_t, size_t) { return buf.data(); };
+    // Each lane (native/parallel.h) reads and checks whole chunks through
+    // a buffer of its own: while one checksums a piece, the other waits for
+    // the disk.
+    struct Lane : CheckLane {
+      AlignedBuffer buf;
+    };
+    std::vector<Lane> lanes(std::max<unsigned>(1, lanes_));
+    for (Lane& l : lanes) {
+      if (int err = l.buf.Allocate(kBuffer, 4096)) return Fail("posix_memalign", err);
+    }
     auto zeros = [](const uint8_t* p, size_t n, uint64_t) { return IsZero(p, n); };
     const uint64_t chunks = ChunkCount(size_, chunkSize_);
     const uint64_t end = first_ + std::min(count_, chunks - std::min(first_, chunks));
-    for (uint64_t i = first_; i < end; i++) {
-      if (Cancelled()) return;
+    ForEachChunk(lanes_, first_, end, [&](unsigned k, uint64_t i) {
+      if (cancel_ && cancel_->cancelled.load(std::memory_order_relaxed)) return false;
+      Lane& l = lanes[k];
+      auto into = [&l](uint64_t, size_t) { return l.buf.data(); };
       const uint64_t off = i * chunkSize_;
       const size_t len = ChunkLength(i, size_, chunkSize_);
       const uint8_t* entry = &table_[i * kEntry];
       // A ZERO chunk: holes are fine, whatever data the file has there must
       // be zero bytes (and the entry's CRC that of zeros).
-      int r = entry[4] == kZero ? ReadStoredChunk(file.fd, off, len, kBuffer, EntryCrc(entry), into, zeros, bytesRead_)
-                                : ReadStoredChunk(file.fd, off, len, kBuffer, EntryCrc(entry), into, AcceptAll(), bytesRead_);
-      if (r < 0) return Fail("pread", -r);
-      if (r == 0) bad_.push_back(i);
+      int r = entry[4] == kZero ? ReadStoredChunk(file.fd, off, len, kBuffer, EntryCrc(entry), into, zeros, l.bytesRead)
+                                : ReadStoredChunk(file.fd, off, len, kBuffer, EntryCrc(entry), into, AcceptAll(), l.bytesRead);
+      if (r < 0) return l.error.Set("pread", -r);
+      if (r == 0) l.bad.push_back(i);
       posix_fadvise(file.fd, static_cast<off_t>(off), static_cast<off_t>(len), POSIX_FADV_DONTNEED);
       Done(len);
-    }
+      return true;
+    });
+    if (Cancelled()) return;
+    const LaneError e = MergeChecks(lanes, bad_, bytesRead_);
+    if (e.err) return Fail(e.syscall, e.err);
   }
 
  protected:
@@ -58,6 +76,8 @@ class VerifyWorker : public Job {
  private:
   const std::string path_;
   const uint64_t size_, chunkSize_, first_, count_;
+  const unsigned lanes_;
+  const JobTokenRef cancel_;  // also polled by the lanes' helper threads
   const std::vector<uint8_t> table_;
   std::vector<uint64_t> bad_;
   uint64_t bytesRead_ = 0;

@@ -198,12 +198,14 @@ export interface Binding {
     fd?: number
     previous?: { chunks: ChunkTable; hashes: Buffer }
     carryUnchanged?: boolean
+    /** Threads sharing the chunks (src/lanes.ts); 1 when not given. */
+    lanes?: number
   }): Promise<RawSaveResult>
   checksumMapping(handle: object, buffer: Buffer): Promise<number>
   copyCarried(o: { from: string; fd: number; size: number; chunkSize: number; chunks: ChunkTable; carried: Buffer; cancel?: CancelToken }): Promise<{ bytesCopied: number }>
-  restoreSegment(o: { id: number; uid: number; gid: number; path: string; size: number; chunkSize: number; chunks: ChunkTable; stopAtFirstBad: boolean; cancel?: CancelToken }): Promise<RawCheckResult>
+  restoreSegment(o: { id: number; uid: number; gid: number; path: string; size: number; chunkSize: number; chunks: ChunkTable; stopAtFirstBad: boolean; lanes?: number; cancel?: CancelToken }): Promise<RawCheckResult>
   /** Chunks [first, first + count) only, when given (a snapshot's sweep of a trusted file). */
-  verifyFile(o: { path: string; size: number; chunkSize: number; chunks: ChunkTable; first?: number; count?: number; cancel?: CancelToken }): Promise<RawCheckResult>
+  verifyFile(o: { path: string; size: number; chunkSize: number; chunks: ChunkTable; first?: number; count?: number; lanes?: number; cancel?: CancelToken }): Promise<RawCheckResult>
   cancelToken(): CancelToken
   cancelCopy(token: CancelToken): void
   /** Bytes the token's workers have finished so far (a relaxed atomic load: cheap enough for a timer). */

@@ -22,6 +22,7 @@ import { formatKey } from './keys'
 import { countObjects, saveObjects, type ObjectOutcome } from './kinds'
 import type { FileLock } from './lock'
 import { humanDuration, humanSize, silentLogger, startProgress, type Logger } from './log'
+import { lanesFor } from './lanes'
 import { cancelTokenFor, isCancelled } from './cancel'
 import { native, type CancelToken } from './native'
 import { checkEntryOptions } from './options'
@@ -280,7 +281,7 @@ async function checkPrevious(link: Link, cancel: CancelToken | undefined): Promi
   }
   const plan = checkPlan(link.stamp, now, Math.ceil(link.size / link.chunkSize))
   const check = await native
-    .verifyFile({ path: link.from, size: link.size, chunkSize: link.chunkSize, chunks: link.chunks, first: plan.first, count: plan.count, cancel })
+    .verifyFile({ path: link.from, size: link.size, chunkSize: link.chunkSize, chunks: link.chunks, first: plan.first, count: plan.count, lanes: lanesFor(link.size, link.chunkSize), cancel })
     .catch((e: unknown) => {
       if (isCancelled(e)) throw e
       return { badChunks: [-1], bytesRead: 0 }
@@ -463,6 +464,7 @@ async function saveOne(ctx: CopyContext, seg: shm.ShmStat, previous: Previous | 
         // A frozen app's checkpoint: write only the changed chunks now, the
         // unchanged ones are copied from the previous file once it runs again.
         carryUnchanged: prev !== undefined && ctx.checkpoint,
+        lanes: lanesFor(seg.size, size),
       })
     } catch (e) {
       ctx.writer.remove(dataFile)

@@ -659,6 +659,103 @@ describe('saveSegment / restoreSegment / verifyFile', () => {
     })
   })
 
+  describe('lanes: one segment on several threads', () => {
+    // 9 MiB and a bit in chunks of 256 KiB: data, never-touched pages (holes,
+    // ZERO chunks), a partial last chunk.
+    function sample() {
+      const size = 9 * MiB + 5 * PAGE + 123
+      const id = create(size)
+      const b = attach(id)
+      randomBytes(3 * MiB).copy(b, 0)
+      randomBytes(4 * MiB).copy(b, 5 * MiB)
+      b[5 * MiB - 1] = 1 // chunk 19: one page of data, the rest holes
+      b[size - 1] = 7
+      return { id, b, size, chunkSize: 256 * 1024 }
+    }
+    const saveWith = (id: number, p: string | null, chunkSize: number, lanes: number, extra: object = {}) =>
+      native.saveSegment({ id, uid: -1, gid: -1, path: p, chunkSize, holes: 'mincore', fsync: true, direct: true, lanes, ...extra })
+
+    it('1, 2 and 3 lanes write the same file, table and hashes; the compare pass agrees', async () => {
+      const { id, b, size, chunkSize } = sample()
+      const runs = []
+      for (const lanes of [1, 2, 3]) {
+        const p = file(`lanes${lanes}`)
+        runs.push({ p, saved: await saveWith(id, p, chunkSize, lanes) })
+      }
+      const [one, ...more] = runs
+      expect(fs.readFileSync(one!.p).equals(b)).toBe(true)
+      expect(entries(one!.saved.chunks).map((e) => e.type).slice(11, 21)).toEqual([1, 0, 0, 0, 0, 0, 0, 0, 1, 1])
+      for (const { p, saved } of more) {
+        expect(saved.chunks.equals(one!.saved.chunks)).toBe(true)
+        expect(saved.hashes.equals(one!.saved.hashes)).toBe(true)
+        for (const k of ['dataChunks', 'zeroChunks', 'absentChunks', 'bytesWritten']) expect([k, saved[k]]).toEqual([k, one!.saved[k]])
+        expect(fs.readFileSync(p).equals(b)).toBe(true)
+      }
+      const previous = { chunks: one!.saved.chunks, hashes: one!.saved.hashes }
+      for (const lanes of [2, 3]) expect((await saveWith(id, null, chunkSize, lanes, { previous })).unchanged).toBe(true)
+      // One byte changed in the last chunk: not unchanged, and the full save differs there only.
+      b[size - 2] ^= 1
+      const changed = await saveWith(id, file('lanes-changed'), chunkSize, 3, { previous })
+      expect(changed.unchanged).toBe(false)
+      const n = entries(changed.chunks).length
+      expect(changed.chunks.subarray(0, (n - 1) * 8).equals(one!.saved.chunks.subarray(0, (n - 1) * 8))).toBe(true)
+      expect(changed.chunks.subarray((n - 1) * 8).equals(one!.saved.chunks.subarray((n - 1) * 8))).toBe(false)
+    })
+
+    it('carryUnchanged on 3 lanes marks exactly the unchanged data chunks carried and writes the others', async () => {
+      const { id, b, chunkSize } = sample()
+      const first = await saveWith(id, file('carry0'), chunkSize, 3)
+      b[1 * chunkSize + 5] ^= 0xff // chunk 1
+      b[30 * chunkSize] ^= 0xff // chunk 30
+      const p = file('carry1')
+      const r = await saveWith(id, p, chunkSize, 3, { previous: { chunks: first.chunks, hashes: first.hashes }, carryUnchanged: true })
+      const types = entries(first.chunks).map((e) => e.type)
+      const expected = types.map((t, i) => (t === 1 && i !== 1 && i !== 30 ? 1 : 0))
+      expect([...r.carried]).toEqual(expected)
+      expect(r.carriedChunks).toBe(expected.filter((x) => x).length)
+      expect(r.bytesWritten).toBe(2 * chunkSize)
+      const file1 = fs.readFileSync(p)
+      expect(file1.subarray(chunkSize, 2 * chunkSize).equals(b.subarray(chunkSize, 2 * chunkSize))).toBe(true)
+      expect(file1.subarray(30 * chunkSize, 31 * chunkSize).equals(b.subarray(30 * chunkSize, 31 * chunkSize))).toBe(true)
+    })
+
+    it('verify and restore on 3 lanes: the same bytes, and every bad chunk named, in order', async () => {
+      const { id, b, size, chunkSize } = sample()
+      const p = file('lanes-rv')
+      const saved = await saveWith(id, p, chunkSize, 2)
+      const id2 = create(size)
+      expect(await restore3(id2, p, size, chunkSize, saved.chunks)).toEqual({ badChunks: [], bytesRead: saved.bytesWritten })
+      expect(attach(id2, true).equals(b)).toBe(true)
+      const fd = fs.openSync(p, 'r+')
+      for (const at of [2 * chunkSize + 9, 30 * chunkSize + 1, 35 * chunkSize]) fs.writeSync(fd, Buffer.from([b[at]! ^ 0x40]), 0, 1, at)
+      fs.closeSync(fd)
+      expect((await native.verifyFile({ path: p, size, chunkSize, chunks: saved.chunks, lanes: 3 })).badChunks).toEqual([2, 30, 35])
+      expect((await native.verifyFile({ path: p, size, chunkSize, chunks: saved.chunks, lanes: 3, first: 3, count: 30 })).badChunks).toEqual([30])
+      expect((await restore3(create(size), p, size, chunkSize, saved.chunks)).badChunks).toEqual([2, 30, 35])
+    })
+
+    it('a cancel stops every lane: ECANCELED from save, compare, verify and restore', async () => {
+      const size = 64 * MiB
+      const id = create(size)
+      attach(id).fill(3)
+      const p = file('lanes-cancel')
+      const saved = await saveWith(id, p, MiB, 3)
+      const token = native.cancelToken()
+      native.cancelCopy(token)
+      const all = [
+        saveWith(id, file('lanes-cancel'), MiB, 3, { cancel: token }),
+        saveWith(id, null, MiB, 3, { cancel: token, previous: { chunks: saved.chunks, hashes: saved.hashes } }),
+        native.verifyFile({ path: p, size, chunkSize: MiB, chunks: saved.chunks, lanes: 3, cancel: token }),
+        native.restoreSegment({ id: create(size), uid: -1, gid: -1, path: p, size, chunkSize: MiB, chunks: saved.chunks, stopAtFirstBad: false, lanes: 3, cancel: token }),
+      ]
+      for (const e of await Promise.all(all.map(rejection))) expect(e.errno).toBe(os.constants.errno.ECANCELED)
+    })
+
+    async function restore3(id: number, p: string, size: number, chunkSize: number, chunks: Buffer) {
+      return native.restoreSegment({ id, uid: -1, gid: -1, path: p, size, chunkSize, chunks, stopAtFirstBad: false, lanes: 3 })
+    }
+  })
+
   it('runs off the JS thread: several saves at once', async () => {
     const ids = [create(32 * MiB), create(32 * MiB), create(32 * MiB)]
     ids.forEach((id, k) => attach(id).fill(k + 1))

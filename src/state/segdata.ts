@@ -8,6 +8,7 @@
  */
 import fs from 'node:fs'
 import os from 'node:os'
+import { lanesFor } from '../lanes'
 import { native, type CancelToken, type RawCheckResult } from '../native'
 import { CHUNK_DATA, CHUNK_ENTRY_BYTES, type PackedRecord, type SegmentRecord } from './format'
 
@@ -115,7 +116,7 @@ function readPacked(path: string, meta: PackedRecord, stopAtFirstBad: boolean, p
 
 /** Check every data chunk of a saved segment against its CRC. */
 export async function verifySaved(path: string, meta: SegmentRecord, { cancel }: { cancel?: CancelToken } = {}): Promise<RawCheckResult> {
-  if (!isPacked(meta)) return native.verifyFile({ path, size: meta.size, chunkSize: meta.chunkSize, chunks: Buffer.from(meta.chunks, 'base64'), cancel })
+  if (!isPacked(meta)) return native.verifyFile({ path, size: meta.size, chunkSize: meta.chunkSize, chunks: Buffer.from(meta.chunks, 'base64'), lanes: lanesFor(meta.size, meta.chunkSize), cancel })
   const { badChunks, bytesRead } = readPacked(path, meta, false)
   return { badChunks, bytesRead }
 }
@@ -135,7 +136,7 @@ export async function restoreSaved(
 ): Promise<RawCheckResult> {
   if (!isPacked(meta)) {
     // cancel: the worker stops within a chunk once the restore is aborted (ECANCELED).
-    return native.restoreSegment({ id: target.id, uid: target.uid, gid: target.gid, path, size: meta.size, chunkSize: meta.chunkSize, chunks: Buffer.from(meta.chunks, 'base64'), stopAtFirstBad, cancel })
+    return native.restoreSegment({ id: target.id, uid: target.uid, gid: target.gid, path, size: meta.size, chunkSize: meta.chunkSize, chunks: Buffer.from(meta.chunks, 'base64'), stopAtFirstBad, lanes: lanesFor(meta.size, meta.chunkSize), cancel })
   }
   // Nothing to write for an all-zero segment (a new segment is zero).
   if (dataChunksOf(meta, Buffer.from(meta.chunks, 'base64')) === 0) return { badChunks: [], bytesRead: 0 }
