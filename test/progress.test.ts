@@ -14,7 +14,9 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { afterAll, afterEach, beforeAll, describe, expect, test, vi } from 'vitest'
+import { lanesFor } from '../src/lanes'
 import { startProgress, streamLogger, type Logger } from '../src/log'
+import { DEFAULT_CHUNK_SIZE } from '../src/snapshot'
 import { native, type CancelToken } from '../src/native'
 import { Progress, describe as describeProgress } from '../src/progress'
 import { canUnshare, dist, have, root, run } from './helpers'
@@ -306,12 +308,14 @@ describe.concurrent('the CLI, one segment made slow on purpose', () => {
    * reads or writes), then again with about 9.5 s of delays spread over those
    * calls: past a progress line at 2 s and one at 7 s, whatever sizes of I/O
    * the copy path uses. `argv` is asked for each run ('fast', 'slow').
+   * `threads`: how many threads make those calls at once (a restore's or
+   * verify's lanes, src/lanes.ts: their delays overlap).
    */
-  async function slowed(syscall: string, argv: (run: string) => string[]): Promise<Awaited<ReturnType<typeof traced>>> {
+  async function slowed(syscall: string, argv: (run: string) => string[], threads = 1): Promise<Awaited<ReturnType<typeof traced>>> {
     const fast = await traced(syscall, 0, argv('fast'))
     expect(fast.status, fast.stderr).toBe(0)
     expect(fast.calls).toBeGreaterThan(0)
-    return traced(syscall, Math.ceil(9_500_000 / fast.calls), argv('slow'))
+    return traced(syscall, Math.ceil((threads * 9_500_000) / fast.calls), argv('slow'))
   }
 
   /** At least two progress events, bytes growing and above zero (within the one segment), all before the end event (verify logs none). */
@@ -341,12 +345,12 @@ describe.concurrent('the CLI, one segment made slow on purpose', () => {
   })
 
   test.skipIf(!have('strace') || !unshareOk)('restore', async () => {
-    const r = await slowed('pread64', () => ['unshare', '--ipc', ...shmkeep, 'restore', '-s', saved(), '--log-format', 'json'])
+    const r = await slowed('pread64', () => ['unshare', '--ipc', ...shmkeep, 'restore', '-s', saved(), '--log-format', 'json'], lanesFor(MiB64, DEFAULT_CHUNK_SIZE))
     expectProgress(r, 'restore', 'restore')
   })
 
   test.skipIf(!have('strace') || !unshareOk)('verify', async () => {
-    const r = await slowed('pread64', () => [...shmkeep, 'verify', '-s', saved(), '--log-format', 'json'])
+    const r = await slowed('pread64', () => [...shmkeep, 'verify', '-s', saved(), '--log-format', 'json'], lanesFor(MiB64, DEFAULT_CHUNK_SIZE))
     expectProgress(r, /^verify gen-/)
   })
 
