@@ -420,9 +420,10 @@ async function restoreGeneration(
     progress.end()
     objects.create()
     // Every chunk verified: now, and only now, the segments get their real mode and owner.
+    const byId = new Map(created.map((c) => [c.id, c]))
     for (const { meta, out } of todo) {
       if (out.status !== 'restored') continue
-      const c = created.find((x) => x.id === out.id)!
+      const c = byId.get(out.id!)!
       shm.set(out.id!, { uid: meta.uid, gid: meta.gid, mode: meta.mode, asUid: c.as.uid, asGid: c.as.gid })
     }
     objects.finish()

@@ -100,9 +100,33 @@ export function nextIdControl(kind: IdCounter = 'shm'): { ok: true } | { ok: fal
   }
 }
 
+/**
+ * kernel.<kind>_next_id, opened once per process and written at offset 0
+ * each time: a restore of 2000 segments spent more time opening and closing
+ * the file than creating the segments. The write goes to the IPC namespace
+ * of the writer, which a process never leaves. Dropped after any failed
+ * write (the next one opens it again).
+ */
+const nextIdFds = new Map<IdCounter, number>()
+
+function writeNextId(kind: IdCounter, text: string): void {
+  let fd = nextIdFds.get(kind)
+  if (fd === undefined) {
+    fd = fs.openSync(nextIdFile(kind), 'w')
+    nextIdFds.set(kind, fd)
+  }
+  try {
+    fs.writeSync(fd, text, 0)
+  } catch (e) {
+    nextIdFds.delete(kind)
+    fs.closeSync(fd)
+    throw e
+  }
+}
+
 /** Arm the id counter for the next shmget (semget, msgget). */
 export function setNextId(id: number, kind: IdCounter = 'shm'): void {
-  fs.writeFileSync(nextIdFile(kind), `${id}\n`)
+  writeNextId(kind, `${id}\n`)
 }
 
 /**
@@ -112,7 +136,7 @@ export function setNextId(id: number, kind: IdCounter = 'shm'): void {
  */
 export function disarmNextId(kind: IdCounter = 'shm'): void {
   try {
-    fs.writeFileSync(nextIdFile(kind), '-1\n')
+    writeNextId(kind, '-1\n')
     return
   } catch {
     // EINVAL on kernels whose sysctl takes 0.. only

@@ -159,8 +159,10 @@ const MAX_META_BYTES = 1 << 30
  * Write JSON with a checking header:
  * `shmkeep-json <format> crc32c=<hex> length=<bytes>\n<json>`.
  */
-export function encodeCheckedJson(format: number, value: unknown, { alignTo = 1 } = {}): Buffer {
-  const json = JSON.stringify(value, null, 1)
+export function encodeCheckedJson(format: number, value: unknown, { alignTo = 1, compact = false } = {}): Buffer {
+  // compact: no indentation (GENERATION with thousands of packed records is
+  // a third smaller, and as much quicker to write, read and parse).
+  const json = compact ? JSON.stringify(value) : JSON.stringify(value, null, 1)
   // alignTo: spaces before the final newline (JSON allows them) until the
   // whole file is a multiple of alignTo bytes; the length field may grow a
   // digit meanwhile, hence the loop.

@@ -32,11 +32,18 @@ function nativeLike(e: unknown, syscall: string): Error {
  * restore of 2000 small segments opened, checked and closed it 2000 times.
  * `close()` when done with the generation.
  */
-export class PackFiles {
-  private open = new Map<string, { fd: number; size: number }>()
+/** A pack.data up to this size is read whole, once: one read instead of one per segment. */
+const READ_WHOLE = 64 << 20
 
-  /** The open pack file at `path` (opened and checked on first use) and its size. */
-  get(path: string): { fd: number; size: number } {
+export class PackFiles {
+  private open = new Map<string, { fd: number; size: number; bytes?: Buffer }>()
+
+  /**
+   * The open pack file at `path` (opened and checked on first use), its size,
+   * and its bytes when it is small enough to read whole (each packed chunk is
+   * still checked against its CRC, as it lands in the segment).
+   */
+  get(path: string): { fd: number; size: number; bytes?: Buffer } {
     const known = this.open.get(path)
     if (known) return known
     let fd: number
@@ -49,7 +56,23 @@ export class PackFiles {
     try {
       const st = fs.fstatSync(fd)
       if (!st.isFile()) throw Object.assign(new Error('not a regular file'), { errno: os.constants.errno.EINVAL, syscall: 'fstat' })
-      const entry = { fd, size: st.size }
+      const entry: { fd: number; size: number; bytes?: Buffer } = { fd, size: st.size }
+      if (st.size <= READ_WHOLE) {
+        const bytes = Buffer.allocUnsafe(st.size)
+        let at = 0
+        try {
+          while (at < st.size) {
+            const n = fs.readSync(fd, bytes, at, st.size - at, at)
+            if (n === 0) break
+            at += n
+          }
+        } catch (e) {
+          throw nativeLike(e, 'pread')
+        }
+        // Shorter than fstat said (truncated meanwhile): what is there, and the size it has.
+        entry.bytes = bytes.subarray(0, at)
+        entry.size = at
+      }
       this.open.set(path, entry)
       return entry
     } catch (e) {
@@ -83,7 +106,7 @@ function readPacked(path: string, meta: PackedRecord, stopAtFirstBad: boolean, p
   // when every packed segment is zero: there is nothing to open.
   if (dataChunksOf(meta, table) === 0) return { badChunks: [], bytesRead: 0 }
   const own = packs ? undefined : new PackFiles()
-  const { fd, size: fileSize } = (packs ?? own!).get(path)
+  const { fd, size: fileSize, bytes: whole } = (packs ?? own!).get(path)
   try {
     const bytes = into ?? Buffer.alloc(meta.size)
     const badChunks: number[] = []
@@ -98,7 +121,7 @@ function readPacked(path: string, meta: PackedRecord, stopAtFirstBad: boolean, p
       }
       let got: number
       try {
-        got = fs.readSync(fd, bytes, start, len, meta.offset + start)
+        got = whole ? whole.copy(bytes, start, meta.offset + start, end) : fs.readSync(fd, bytes, start, len, meta.offset + start)
       } catch (e) {
         throw nativeLike(e, 'pread')
       }

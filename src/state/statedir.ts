@@ -284,6 +284,15 @@ export class StateDir {
 
   private readonly records = new Map<string, GenerationRecord>()
 
+  /**
+   * A generation this process has just committed, as it wrote it: prune and
+   * the fallback would otherwise read back and check the record (1 MB for
+   * 2000 packed segments) that is still in memory.
+   */
+  remember(name: string, record: GenerationRecord): void {
+    this.records.set(name, record)
+  }
+
   private readGenerationUncached(name: string): GenerationRecord {
     const record = upgradeGeneration(readCheckedJson<GenerationRecord>(this.path(name, GENERATION_FILE), READABLE_FORMATS))
     // A quarantined generation keeps the name it was written with.
