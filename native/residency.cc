@@ -89,12 +89,12 @@ int64_t SegmentSwapBytes(int id) {
   return -1;
 }
 
-int OpenMapFiles(const void* addr, uint64_t mappedLength) {
+int OpenMapFiles(const void* addr, uint64_t mappedLength, int mode) {
   char path[80];
   const uintptr_t start = reinterpret_cast<uintptr_t>(addr);
   snprintf(path, sizeof path, "/proc/self/map_files/%lx-%lx", static_cast<unsigned long>(start),
            static_cast<unsigned long>(start + mappedLength));
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  int fd = open(path, mode | O_CLOEXEC);
   return fd >= 0 ? fd : -errno;
 }
 

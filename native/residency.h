@@ -7,6 +7,7 @@
 // read is src/residency.ts's decision, passed in as Holes.
 #pragma once
 
+#include <fcntl.h>
 #include <sys/shm.h>
 
 #include <atomic>
@@ -51,8 +52,9 @@ int64_t SegmentSwapBytes(int id);
 // Open /proc/self/map_files/<start>-<end> of an attachment: the segment's
 // shmem file, where SEEK_DATA/SEEK_HOLE tell holes from data (swapped pages
 // are data) and pread does not allocate holes. Needs CAP_SYS_ADMIN or
-// CAP_CHECKPOINT_RESTORE. The fd, or -errno.
-int OpenMapFiles(const void* addr, uint64_t mappedLength);
+// CAP_CHECKPOINT_RESTORE. The fd, or -errno. O_WRONLY (a restore into a
+// new segment): writes fill the segment's pages without mapping them.
+int OpenMapFiles(const void* addr, uint64_t mappedLength, int mode = O_RDONLY);
 
 // Whether map_files opens here (a one-page shared anonymous mapping as probe).
 bool MapFilesOpens();

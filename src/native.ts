@@ -203,7 +203,7 @@ export interface Binding {
   }): Promise<RawSaveResult>
   checksumMapping(handle: object, buffer: Buffer): Promise<number>
   copyCarried(o: { from: string; fd: number; size: number; chunkSize: number; chunks: ChunkTable; carried: Buffer; cancel?: CancelToken }): Promise<{ bytesCopied: number }>
-  restoreSegment(o: { id: number; uid: number; gid: number; path: string; size: number; chunkSize: number; chunks: ChunkTable; stopAtFirstBad: boolean; lanes?: number; cancel?: CancelToken }): Promise<RawCheckResult>
+  restoreSegment(o: { id: number; uid: number; gid: number; path: string; size: number; chunkSize: number; chunks: ChunkTable; stopAtFirstBad: boolean; lanes?: number; mapFiles?: boolean; cancel?: CancelToken }): Promise<RawCheckResult & { mapFiles: boolean }>
   /** Chunks [first, first + count) only, when given (a snapshot's sweep of a trusted file). */
   verifyFile(o: { path: string; size: number; chunkSize: number; chunks: ChunkTable; first?: number; count?: number; lanes?: number; cancel?: CancelToken }): Promise<RawCheckResult>
   cancelToken(): CancelToken

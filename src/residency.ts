@@ -74,6 +74,16 @@ export function swapTotal(): number | undefined {
 
 /** The decision on this machine, for an image that is `quiet` (stopped or frozen) or not. */
 export function holesHere(quiet: boolean): HolesDecision {
+  return decideHoles({ mapFilesOpens: mapFilesHere(), swapTotal: swapTotal(), quiet })
+}
+
+/**
+ * Whether /proc/self/map_files opens for this process (asked once). Where it
+ * does, a save reads a segment with pread on its file and a restore writes
+ * a new segment with pwrite: no page of it enters the process's page tables
+ * (native/residency.cc, native/restore.cc), about half the CPU.
+ */
+export function mapFilesHere(): boolean {
   mapFilesCache ??= native.mapFilesOpens()
-  return decideHoles({ mapFilesOpens: mapFilesCache, swapTotal: swapTotal(), quiet })
+  return mapFilesCache
 }

@@ -201,7 +201,7 @@ describe('saveSegment / restoreSegment / verifyFile', () => {
 
     const id2 = create(size)
     const restored = await restore(id2, p, size, chunkSize, saved.chunks)
-    expect(restored).toEqual({ badChunks: [], bytesRead: dataBytes })
+    expect(restored).toEqual({ badChunks: [], bytesRead: dataBytes, mapFiles: false })
     expect(attach(id2, true).equals(src)).toBe(true)
     return { id, p, saved, src }
   }
@@ -272,11 +272,14 @@ describe('saveSegment / restoreSegment / verifyFile', () => {
     // Untouched pages were not read: the source segment did not fill up.
     expect(shmRss(id)).toBe(touched.length * PAGE)
 
-    const id2 = create(size)
-    const r = await restore(id2, p, size, chunkSize, saved.chunks)
-    expect(r.badChunks).toEqual([])
-    expect(shmRss(id2)).toBe(touched.length * PAGE)
-    expect(attach(id2, true).equals(b)).toBe(true)
+    // Restored into the attachment, and through map_files (where it opens): the holes stay holes.
+    for (const mapFiles of native.mapFilesOpens() ? [false, true] : [false]) {
+      const id2 = create(size)
+      const r = await native.restoreSegment({ id: id2, uid: -1, gid: -1, path: p, size, chunkSize, chunks: saved.chunks, stopAtFirstBad: false, mapFiles })
+      expect([r.badChunks, r.mapFiles]).toEqual([[], mapFiles])
+      expect([mapFiles, shmRss(id2)]).toEqual([mapFiles, touched.length * PAGE])
+      expect(attach(id2, true).equals(b)).toBe(true)
+    }
   })
 
   // Needs free huge pages (e.g. sysctl vm.nr_hugepages=8); skipped otherwise.
@@ -323,7 +326,7 @@ describe('saveSegment / restoreSegment / verifyFile', () => {
     // stopAtFirstBad stops there: chunk 2 is not read.
     const id3 = create(size)
     const r = await restore(id3, p, size, chunkSize, saved.chunks, true)
-    expect(r).toEqual({ badChunks: [1], bytesRead: 8 * MiB })
+    expect(r).toEqual({ badChunks: [1], bytesRead: 8 * MiB, mapFiles: false })
   })
 
   it('verifyFile finds data in a ZERO chunk, and a ZERO entry with a wrong CRC', async () => {
@@ -719,19 +722,22 @@ describe('saveSegment / restoreSegment / verifyFile', () => {
       expect(file1.subarray(30 * chunkSize, 31 * chunkSize).equals(b.subarray(30 * chunkSize, 31 * chunkSize))).toBe(true)
     })
 
-    it('verify and restore on 3 lanes: the same bytes, and every bad chunk named, in order', async () => {
+    it('verify and restore on 3 lanes (restore also through map_files): the same bytes, and every bad chunk named, in order', async () => {
       const { id, b, size, chunkSize } = sample()
       const p = file('lanes-rv')
       const saved = await saveWith(id, p, chunkSize, 2)
-      const id2 = create(size)
-      expect(await restore3(id2, p, size, chunkSize, saved.chunks)).toEqual({ badChunks: [], bytesRead: saved.bytesWritten })
-      expect(attach(id2, true).equals(b)).toBe(true)
+      const ways = native.mapFilesOpens() ? [false, true] : [false]
+      for (const mapFiles of ways) {
+        const id2 = create(size)
+        expect(await restore3(id2, p, size, chunkSize, saved.chunks, mapFiles)).toEqual({ badChunks: [], bytesRead: saved.bytesWritten, mapFiles })
+        expect(attach(id2, true).equals(b)).toBe(true)
+      }
       const fd = fs.openSync(p, 'r+')
       for (const at of [2 * chunkSize + 9, 30 * chunkSize + 1, 35 * chunkSize]) fs.writeSync(fd, Buffer.from([b[at]! ^ 0x40]), 0, 1, at)
       fs.closeSync(fd)
       expect((await native.verifyFile({ path: p, size, chunkSize, chunks: saved.chunks, lanes: 3 })).badChunks).toEqual([2, 30, 35])
       expect((await native.verifyFile({ path: p, size, chunkSize, chunks: saved.chunks, lanes: 3, first: 3, count: 30 })).badChunks).toEqual([30])
-      expect((await restore3(create(size), p, size, chunkSize, saved.chunks)).badChunks).toEqual([2, 30, 35])
+      for (const mapFiles of ways) expect((await restore3(create(size), p, size, chunkSize, saved.chunks, mapFiles)).badChunks).toEqual([2, 30, 35])
     })
 
     it('a cancel stops every lane: ECANCELED from save, compare, verify and restore', async () => {
@@ -751,8 +757,8 @@ describe('saveSegment / restoreSegment / verifyFile', () => {
       for (const e of await Promise.all(all.map(rejection))) expect(e.errno).toBe(os.constants.errno.ECANCELED)
     })
 
-    async function restore3(id: number, p: string, size: number, chunkSize: number, chunks: Buffer) {
-      return native.restoreSegment({ id, uid: -1, gid: -1, path: p, size, chunkSize, chunks, stopAtFirstBad: false, lanes: 3 })
+    async function restore3(id: number, p: string, size: number, chunkSize: number, chunks: Buffer, mapFiles = false) {
+      return native.restoreSegment({ id, uid: -1, gid: -1, path: p, size, chunkSize, chunks, stopAtFirstBad: false, lanes: 3, mapFiles })
     }
   })
 

@@ -9,6 +9,7 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import { lanesFor } from '../lanes'
+import { mapFilesHere } from '../residency'
 import { native, type CancelToken, type RawCheckResult } from '../native'
 import { CHUNK_DATA, CHUNK_ENTRY_BYTES, type PackedRecord, type SegmentRecord } from './format'
 
@@ -159,7 +160,7 @@ export async function restoreSaved(
 ): Promise<RawCheckResult> {
   if (!isPacked(meta)) {
     // cancel: the worker stops within a chunk once the restore is aborted (ECANCELED).
-    return native.restoreSegment({ id: target.id, uid: target.uid, gid: target.gid, path, size: meta.size, chunkSize: meta.chunkSize, chunks: Buffer.from(meta.chunks, 'base64'), stopAtFirstBad, lanes: lanesFor(meta.size, meta.chunkSize), cancel })
+    return native.restoreSegment({ id: target.id, uid: target.uid, gid: target.gid, path, size: meta.size, chunkSize: meta.chunkSize, chunks: Buffer.from(meta.chunks, 'base64'), stopAtFirstBad, lanes: lanesFor(meta.size, meta.chunkSize), mapFiles: mapFilesHere(), cancel })
   }
   // Nothing to write for an all-zero segment (a new segment is zero).
   if (dataChunksOf(meta, Buffer.from(meta.chunks, 'base64')) === 0) return { badChunks: [], bytesRead: 0 }
