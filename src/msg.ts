@@ -201,6 +201,13 @@ export interface QueueCopy {
   consistent: boolean
 }
 
+/** A copy of a queue as the kernel gave it: every message's type and size, their bytes one after another. */
+export interface RawQueueCopy extends Omit<QueueCopy, 'messages'> {
+  types: number[]
+  sizes: number[]
+  data: Buffer
+}
+
 /**
  * Every message in queue order, left in the queue (MSG_COPY, one position
  * after another), with the stat before and after to tell whether the queue
@@ -209,23 +216,30 @@ export interface QueueCopy {
 export function peekAll(id: number, options: AsOptions = {}): QueueCopy {
   const [uid, gid] = checkAs('msg.peekAll', options)
   checkMsgId(id)
+  const { types, sizes, data, ...rest } = copyRaw(id, uid, gid)
+  const messages: Message[] = []
+  let at = 0
+  types.forEach((type, i) => {
+    messages.push({ type, data: data.subarray(at, at + sizes[i]!) })
+    at += sizes[i]!
+  })
+  return { ...rest, messages }
+}
+
+/**
+ * {@link peekAll} without a Buffer per message (arguments unchecked): a
+ * snapshot packs thousands of messages straight from the kernel's copy.
+ */
+export function copyRaw(id: number, uid: number, gid: number): RawQueueCopy {
   const raw = sys(`msg id ${id}`, () => {
     const { cbytes, qnum } = native.msgStat(id, uid, gid)
     // Twice the average message first (the kernel copies in the whole buffer on each call), the largest possible when one is longer.
-    return native.msgCopyAll(id, copyBufferSize(id, uid, gid), Math.max(64, 2 * Math.ceil(cbytes / Math.max(qnum, 1))), uid, gid)
-  })
-  const messages: Message[] = []
-  let at = 0
-  raw.types.forEach((type, i) => {
-    const size = raw.sizes[i]!
-    messages.push({ type, data: raw.data.subarray(at, at + size) })
-    at += size
+    return native.msgCopyAll(id, bufferFor(cbytes), Math.max(64, 2 * Math.ceil(cbytes / Math.max(qnum, 1))), uid, gid)
   })
   const before = toStat(raw.before)
   const after = toStat(raw.after)
-  const consistent =
-    before.qnum === after.qnum && before.stime === after.stime && before.rtime === after.rtime && messages.length === after.qnum
-  return { before, after, messages, consistent }
+  const consistent = before.qnum === after.qnum && before.stime === after.stime && before.rtime === after.rtime && raw.types.length === after.qnum
+  return { before, after, consistent, types: raw.types, sizes: raw.sizes, data: raw.data }
 }
 
 /**
@@ -234,9 +248,11 @@ export function peekAll(id: number, options: AsOptions = {}): QueueCopy {
  * the bytes the queue holds now.
  */
 function copyBufferSize(id: number, uid: number, gid: number): number {
-  const { msgmax } = limits()
-  const { cbytes } = sys(`msg id ${id}`, () => native.msgStat(id, uid, gid))
-  return Math.max(msgmax, Math.min(cbytes, 0x7fffffff))
+  return bufferFor(sys(`msg id ${id}`, () => native.msgStat(id, uid, gid)).cbytes)
+}
+
+function bufferFor(cbytes: number): number {
+  return Math.max(limits().msgmax, Math.min(cbytes, 0x7fffffff))
 }
 
 /** Options of {@link set}. */

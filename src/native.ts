@@ -142,6 +142,8 @@ export interface Binding {
   msgList(): { queues: RawMsgStat[]; statAny: boolean; usedIds: number }
   /** false = the queue is full (EAGAIN). */
   msgSend(id: number, type: number, data: Uint8Array, flags: number, uid: number, gid: number): boolean
+  /** Messages i = sizes[i] bytes of data at offsets[i], type types[i], sent in order under one identity switch; how many were sent before a full queue. */
+  msgSendAll(id: number, data: Uint8Array, types: number[], offsets: number[], sizes: number[], uid: number, gid: number): number
   /** null = no message (ENOMSG). */
   msgReceive(id: number, type: number, maxSize: number, flags: number, uid: number, gid: number): { type: number; data: Buffer } | null
   msgCopyAll(id: number, bufSize: number, firstSize: number, uid: number, gid: number): { before: RawMsgStat; after: RawMsgStat; types: number[]; sizes: number[]; data: Buffer }

@@ -16,7 +16,7 @@ import { systemError } from './errors'
 import { segmentPredicate, type SegmentFilter } from './filter'
 import { creatorIdentity, currentPowers, type Identity, type Powers } from './identity'
 import { formatKey, parseKey } from './keys'
-import { ObjectDamage, ObjectRestorePlan, readObjects, undoKilledObjects, type ObjectRestore, type SemFromCheckpoint } from './kinds'
+import { ObjectDamage, ObjectRestorePlan, readObjects, undoKilledObjects, type ObjectRestore, type Payload, type SemFromCheckpoint } from './kinds'
 import { silentLogger, startProgress, type Logger } from './log'
 import { native } from './native'
 import { checkEntryOptions } from './options'
@@ -261,7 +261,7 @@ async function restoreGeneration(
 ): Promise<Restored> {
   let gen: GenerationRecord
   const metas: SegmentRecord[] = []
-  let payloads: Buffer[] = []
+  let payloads: Payload[] = []
   try {
     gen = state.readGeneration(name)
     for (const entry of gen.segments) {

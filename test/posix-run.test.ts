@@ -160,6 +160,41 @@ describe('a restore killed while it writes POSIX objects', () => {
   })
 })
 
+describe('a large POSIX object is streamed, never whole in memory', () => {
+  // Peak RSS of a child, from the kernel's rusage (python3: Debian's, as for shared_memory below).
+  const rss = `rss() { ${PY} -c 'import resource,subprocess,sys; r=subprocess.run(sys.argv[2:]); print(sys.argv[1], r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)' "$@"; }`
+  test.skipIf(!fs.existsSync(PY))('96 MiB of data in a 1 GiB sparse object: snapshot and restore peak far below it; bytes and holes exact', async () => {
+    const state = stateDir()
+    const script = [
+      rss,
+      'truncate -s 1G /dev/shm/big && dd if=/dev/urandom of=/dev/shm/big bs=1M count=96 seek=100 conv=notrunc status=none',
+      `rss snapshot ${shmkeep.join(' ')} snapshot -q --state-dir ${state} --kind posix-shm`,
+      // The data region only: hashing the holes would read 1 GiB of zeros.
+      'sum() { echo "sum $(dd if=/dev/shm/big bs=1M skip=100 count=96 status=none | sha256sum)"; }',
+      'sum; rm /dev/shm/big',
+      // A new IPC namespace: this one's lineage record would make it warm.
+      `rss restore unshare --ipc ${shmkeep.join(' ')} restore -q --state-dir ${state} --kind posix-shm`,
+      'sum; echo "size $(stat -c %s /dev/shm/big) used $(du -m /dev/shm/big | cut -f1)"',
+    ].join('\n')
+    const r = await inContainer(['sh', '-c', script], { shmSize: '128m' })
+    expect(r.status, r.stderr).toBe(0)
+    const peak = (what: string) => {
+      const m = new RegExp(`^${what} (\\d+) (\\d+)$`, 'm').exec(r.stdout)
+      expect(m?.[1], `${what}: ${r.stdout}${r.stderr}`).toBe('0')
+      return Number(m![2])
+    }
+    const [snap, rest] = [peak('snapshot'), peak('restore')]
+    console.log(`peak RSS with 96 MiB of data: snapshot ${snap} MiB, restore ${rest} MiB`)
+    // Held whole, the data alone would be 96 MiB (and was copied once more when packed).
+    expect(snap).toBeLessThan(90)
+    expect(rest).toBeLessThan(90)
+    const sums = [...r.stdout.matchAll(/^sum (\S+)/gm)].map((m) => m[1])
+    expect(sums).toHaveLength(2)
+    expect(sums[0]).toBe(sums[1])
+    expect(r.stdout).toMatch(/^size 1073741824 used 96$/m)
+  })
+})
+
 describe('a warm namespace keeps its live objects', () => {
   test('a /dev/shm that outlived the IPC namespace: its saved objects are live, nothing is restored over them', async () => {
     const state = stateDir()

@@ -21,15 +21,15 @@ import { formatKey, parseKey } from '../keys'
 import { humanSize, type Logger } from '../log'
 import { native } from '../native'
 import { StateFileError, readRegularFile } from '../state/files'
-import { nextIdControl } from '../system'
-import { CONTAINER_ONLY_KINDS, describe, type DiffStatus, identityOf, NAMED_KINDS, recordIdentity, type IpcObject, type Kind, type KindName, type ObjectPerm, type ObjectRecord } from './kind'
+import { CAP, effectiveCapabilities, hasCapability, nextIdControl } from '../system'
+import { CONTAINER_ONLY_KINDS, describe, type DiffStatus, identityOf, NAMED_KINDS, recordIdentity, type IpcObject, type Kind, type KindName, type ObjectPerm, type ObjectRecord, type Payload, type PayloadSink } from './kind'
 import { mqueueKind } from './mqueue'
 import { msgKind } from './msg'
 import { posixShmKind } from './posixshm'
 import { semKind } from './sem'
 import { listShm } from './shm'
 
-export { KIND_NAMES, type DiffStatus, type KindName, type IpcObject, type ObjectRecord } from './kind'
+export { KIND_NAMES, type DiffStatus, type KindName, type IpcObject, type ObjectRecord, type Payload } from './kind'
 export { kindSelected, parseKinds }
 
 /** The kinds saved through the packed data file, in the order they are restored. */
@@ -149,11 +149,10 @@ export function saveObjects(out: { create(file: string): number }, options: Save
   const take = objectPredicate(options.filter)
   const kinds = SMALL_KINDS.filter((k) => kindSelected(options.filter, k.name) && (!k.finalOnly || takenNow(k, options)))
   const records: ObjectRecord[] = []
-  const payloads: Buffer[] = []
   const unsaved: UnsavedObject[] = []
   const outcomes: ObjectOutcome[] = []
   const limits: ObjectsSection['limits'] = {}
-  let offset = 0
+  const packed = new PackedWriter(out)
   if (options.filter?.kinds === undefined && process.pid === 1 && !kindSelected(options.filter, 'posix-shm')) {
     options.log.log('info', 'snapshot.posix-shm', `POSIX shm objects not saved: ${containerDevShm().why} (filter.kinds: 'all' takes them)`)
   }
@@ -176,9 +175,11 @@ export function saveObjects(out: { create(file: string): number }, options: Save
         outcomes.push({ kind: o.kind, key: p.key, id: o.id, status: 'unsaved', reason: who.error, bytes: 0 })
         continue
       }
-      const r = kind.read(o, who)
+      const start = packed.begin()
+      const r = kind.read(o, who, packed)
       const readAs = who.uid >= 0 ? `uid ${who.uid} gid ${who.gid}` : undefined
       if ('unsaved' in r) {
+        packed.restart()
         if (r.errno === 'EIDRM') {
           outcomes.push({ kind: o.kind, key: p.key, id: o.id, status: 'vanished', reason: 'removed while the snapshot ran', bytes: 0 })
           continue
@@ -188,54 +189,226 @@ export function saveObjects(out: { create(file: string): number }, options: Save
         options.log.log('error', 'snapshot.unsaved', `${describe(p)} not saved: ${r.unsaved}`, { kind: o.kind, key: p.key })
         continue
       }
-      records.push({ ...p, offset, length: r.payload.length, crc32c: '', attrs: r.attrs, info: r.info })
-      payloads.push(r.payload)
-      offset += r.payload.length
-      outcomes.push({ kind: o.kind, key: p.key, id: o.id, status: 'saved', readAs, bytes: r.payload.length })
+      if ('payload' in r) packed.write(r.payload)
+      const length = packed.offset - start
+      records.push({ ...p, offset: start, length, crc32c: hex(packed.crc), attrs: r.attrs, info: r.info })
+      outcomes.push({ kind: o.kind, key: p.key, id: o.id, status: 'saved', readAs, bytes: length })
     }
   }
   if (records.length === 0 && unsaved.length === 0) return { section: undefined, outcomes }
-  // The CRCs are of the very buffer that is written.
-  const data = Buffer.concat(payloads, offset)
-  for (const rec of records) rec.crc32c = crcHex(data.subarray(rec.offset, rec.offset + rec.length))
-  const fd = out.create(OBJECTS_DATA)
-  let written = 0
-  while (written < data.length) written += fs.writeSync(fd, data, written, data.length - written)
+  const bytes = packed.finish()
   return {
-    section: { data: OBJECTS_DATA, bytes: data.length, kinds: kinds.map((k) => k.name), records, unsaved, limits, checkpoint: options.checkpoint ?? false },
+    section: { data: OBJECTS_DATA, bytes, kinds: kinds.map((k) => k.name), records, unsaved, limits, checkpoint: options.checkpoint ?? false },
     outcomes,
   }
 }
 
 function crcHex(b: Uint8Array): string {
-  return native.crc32c(b).toString(16).padStart(8, '0')
+  return hex(native.crc32c(b))
+}
+
+function hex(crc: number): string {
+  return crc.toString(16).padStart(8, '0')
+}
+
+/** Bytes gathered before one write of the packed file; a piece this large goes straight to the file. */
+const GATHER = 1 << 20
+
+/**
+ * The packed data file as it is written: each object's bytes appended (the
+ * CRC-32C of the current object computed as they come), small payloads
+ * gathered into writes of about {@link GATHER} bytes (thousands of objects,
+ * a few system calls), large pieces written at once and never kept (a 1 GiB
+ * POSIX object costs one piece of memory). The file is created at the first
+ * write: no object, no file.
+ */
+class PackedWriter implements PayloadSink {
+  /** The CRC-32C of the current object's bytes so far. */
+  crc = 0
+  private fd = -1
+  private written = 0
+  private pending: Buffer[] = []
+  private pendingBytes = 0
+  private start = 0
+
+  constructor(private readonly out: { create(file: string): number }) {}
+
+  /** Where the next byte goes. */
+  get offset(): number {
+    return this.written + this.pendingBytes
+  }
+
+  /** A new object starts here; returns its offset. */
+  begin(): number {
+    this.start = this.offset
+    this.crc = 0
+    return this.start
+  }
+
+  write(bytes: Uint8Array): void {
+    if (bytes.length === 0) return
+    this.crc = native.crc32c(bytes, this.crc)
+    if (bytes.length >= GATHER) {
+      this.flush()
+      this.put(bytes)
+      return
+    }
+    this.pending.push(Buffer.from(bytes)) // a copy: a streaming kind reuses its buffer
+    this.pendingBytes += bytes.length
+    if (this.pendingBytes >= GATHER) this.flush()
+  }
+
+  /** Drop the current object's bytes (its read starts again, or it is not saved). */
+  restart(): void {
+    this.crc = 0
+    if (this.start >= this.written) {
+      const keep = Buffer.concat(this.pending, this.pendingBytes).subarray(0, this.start - this.written)
+      this.pending = keep.length ? [keep] : []
+      this.pendingBytes = keep.length
+      return
+    }
+    fs.ftruncateSync(this.fd, this.start)
+    this.written = this.start
+    this.pending = []
+    this.pendingBytes = 0
+  }
+
+  /** Everything written (the file exists, possibly empty); returns its size. */
+  finish(): number {
+    this.flush()
+    if (this.fd < 0) this.fd = this.out.create(OBJECTS_DATA)
+    return this.written
+  }
+
+  private flush(): void {
+    if (this.pendingBytes === 0) return
+    const data = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingBytes)
+    this.pending = []
+    this.pendingBytes = 0
+    this.put(data)
+  }
+
+  private put(data: Uint8Array): void {
+    if (this.fd < 0) this.fd = this.out.create(OBJECTS_DATA)
+    let done = 0
+    while (done < data.length) done += fs.writeSync(this.fd, data, done, data.length - done, this.written + done)
+    this.written += data.length
+  }
 }
 
 /** The saved objects' data is damaged or unreadable: another generation may do. */
 export class ObjectDamage extends Error {}
 
-/** Read the packed data file and check every record against it (CRC and structure); ObjectDamage naming each bad object. */
-export function readObjects(dir: string, section: ObjectsSection): Buffer[] {
-  if (path.basename(section.data) !== section.data || section.data.startsWith('.')) throw new ObjectDamage(`objects data file name ${JSON.stringify(section.data)} is not a plain name`)
-  let data: Buffer
+/** A packed data file up to this size is read whole (one read for thousands of small objects). */
+const READ_WHOLE = 16 << 20
+/** Bytes of one piece of a large object read from the packed file. */
+const PIECE = 4 << 20
+
+/**
+ * A large object's bytes in the packed data file, read piece by piece when
+ * they are used (a restore writes a POSIX object's data runs from here): its
+ * CRC-32C is checked by {@link readObjects} before anything is created. A
+ * piece up to {@link PIECE} bytes is read into one buffer kept for the
+ * purpose: it is valid until the next call (every caller uses a piece at
+ * once), and a restore's memory stays flat whatever the object's size.
+ */
+class FileBytes implements Payload {
+  private piece: Buffer | undefined
+
+  constructor(
+    private readonly file: string,
+    private readonly at: number,
+    readonly length: number,
+  ) {}
+
+  subarray(start: number, end: number): Buffer {
+    const from = Math.max(0, Math.min(start, this.length))
+    const to = Math.max(from, Math.min(end, this.length))
+    const out = to - from <= PIECE ? (this.piece ??= Buffer.allocUnsafe(PIECE)).subarray(0, to - from) : Buffer.allocUnsafe(to - from)
+    const fd = fs.openSync(this.file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW)
+    try {
+      let done = 0
+      while (done < out.length) {
+        const n = fs.readSync(fd, out, done, out.length - done, this.at + from + done)
+        if (n === 0) throw new ObjectDamage(`${path.basename(this.file)} is shorter than when it was verified`)
+        done += n
+      }
+    } finally {
+      fs.closeSync(fd)
+    }
+    return out
+  }
+}
+
+/** The CRC-32C of a payload, read piece by piece. */
+function payloadCrc(p: Payload): number {
+  if (Buffer.isBuffer(p)) return native.crc32c(p)
+  let crc = 0
+  for (let at = 0; at < p.length; at += PIECE) crc = native.crc32c(p.subarray(at, at + PIECE), crc)
+  return crc
+}
+
+/**
+ * Every record's contents in the packed data file: a file up to
+ * {@link READ_WHOLE} is read whole; in a larger one, the objects of kinds
+ * that stream (POSIX shm) larger than a piece stay in the file
+ * ({@link FileBytes}) and the rest is read object by object.
+ */
+function payloadsOf(file: string, section: ObjectsSection): Payload[] {
+  const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK)
   try {
-    data = readRegularFile(path.join(dir, section.data), 2 ** 31 - 1)
+    const st = fs.fstatSync(fd)
+    if (!st.isFile()) throw new ObjectDamage(`${section.data} is not a regular file`)
+    if (st.size !== section.bytes) throw new ObjectDamage(`${section.data} is ${st.size} bytes, ${section.bytes} were written`)
+    const whole = st.size <= READ_WHOLE ? fs.readFileSync(fd) : undefined
+    if (whole && whole.length !== section.bytes) throw new ObjectDamage(`${section.data} is ${whole.length} bytes, ${section.bytes} were written`)
+    return section.records.map((rec) => {
+      const length = Math.max(0, Math.min(rec.length, section.bytes - rec.offset))
+      if (whole) return whole.subarray(rec.offset, rec.offset + length)
+      if (byName.get(rec.kind)?.streams && length > PIECE) return new FileBytes(file, rec.offset, length)
+      const b = Buffer.alloc(length)
+      let done = 0
+      while (done < length) {
+        const n = fs.readSync(fd, b, done, length - done, rec.offset + done)
+        if (n === 0) break
+        done += n
+      }
+      return b
+    })
+  } finally {
+    fs.closeSync(fd)
+  }
+}
+
+/**
+ * Read the packed data file and check every record against it (CRC and
+ * structure); ObjectDamage naming each bad object. Large POSIX objects are
+ * checked piece by piece and left in the file (never whole in memory).
+ */
+export function readObjects(dir: string, section: ObjectsSection): Payload[] {
+  if (path.basename(section.data) !== section.data || section.data.startsWith('.')) throw new ObjectDamage(`objects data file name ${JSON.stringify(section.data)} is not a plain name`)
+  let payloads: Payload[]
+  try {
+    payloads = payloadsOf(path.join(dir, section.data), section)
   } catch (e) {
-    if (e instanceof StateFileError || hasCode(e, 'EIO')) throw new ObjectDamage((e as Error).message)
+    if (e instanceof ObjectDamage) throw e
+    const code = (e as { code?: string }).code
+    // Worded as the state dir's other files are (src/state/files.ts).
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw new ObjectDamage(`${section.data} is missing`)
+    if (code === 'ELOOP') throw new ObjectDamage(`${section.data} is a symbolic link; shmkeep never follows links in the state dir`)
+    if (code === 'EIO') throw new ObjectDamage(`${section.data}: ${(e as Error).message}`)
     throw e
   }
-  if (data.length !== section.bytes) throw new ObjectDamage(`${section.data} is ${data.length} bytes, ${section.bytes} were written`)
   const bad: string[] = []
-  const payloads = section.records.map((rec) => {
+  section.records.forEach((rec, i) => {
     const kind = byName.get(rec.kind)
-    const payload = data.subarray(rec.offset, rec.offset + rec.length)
+    const payload = payloads[i]!
     if (!kind) bad.push(`${describe(rec)}: a kind this shmkeep does not know`)
-    else if (rec.offset + rec.length > data.length || crcHex(payload) !== rec.crc32c) bad.push(`${describe(rec)}: its bytes in ${section.data} fail their checksum`)
+    else if (rec.offset + rec.length > section.bytes || hex(payloadCrc(payload)) !== rec.crc32c) bad.push(`${describe(rec)}: its bytes in ${section.data} fail their checksum`)
     else {
       const wrong = kind.check(rec, payload)
       if (wrong) bad.push(`${describe(rec)}: ${wrong}`)
     }
-    return payload
   })
   if (bad.length) throw new ObjectDamage(bad.join('; '))
   return payloads
@@ -299,14 +472,14 @@ export class ObjectRestorePlan {
   readonly outcomes: ObjectRestore[] = []
   /** Ids not kept, per kind, and why. */
   readonly idsNotKept: string[] = []
-  private readonly todo: Array<{ kind: Kind; rec: ObjectRecord; payload: Buffer; out: ObjectRestore; replace?: IpcObject; as: Identity; notKept?: string }> = []
+  private readonly todo: Array<{ kind: Kind; rec: ObjectRecord; payload: Payload; out: ObjectRestore; replace?: IpcObject; as: Identity; notKept?: string }> = []
   private readonly created: Array<{ kind: Kind; id: number; key: string; as: Identity; label: string }> = []
   private readonly choose = new Map<KindName, boolean>()
   private readonly limitsNow = new Map<KindName, Record<string, number>>()
 
   constructor(
     private readonly section: ObjectsSection | undefined,
-    payloads: Buffer[],
+    payloads: Payload[],
     private readonly options: ObjectRestoreOptions,
   ) {
     if (!section) return
@@ -394,6 +567,7 @@ export class ObjectRestorePlan {
 
   /** Create every object with its contents, mode 0600. Throws at the first failure (undo removes what was made). */
   create(): void {
+    const resource = hasCapability(CAP.SYS_RESOURCE, effectiveCapabilities())
     for (const t of this.todo) {
       if (t.replace) {
         t.kind.remove({ id: t.replace.id, key: t.replace.name ?? formatKey(t.replace.key) }, removerOf(t.kind, t.replace, this.options.powers))
@@ -402,7 +576,7 @@ export class ObjectRestorePlan {
       const label = describe(t.rec)
       let id: number
       try {
-        id = t.kind.create(t.rec, t.payload, t.as, { chooseId: this.choose.get(t.kind.name) ?? false, limits: this.limitsNow.get(t.kind.name)! })
+        id = t.kind.create(t.rec, t.payload, t.as, { chooseId: this.choose.get(t.kind.name) ?? false, limits: this.limitsNow.get(t.kind.name)!, resource })
       } catch (e) {
         throw Object.assign(new Error(`${label}: ${(e as Error).message}`), { code: (e as { code?: string }).code })
       }
@@ -584,8 +758,8 @@ export function diffObjects(dir: string | null, section: ObjectsSection | undefi
   const take = objectPredicate(filter)
   const objects: ObjectDiff[] = []
   const notes: string[] = []
-  let saved: Buffer[] | null | undefined // read once, only to say which values differ
-  const savedPayload = (index: number): Buffer | undefined => {
+  let saved: Payload[] | null | undefined // read once, only to say which values differ
+  const savedPayload = (index: number): Payload | undefined => {
     if (saved === undefined) {
       try {
         saved = dir && section ? readObjects(dir, section) : null
@@ -630,12 +804,25 @@ export function diffObjects(dir: string | null, section: ObjectsSection | undefi
   return { objects, notes }
 }
 
+/** A sink that keeps only the CRC-32C of what a streaming kind reads (diff writes nothing). */
+function crcSink(): PayloadSink & { crc: number } {
+  return {
+    crc: 0,
+    write(bytes) {
+      this.crc = native.crc32c(bytes, this.crc)
+    },
+    restart() {
+      this.crc = 0
+    },
+  }
+}
+
 /** One live object against its record: mode, owner, the kind's attributes, contents. */
-function compareObject(kind: Kind, o: IpcObject, rec: ObjectRecord, powers: Powers, savedPayload: () => Buffer | undefined): Omit<ObjectDiff, 'kind' | 'key' | 'id'> {
+function compareObject(kind: Kind, o: IpcObject, rec: ObjectRecord, powers: Powers, savedPayload: () => Payload | undefined): Omit<ObjectDiff, 'kind' | 'key' | 'id'> {
   const changes: string[] = []
   if (rec.mode !== o.mode) changes.push(`mode ${rec.mode.toString(8)} → ${o.mode.toString(8)}`)
   if (rec.uid !== o.uid || rec.gid !== o.gid) changes.push(`owner ${rec.uid}:${rec.gid} → ${o.uid}:${o.gid}`)
-  let live: { attrs: Record<string, number>; payload?: Buffer } | undefined
+  let live: { attrs: Record<string, number>; payload?: Buffer; crc?: number } | undefined
   let notCompared: string | undefined
   if (kind.peek) {
     const p = kind.peek(o)
@@ -643,9 +830,10 @@ function compareObject(kind: Kind, o: IpcObject, rec: ObjectRecord, powers: Powe
     else [live, notCompared] = [{ attrs: p.attrs }, p.notCompared]
   } else {
     const who = kind.readAs ? kind.readAs(o, powers) : readIdentity(o, powers)
-    const r = 'error' in who ? { unsaved: who.error } : kind.read(o, who)
+    const sink = crcSink()
+    const r = 'error' in who ? { unsaved: who.error } : kind.read(o, who, sink)
     if ('unsaved' in r) notCompared = `contents not compared: ${r.unsaved}`
-    else live = r
+    else live = { attrs: r.attrs, ...('payload' in r ? { payload: r.payload, crc: native.crc32c(r.payload) } : { crc: sink.crc }) }
   }
   const attributes: Record<string, { saved: number; live: number }> = {}
   for (const [a, label] of Object.entries(kind.diffAttrs)) {
@@ -655,11 +843,11 @@ function compareObject(kind: Kind, o: IpcObject, rec: ObjectRecord, powers: Powe
     changes.push(`${label} ${was} → ${now}`)
   }
   let contents: ObjectDiff['contents']
-  if (live?.payload) {
-    contents = crcHex(live.payload) === rec.crc32c ? 'same' : 'differ'
+  if (live?.crc !== undefined) {
+    contents = hex(live.crc) === rec.crc32c ? 'same' : 'differ'
     if (contents === 'differ') {
-      const before = kind.contentChange ? savedPayload() : undefined
-      changes.push(before ? kind.contentChange!(rec, before, live.payload) : 'contents differ')
+      const before = kind.contentChange && live.payload ? savedPayload() : undefined
+      changes.push(before ? kind.contentChange!(rec, before.subarray(0, before.length), live.payload!) : 'contents differ')
     }
   }
   return {

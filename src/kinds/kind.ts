@@ -75,8 +75,29 @@ export interface ObjectRecord extends ObjectPerm {
   info: Record<string, number>
 }
 
-/** What reading one object's contents gave. */
-export type ReadResult = { attrs: Record<string, number>; info: Record<string, number>; payload: Buffer } | { unsaved: string; errno?: string }
+/**
+ * A saved object's contents: in memory (a Buffer is one), or — a large POSIX
+ * shm object's — read from the packed data file piece by piece, so that a
+ * 1 GiB object never costs 1 GiB of memory.
+ */
+export interface Payload {
+  readonly length: number
+  /** Bytes [start, end): use them at once (a large payload's piece is overwritten by the next call). */
+  subarray(start: number, end: number): Buffer
+}
+
+/** Where a kind that streams its contents (see {@link Kind.streams}) writes them as it reads them. */
+export interface PayloadSink {
+  write(bytes: Uint8Array): void
+  /** Forget what this object wrote so far (its read starts again, or it is not saved). */
+  restart(): void
+}
+
+/** What reading one object's contents gave: the bytes, or how many were written to the sink. */
+export type ReadResult =
+  | { attrs: Record<string, number>; info: Record<string, number>; payload: Buffer }
+  | { attrs: Record<string, number>; info: Record<string, number>; streamed: number }
+  | { unsaved: string; errno?: string }
 
 /** Facts a restore plan checks against. */
 export interface RestoreContext {
@@ -97,6 +118,16 @@ export interface KindList<L> {
   where?: string
 }
 
+/** What a restore knows when it creates an object (read once per restore, not once per object). */
+export interface CreateContext {
+  /** Arm the kind's next-id counter with the saved id first. */
+  chooseId: boolean
+  /** The kind's limits in this namespace. */
+  limits: Record<string, number>
+  /** This process has CAP_SYS_RESOURCE (attributes above the namespace's limits can be kept). */
+  resource: boolean
+}
+
 export interface Kind<L extends IpcObject = IpcObject> {
   name: KindName
   /** "semaphore set", for messages. */
@@ -114,10 +145,17 @@ export interface Kind<L extends IpcObject = IpcObject> {
   readAs?(obj: L, powers: Powers): Identity | { error: string }
   /** Who creates a saved object (default: its creator, as SysV objects). */
   createAs?(rec: ObjectRecord, powers: Powers): Identity
-  /** Read the contents as `as` (unsaved with a reason when they cannot be read truly). */
-  read(obj: L, as: Identity): ReadResult
+  /**
+   * Its contents can be large (POSIX shm objects): `read` writes them to the
+   * sink as it reads, and a restore gets them from the packed file piece by
+   * piece ({@link Payload}). The other kinds' contents are small and whole
+   * in memory (Buffers).
+   */
+  streams?: boolean
+  /** Read the contents as `as` (unsaved with a reason when they cannot be read truly); a kind that streams writes them to `sink`. */
+  read(obj: L, as: Identity, sink: PayloadSink): ReadResult
   /** Check a saved payload's structure against its record; a reason when it is wrong. */
-  check(rec: ObjectRecord, payload: Buffer): string | undefined
+  check(rec: ObjectRecord, payload: Payload): string | undefined
   /**
    * What `diff` compares besides mode and owner: attribute (as in
    * {@link ObjectRecord.attrs}) → its name in a change line.
@@ -143,7 +181,7 @@ export interface Kind<L extends IpcObject = IpcObject> {
    * its id. With `chooseId`, the kind's next-id counter is armed with the
    * saved id first. Removes what it made when it fails.
    */
-  create(rec: ObjectRecord, payload: Buffer, as: Identity, how: { chooseId: boolean; limits: Record<string, number> }): number
+  create(rec: ObjectRecord, payload: Payload, as: Identity, how: CreateContext): number
   /** The saved mode and owner, once every object is in place. */
   finish(rec: ObjectRecord, id: number, as: Identity): void
   /** Remove an object: SysV kinds by id, POSIX ones by name (only while its inode is `id`). */
@@ -169,4 +207,9 @@ export function identityOf(o: { kind: KindName; key: number; id: number; name?: 
 export function recordIdentity(r: { kind: KindName; key: string; id: number }): string {
   if (NAMED_KINDS.has(r.kind)) return `${r.kind}:${r.key}`
   return `${r.kind}:${parseInt(r.key, 16) === 0 ? `id ${r.id}` : r.key}`
+}
+
+/** A small kind's payload as one Buffer (a Buffer already, as they are never streamed). */
+export function inMemory(p: Payload): Buffer {
+  return Buffer.isBuffer(p) ? p : p.subarray(0, p.length)
 }

@@ -34,7 +34,7 @@ import { hasCode, sys, systemError } from '../errors'
 import { SELF } from '../identity'
 import { native } from '../native'
 import { CAP, effectiveCapabilities, hasCapability } from '../system'
-import type { IpcObject, Kind, KindList, ObjectRecord } from './kind'
+import { inMemory, type IpcObject, type Kind, type KindList, type ObjectRecord } from './kind'
 
 export const DEV_MQUEUE = '/dev/mqueue'
 const MQUEUE_MAGIC = 0x19800202
@@ -219,7 +219,7 @@ export const mqueueKind: Kind<LiveMqueue> = {
   check(rec, payload) {
     let messages: PosixMessage[]
     try {
-      messages = unpackPosixMessages(payload)
+      messages = unpackPosixMessages(inMemory(payload))
     } catch (e) {
       return (e as Error).message
     }
@@ -258,8 +258,7 @@ export const mqueueKind: Kind<LiveMqueue> = {
   },
 
   /** mq_open(O_CREAT|O_EXCL) as the owner, mode 0600, every message sent back in order; returns the inode. */
-  create(rec, payload, as, { limits }) {
-    const resource = hasCapability(CAP.SYS_RESOURCE, effectiveCapabilities())
+  create(rec, payload, as, { limits, resource }) {
     const cap = (v: number, limit: number | undefined) => (!resource && limit !== undefined && v > limit ? limit : v)
     const maxmsg = cap(rec.attrs.maxmsg!, limits.msg_max)
     const msgsize = cap(rec.attrs.msgsize!, limits.msgsize_max)
@@ -267,7 +266,7 @@ export const mqueueKind: Kind<LiveMqueue> = {
     try {
       const ino = fs.fstatSync(fd).ino
       try {
-        for (const m of unpackPosixMessages(payload)) {
+        for (const m of unpackPosixMessages(inMemory(payload))) {
           if (!sys(`POSIX message queue ${rec.key}`, () => native.mqSend(fd, m.data, m.prio))) throw new Error(`POSIX message queue ${rec.key} is full before its ${rec.attrs.curmsgs} messages are back`)
         }
       } catch (e) {

@@ -23,7 +23,7 @@ import type { Identity } from '../identity'
 import { native } from '../native'
 import * as msg from '../msg'
 import { CAP, disarmNextId, effectiveCapabilities, hasCapability, setNextId } from '../system'
-import type { IpcObject, Kind, ObjectRecord } from './kind'
+import { inMemory, type IpcObject, type Kind, type ObjectRecord } from './kind'
 
 export interface LiveMsg extends IpcObject {
   kind: 'msg'
@@ -42,17 +42,20 @@ function toLive(q: msg.MsgStat): LiveMsg {
   return { kind: 'msg', key: q.key, id: q.id, mode: q.mode, uid: q.uid, gid: q.gid, cuid: q.cuid, cgid: q.cgid, ctime: q.ctime, bytes: q.cbytes, qnum: q.qnum, qbytes: q.qbytes, lspid: q.lspid, lrpid: q.lrpid, stime: q.stime, rtime: q.rtime }
 }
 
-/** Messages → packed bytes. */
-export function packMessages(messages: msg.Message[]): Buffer {
-  const size = messages.reduce((n, m) => n + 12 + m.data.length, 0)
-  const out = Buffer.alloc(size)
+/** A raw copy (types, sizes, their bytes one after another) → packed bytes, without a Buffer per message. */
+function packRaw(types: number[], sizes: number[], data: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(12 * types.length + data.length)
   let at = 0
-  for (const m of messages) {
-    out.writeBigInt64LE(BigInt(m.type), at)
-    out.writeUInt32LE(m.data.length, at + 8)
-    m.data.copy(out, at + 12)
-    at += 12 + m.data.length
-  }
+  let from = 0
+  types.forEach((type, i) => {
+    // type > 0 and below 2^53: two 32-bit halves, no BigInt per message.
+    out.writeUInt32LE(type % 2 ** 32, at)
+    out.writeUInt32LE(Math.floor(type / 2 ** 32), at + 4)
+    out.writeUInt32LE(sizes[i]!, at + 8)
+    data.copy(out, at + 12, from, from + sizes[i]!)
+    at += 12 + sizes[i]!
+    from += sizes[i]!
+  })
   return out
 }
 
@@ -62,7 +65,7 @@ export function unpackMessages(payload: Buffer): msg.Message[] {
   let at = 0
   while (at < payload.length) {
     if (at + 12 > payload.length) throw new Error(`a message header is cut at byte ${at}`)
-    const type = Number(payload.readBigInt64LE(at))
+    const type = payload.readInt32LE(at + 4) * 2 ** 32 + payload.readUInt32LE(at) // an i64 LE, without a BigInt per message
     const length = payload.readUInt32LE(at + 8)
     if (type < 1) throw new Error(`message ${out.length} has type ${type}`)
     if (at + 12 + length > payload.length) throw new Error(`message ${out.length} runs past the end`)
@@ -85,20 +88,20 @@ export const msgKind: Kind<LiveMsg> = {
   read(obj, as) {
     let lastChange = ''
     for (let attempt = 0; attempt < COPY_TRIES; attempt++) {
-      let copy: msg.QueueCopy
+      let copy: msg.RawQueueCopy
       try {
-        copy = msg.peekAll(obj.id, as)
+        copy = msg.copyRaw(obj.id, as.uid, as.gid)
       } catch (e) {
         if (hasCode(e, 'ENOSYS')) return { unsaved: 'this kernel has no msgrcv MSG_COPY (CONFIG_CHECKPOINT_RESTORE): its messages cannot be read without removing them', errno: 'ENOSYS' }
         return { unsaved: (e as Error).message, errno: hasCode(e, 'EINVAL', 'EIDRM') ? 'EIDRM' : (e as { code?: string }).code }
       }
       if (copy.consistent) {
         const { before } = copy
-        const biggest = copy.messages.reduce((n, m) => Math.max(n, m.data.length), 0)
+        const biggest = copy.sizes.reduce((n, size) => Math.max(n, size), 0)
         return {
           attrs: { qbytes: before.qbytes, qnum: before.qnum, cbytes: before.cbytes, biggest },
           info: { lspid: before.lspid, lrpid: before.lrpid, stime: before.stime, rtime: before.rtime, ctime: before.ctime },
-          payload: packMessages(copy.messages),
+          payload: packRaw(copy.types, copy.sizes, copy.data),
         }
       }
       lastChange = `qnum ${copy.before.qnum}→${copy.after.qnum}, stime ${copy.before.stime}→${copy.after.stime}, rtime ${copy.before.rtime}→${copy.after.rtime}`
@@ -111,7 +114,7 @@ export const msgKind: Kind<LiveMsg> = {
   check(rec, payload) {
     let messages: msg.Message[]
     try {
-      messages = unpackMessages(payload)
+      messages = unpackMessages(inMemory(payload))
     } catch (e) {
       return (e as Error).message
     }
@@ -147,7 +150,7 @@ export const msgKind: Kind<LiveMsg> = {
     return { problems, notKept }
   },
 
-  create(rec, payload, as, { chooseId, limits }) {
+  create(rec, payload, as, { chooseId, limits, resource }) {
     const flags = native.shmConstants.IPC_CREAT | native.shmConstants.IPC_EXCL | 0o600
     if (chooseId) setNextId(rec.id, 'msg')
     let id: number
@@ -158,12 +161,14 @@ export const msgKind: Kind<LiveMsg> = {
       throw e
     }
     try {
-      const resource = hasCapability(CAP.SYS_RESOURCE, effectiveCapabilities())
       const qbytes = rec.attrs.qbytes! > limits.msgmnb! && !resource ? limits.msgmnb! : rec.attrs.qbytes!
       if (qbytes !== limits.msgmnb) native.msgSet(id, -1, -1, -1, qbytes, as.uid, as.gid)
-      for (const m of unpackMessages(payload)) {
-        if (!native.msgSend(id, m.type, m.data, 0, as.uid, as.gid)) throw new Error(`message queue ${rec.key}: the queue is full before its ${rec.attrs.qnum} messages are back`)
-      }
+      // One native call for all of them: one identity switch, not one per message.
+      const bytes = inMemory(payload)
+      const messages = unpackMessages(bytes)
+      const offsets = messages.map((m) => m.data.byteOffset - bytes.byteOffset)
+      const sent = native.msgSendAll(id, bytes, messages.map((m) => m.type), offsets, messages.map((m) => m.data.length), as.uid, as.gid)
+      if (sent < messages.length) throw new Error(`message queue ${rec.key}: the queue is full after ${sent} of its ${messages.length} messages`)
     } catch (e) {
       native.msgRemove(id, as.uid, as.gid)
       throw e

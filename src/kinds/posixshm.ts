@@ -16,7 +16,10 @@
  * offset and length (u64 LE each), then the bytes of every run in order.
  * Everything goes into the generation's objects.data: /dev/shm is a small
  * tmpfs (64 MiB in Docker), and its bytes count in the stop reserve as the
- * packed segments' do (see docs/FORMAT.md for the limit this sets).
+ * packed segments' do (see docs/FORMAT.md for the limit this sets). Never
+ * whole in memory: a snapshot streams the data runs into the packed file in
+ * pieces of 4 MiB (its CRC-32C computed as they go), a restore checks the
+ * CRC piece by piece, then writes the runs from the packed file the same way.
  *
  * Restored under a temporary name (`.shmkeep-restore-PID-NAME`, mode 0600,
  * owned by root) with its data runs written at their offsets (the rest stays
@@ -30,7 +33,7 @@ import path from 'node:path'
 import { humanSize } from '../log'
 import { SELF } from '../identity'
 import { native } from '../native'
-import type { IpcObject, Kind, KindList } from './kind'
+import type { IpcObject, Kind, KindList, Payload, PayloadSink } from './kind'
 
 /** Where POSIX shm objects are (glibc's shm_open: fixed, not configurable). */
 export const DEV_SHM = '/dev/shm'
@@ -85,18 +88,21 @@ interface Parsed {
   dataAt: number
 }
 
-export function parsePayload(payload: Buffer): Parsed {
+/** Header and runs table (only they are read: the data may stay in the packed file). */
+export function parsePayload(payload: Payload): Parsed {
   if (payload.length < 16) throw new Error(`${payload.length} bytes: shorter than the header`)
-  const size = Number(payload.readBigUInt64LE(0))
-  const n = payload.readUInt32LE(8)
+  const head = payload.subarray(0, 16)
+  const size = Number(head.readBigUInt64LE(0))
+  const n = head.readUInt32LE(8)
   const dataAt = 16 + 16 * n
   if (dataAt > payload.length) throw new Error(`${n} runs do not fit in ${payload.length} bytes`)
+  const table = payload.subarray(16, dataAt)
   const runs: Array<[number, number]> = []
   let end = 0
   let bytes = 0
   for (let i = 0; i < n; i++) {
-    const off = Number(payload.readBigUInt64LE(16 + 16 * i))
-    const len = Number(payload.readBigUInt64LE(24 + 16 * i))
+    const off = Number(table.readBigUInt64LE(16 * i))
+    const len = Number(table.readBigUInt64LE(8 + 16 * i))
     if (off < end || len <= 0 || off + len > size) throw new Error(`run ${i} (${off}+${len}) overlaps, is empty or lies past the size ${size}`)
     end = off + len
     bytes += len
@@ -106,14 +112,19 @@ export function parsePayload(payload: Buffer): Parsed {
   return { size, runs, dataAt }
 }
 
-function readFully(fd: number, buf: Buffer, at: number, len: number, pos: number): number {
-  let done = 0
-  while (done < len) {
-    const n = fs.readSync(fd, buf, at + done, Math.min(len - done, READ_PIECE), pos + done)
-    if (n === 0) break
-    done += n
+/** The data runs into the sink, one piece at a time through one buffer; false when the file ended early (it shrank). */
+function copyRuns(fd: number, runs: Array<[number, number]>, sink: PayloadSink): boolean {
+  const biggest = runs.reduce((n, [, len]) => Math.max(n, len), 0)
+  const buf = Buffer.allocUnsafe(Math.min(READ_PIECE, biggest))
+  for (const [off, len] of runs) {
+    for (let done = 0; done < len; ) {
+      const n = fs.readSync(fd, buf, 0, Math.min(len - done, buf.length), off + done)
+      if (n === 0) return false
+      sink.write(buf.subarray(0, n))
+      done += n
+    }
   }
-  return done
+  return true
 }
 
 /** Tries of a read whose file changed size meanwhile, before it is recorded unsaved. */
@@ -162,7 +173,14 @@ export const posixShmKind: Kind<LivePosixShm> = {
   readAs: () => SELF,
   createAs: () => SELF,
 
-  read(obj) {
+  streams: true,
+
+  /**
+   * Header and runs table, then the data runs piece by piece into the sink
+   * (one buffer of READ_PIECE, whatever the object's size); read again from
+   * the start when the size changed meanwhile.
+   */
+  read(obj, _as, sink) {
     let lastChange = ''
     for (let attempt = 0; attempt < READ_TRIES; attempt++) {
       let fd: number
@@ -180,23 +198,21 @@ export const posixShmKind: Kind<LivePosixShm> = {
         const runs: Array<[number, number]> = []
         for (let i = 0; i < flat.length; i += 2) runs.push([flat[i]!, flat[i + 1]!])
         const data = runs.reduce((n, [, len]) => n + len, 0)
-        const payload = Buffer.allocUnsafe(16 + 16 * runs.length + data)
-        payload.writeBigUInt64LE(BigInt(size), 0)
-        payload.writeUInt32LE(runs.length, 8)
-        payload.writeUInt32LE(0, 12)
-        let at = 16 + 16 * runs.length
-        let short = false
+        const header = Buffer.alloc(16 + 16 * runs.length)
+        header.writeBigUInt64LE(BigInt(size), 0)
+        header.writeUInt32LE(runs.length, 8)
         runs.forEach(([off, len], i) => {
-          payload.writeBigUInt64LE(BigInt(off), 16 + 16 * i)
-          payload.writeBigUInt64LE(BigInt(len), 24 + 16 * i)
-          if (readFully(fd, payload, at, len, off) !== len) short = true
-          at += len
+          header.writeBigUInt64LE(BigInt(off), 16 + 16 * i)
+          header.writeBigUInt64LE(BigInt(len), 24 + 16 * i)
         })
+        sink.write(header)
+        const short = !copyRuns(fd, runs, sink)
         const after = fs.fstatSync(fd)
         if (!short && after.size === size) {
-          return { attrs: { size, data, runs: runs.length }, info: { mtime: Math.floor(before.mtimeMs / 1000), ctime: Math.floor(before.ctimeMs / 1000), ino: before.ino }, payload }
+          return { attrs: { size, data, runs: runs.length }, info: { mtime: Math.floor(before.mtimeMs / 1000), ctime: Math.floor(before.ctimeMs / 1000), ino: before.ino }, streamed: header.length + data }
         }
         lastChange = `size ${size}→${after.size}`
+        sink.restart()
       } catch (e) {
         return { unsaved: (e as Error).message, errno: (e as { code?: string }).code }
       } finally {
@@ -252,10 +268,15 @@ export const posixShmKind: Kind<LivePosixShm> = {
     try {
       fs.fchmodSync(fd, 0o600) // whatever the umask
       fs.ftruncateSync(fd, p.size)
+      // Piece by piece: a large object's data is read from the packed file as it is written here.
       let at = p.dataAt
       for (const [off, len] of p.runs) {
-        let done = 0
-        while (done < len) done += fs.writeSync(fd, payload, at + done, len - done, off + done)
+        for (let done = 0; done < len; ) {
+          const piece = payload.subarray(at + done, at + Math.min(len, done + READ_PIECE))
+          if (piece.length === 0) throw new Error(`its saved data ends before run ${off}+${len}`)
+          for (let w = 0; w < piece.length; ) w += fs.writeSync(fd, piece, w, piece.length - w, off + done + w)
+          done += piece.length
+        }
         at += len
       }
       return fs.fstatSync(fd).ino

@@ -10,7 +10,7 @@ import { hasCode } from '../errors'
 import { native } from '../native'
 import * as sem from '../sem'
 import { disarmNextId, setNextId } from '../system'
-import type { IpcObject, Kind } from './kind'
+import { inMemory, type IpcObject, type Kind } from './kind'
 
 export interface LiveSem extends IpcObject {
   kind: 'sem'
@@ -91,7 +91,8 @@ export const semKind: Kind<LiveSem> = {
       throw e
     }
     const values: number[] = []
-    for (let i = 0; i < payload.length; i += 2) values.push(payload.readUInt16LE(i))
+    const values16 = inMemory(payload)
+    for (let i = 0; i < payload.length; i += 2) values.push(values16.readUInt16LE(i))
     try {
       native.semSetAll(id, values, as.uid, as.gid)
     } catch (e) {
