@@ -899,7 +899,9 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
       ...(objects.section ? { objects: objects.section } : {}),
     }
     options.signal?.throwIfAborted()
-    await writer.commit(record)
+    // Abandonable until the rename: a TERM while the files are written back
+    // drops their pages and returns at once (src/state/writer.ts).
+    await writer.commit(record, options.signal)
     report.generation = writer.name
     if (report.side) {
       log.log('error', 'snapshot.side', `generation ${writer.name} written BESIDE CURRENT, which still names ${currentName ?? '(unreadable)'}: ${report.sideReason}. To make it CURRENT: shmkeep adopt --state-dir ${state.dir} ${writer.name} (or snapshot with --force)`, { generation: writer.name })

@@ -16,7 +16,7 @@
  */
 import fs from 'node:fs'
 import { encodeCheckedJson, fsyncDir, makePrivateDir, openNewFile } from './files'
-import { FORMAT, GENERATION_FILE, generationName, TMP_PREFIX } from './format'
+import { FORMAT, GENERATION_FILE, generationName, TMP_PREFIX, type GenerationRecord } from './format'
 import type { StateDir } from './statedir'
 
 /** Open descriptors before the writer fsyncs (and closes) them early: far below any RLIMIT_NOFILE. */
@@ -24,19 +24,17 @@ const MAX_OPEN = 256
 /** fsyncs in flight at once. */
 const PARALLEL_FSYNC = 16
 
-function fsyncClose(fd: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    fs.fsync(fd, (err) => {
-      fs.close(fd, () => (err ? reject(err) : resolve()))
-    })
-  })
-}
-
 export type WriterState = 'writing' | 'renamed' | 'switching' | 'current' | 'abandoned'
 
 export class GenerationWriter {
   /** Files created and written, not yet fsynced: name → descriptor. */
   private readonly open = new Map<string, number>()
+  /**
+   * Descriptors whose fsync is in flight, each closed when its fsync
+   * returns — after the truncation an abort asked for, if any (never before:
+   * the number could name another file by then).
+   */
+  private readonly syncing = new Map<number, { truncated?: Promise<void> }>()
   private _state: WriterState = 'writing'
 
   private constructor(
@@ -98,39 +96,85 @@ export class GenerationWriter {
     if (this.open.size >= MAX_OPEN) await this.syncFiles()
   }
 
-  /** fsync and close every open file, several at once. The first error is thrown, after all have returned. */
-  async syncFiles(): Promise<void> {
-    const fds = [...this.open.values()]
+  /** fsync one descriptor on the thread pool, then close it (whatever became of the generation meanwhile). */
+  private fsyncClose(fd: number): Promise<void> {
+    const entry: { truncated?: Promise<void> } = {}
+    this.syncing.set(fd, entry)
+    return new Promise((resolve, reject) => {
+      fs.fsync(fd, (err) => {
+        this.syncing.delete(fd)
+        void Promise.resolve(entry.truncated).then(() => fs.close(fd, () => (err ? reject(err) : resolve())))
+      })
+    })
+  }
+
+  /**
+   * fsync and close every open file, several at once. The first error is
+   * thrown, after all have returned — unless `signal` aborts first (a TERM
+   * while a checkpoint's gigabytes are written back): then at once, without
+   * waiting for the fsyncs in flight, which cannot be interrupted. Their
+   * files are truncated to nothing (on the thread pool: a truncate waits for
+   * the pages already under write-back, which would hold up the event loop
+   * as long as the fsync), which drops the pages not yet sent to the disk;
+   * each file is closed once both have returned. The files whose fsync had
+   * not begun stay open for abandon().
+   */
+  async syncFiles(signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted()
+    const files = [...this.open]
     this.open.clear()
     let first: unknown
     let next = 0
     const lane = async () => {
-      while (next < fds.length) {
-        const fd = fds[next++]!
+      while (next < files.length && !signal?.aborted) {
+        const fd = files[next++]![1]
         try {
-          await fsyncClose(fd)
+          await this.fsyncClose(fd)
         } catch (e) {
           first ??= e
         }
       }
     }
-    await Promise.all(Array.from({ length: Math.min(PARALLEL_FSYNC, fds.length) }, lane))
+    const all = Promise.all(Array.from({ length: Math.min(PARALLEL_FSYNC, files.length) }, lane))
+    if (signal) {
+      let onAbort: (() => void) | undefined
+      const aborted = new Promise<never>((_, reject) => {
+        onAbort = () => {
+          for (const [file, fd] of files.slice(next)) this.open.set(file, fd)
+          for (const [fd, entry] of this.syncing) entry.truncated ??= new Promise((done) => fs.ftruncate(fd, 0, () => done()))
+          reject(signal.reason)
+        }
+        signal.addEventListener('abort', onAbort, { once: true })
+      })
+      aborted.catch(() => {}) // when the fsyncs win, nobody awaits it
+      try {
+        await Promise.race([all, aborted])
+      } finally {
+        signal.removeEventListener('abort', onAbort!)
+      }
+      signal.throwIfAborted()
+    } else {
+      await all
+    }
     if (first !== undefined) throw first
   }
 
   /**
    * Make the generation complete on disk and give it its name: every file
    * fsynced, GENERATION written and fsynced, the directory fsynced, renamed
-   * to `gen-N`, the state dir fsynced.
+   * to `gen-N`, the state dir fsynced. Until the rename, `signal` abandons it
+   * (see syncFiles; the caller then calls abandon()).
    */
-  async commit(record: unknown): Promise<void> {
+  async commit(record: GenerationRecord, signal?: AbortSignal): Promise<void> {
     if (this._state !== 'writing') throw new Error(`generation ${this.name} is ${this._state}, not being written`)
-    await this.syncFiles()
-    this.addFile(GENERATION_FILE, encodeCheckedJson(FORMAT, record))
-    await this.syncFiles()
+    await this.syncFiles(signal)
+    this.addFile(GENERATION_FILE, encodeCheckedJson(FORMAT, record, { compact: true }))
+    await this.syncFiles(signal)
     fsyncDir(this.dir)
     fs.renameSync(this.dir, this.stateDir.path(this.name))
     this._state = 'renamed'
+    // What this process wrote needs no reading back (prune, the fallback).
+    this.stateDir.remember(this.name, record as GenerationRecord)
     fsyncDir(this.stateDir.dir)
   }
 
