@@ -46,7 +46,6 @@ import {
   type SnapshotReason,
   type UnsavedRecord,
 } from './state/format'
-import { ensureIndependent } from './state/fallback'
 import { checkPlan, stampOf } from './state/stamp'
 import { prune, type PruneResult } from './state/prune'
 import { readLineage, writeLineage, type Lineage } from './state/lineage'
@@ -920,9 +919,8 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
       report.appeared = after.filter((s) => !seen.has(s.id) && !s.dest && take(s)).map((s) => ({ key: formatKey(s.key), id: s.id, size: s.size }))
       for (const a of report.appeared) log.log('warn', 'snapshot.appeared', `segment ${a.key} (id ${a.id}) appeared during the snapshot and is not in it`, a)
       report.pruned = prune(state, { keep, protect: [report.parent], log })
-      // A checkpoint (never the final snapshot: the container is about to
-      // exit) makes sure one retained generation shares no file with CURRENT.
-      if (report.current && options.reason === 'checkpoint') await ensureIndependent(state, writer.name, log, options.signal)
+      // The independent fallback copy is not made here: `run`'s checkpointer
+      // makes it after the checkpoint (src/state/fallback.ts keepFallback).
     } catch (e) {
       log.log('warn', 'snapshot.after', `generation ${writer.name} is complete${report.current ? ' and CURRENT' : ''}, but what follows failed: ${e instanceof Error ? e.message : String(e)}`)
     }

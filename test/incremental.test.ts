@@ -7,7 +7,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterEach, beforeEach, expect, test } from 'vitest'
-import { runNode, tempDir } from './helpers'
+import { canUnshare, root, runNode, tempDir } from './helpers'
 
 let dir: string
 let cleanup: () => void
@@ -92,7 +92,7 @@ test('a damaged previous data file is never carried: the frozen checkpoint is ab
   expect(r.full).toBe(12 * MiB)
 })
 
-test('an independent fallback: after a checkpoint, the generation before CURRENT gets its own copy of the file they shared; CURRENT\'s file damaged → restore falls back to it with the right bytes (without the copy: nothing verifies)', () => {
+test('an independent fallback: after a checkpoint (not inside it), the generation before CURRENT gets its own copy of the file they shared; CURRENT\'s file damaged → restore falls back to it with the right bytes (without the copy: nothing verifies)', () => {
   for (const reason of ['checkpoint', 'manual'] as const) {
     const state = path.join(dir, `state-${reason}`)
     const r = inNamespace(`
@@ -100,15 +100,21 @@ test('an independent fallback: after a checkpoint, the generation before CURRENT
       const id = shm.get(0x6300, { size: 6 * ${MiB}, create: true })
       const b = shm.attach(id)
       for (let i = 0; i < b.length; i += 4096) b.writeUInt32LE((i * 2654435761) >>> 0, i)
+      const { keepFallback } = require(${JSON.stringify(path.join(root, 'dist', 'state', 'fallback.js'))})
       const first = await snapshot({ stateDir: '${state}', reason: '${reason}' })
       const second = await snapshot({ stateDir: '${state}', reason: '${reason}' })
-      console.log(JSON.stringify({ gens: [first.generation, second.generation], unchanged: second.segments[0].unchanged, pruned: second.pruned.removed }))
+      // The checkpoint itself makes no copy (off its critical path): run's checkpointer calls keepFallback after it.
+      const linksAfterCheckpoint = require('fs').statSync('${state}/' + second.generation + '/00006300-0.data').nlink
+      const made = '${reason}' === 'checkpoint' ? await keepFallback({ stateDir: '${state}', log: lib.silentLogger }) : undefined
+      console.log(JSON.stringify({ gens: [first.generation, second.generation], unchanged: second.segments[0].unchanged, pruned: second.pruned.removed, linksAfterCheckpoint, made }))
     `)
     expect(r.unchanged).toBe(true)
     expect(r.pruned).toEqual([])
+    expect(r.linksAfterCheckpoint).toBe(2)
     const file = (g: string) => path.join(state, g, '00006300-0.data')
     const [g1, g2] = r.gens
     if (reason === 'checkpoint') {
+      expect(r.made).toBe(g1)
       expect(fs.statSync(file(g2)).ino).not.toBe(fs.statSync(file(g1)).ino)
       expect(fs.statSync(file(g2)).nlink).toBe(1)
       // A copy, not a reflink or a link: the same bytes, holes and all.
@@ -134,6 +140,68 @@ test('an independent fallback: after a checkpoint, the generation before CURRENT
       expect(back.json.error).toMatch(/no generation verifies/)
     }
   }
+})
+
+/** Two generations sharing one 64 MiB data file (the second unchanged), in `state`; the script's code goes on with `gens`. */
+const twoLinked = (state: string, key: number) => `
+  const { shm, snapshot, silentLogger } = lib
+  const fs = require('fs')
+  const { keepFallback } = require(${JSON.stringify(path.join(root, 'dist', 'state', 'fallback.js'))})
+  const b = shm.attach(shm.get(${key}, { size: 64 * ${MiB}, create: true }))
+  for (let i = 0; i < b.length; i += 4096) b.writeUInt32LE((i * 2654435761) >>> 0, i)
+  const gens = [(await snapshot({ stateDir: '${state}', reason: 'checkpoint' })).generation, (await snapshot({ stateDir: '${state}', reason: 'checkpoint' })).generation]
+  const data = (g) => '${state}/' + g + '/' + fs.readdirSync('${state}/' + g).find((f) => f.endsWith('.data'))
+  const lines = []
+  const log = { log: (level, event, msg) => lines.push({ level, event, msg }) }
+`
+
+test('the fallback copy stops when the stop aborts it: no temporary copy left, the generation stays linked and whole; a later call makes it', () => {
+  const state = path.join(dir, 'state')
+  const r = inNamespace(`${twoLinked(state, 0x6310)}
+    const ac = new AbortController()
+    // Abort once the copy has begun (its temporary file exists).
+    const watch = setInterval(() => { if (fs.readdirSync('${state}/' + gens[0]).some((f) => f.startsWith('.copy-'))) { ac.abort('SIGTERM'); clearInterval(watch) } }, 1)
+    const made = await keepFallback({ stateDir: '${state}', signal: ac.signal, log })
+    clearInterval(watch)
+    const left = fs.readdirSync('${state}/' + gens[0]).filter((f) => f.startsWith('.copy-'))
+    const nlink = fs.statSync(data(gens[0])).nlink
+    const ok = (await lib.verify('${state}', 'all')).ok
+    const again = await keepFallback({ stateDir: '${state}', log: silentLogger })
+    console.log(JSON.stringify({ gens, aborted: ac.signal.aborted, made, left, nlink, ok, again, nlinkAfter: fs.statSync(data(gens[0])).nlink, lines }))
+  `)
+  expect(r.error).toBeUndefined()
+  expect(r.aborted).toBe(true)
+  expect(r.made).toBeUndefined()
+  expect(r.left).toEqual([])
+  expect(r.nlink).toBe(2)
+  expect(r.ok).toBe(true)
+  expect(r.lines.map((l: { event: string }) => l.event)).toContain('fallback.abandoned')
+  expect(r.again).toBe(r.gens[0])
+  expect(r.nlinkAfter).toBe(1)
+})
+
+test.skipIf(!canUnshare('--mount'))('no room for the fallback copy (a small tmpfs): the linked generation stays as it was, no temporary copy is left, the log says fallback.nospace', () => {
+  const state = path.join(dir, 'state')
+  fs.mkdirSync(state, { mode: 0o700 })
+  const r = runNode(
+    `(async () => {
+      require('child_process').execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=100m,mode=0700', 'tmpfs', '${state}'])
+      ${twoLinked(state, 0x6320)}
+      const made = await keepFallback({ stateDir: '${state}', log })
+      const left = fs.readdirSync('${state}/' + gens[0]).filter((f) => f.startsWith('.copy-'))
+      const nlink = fs.statSync(data(gens[0])).nlink
+      const ok = (await lib.verify('${state}', 'all')).ok
+      console.log(JSON.stringify({ made, left, nlink, ok, lines }))
+    })().catch((e) => console.log(JSON.stringify({ error: e.message })))`,
+    { prefix: ['unshare', '--ipc', '--mount'] },
+  )
+  expect(r.status, r.stderr).toBe(0)
+  expect(r.json.error).toBeUndefined()
+  expect(r.json.made).toBeUndefined()
+  expect(r.json.left).toEqual([])
+  expect(r.json.nlink).toBe(2)
+  expect(r.json.ok).toBe(true)
+  expect(r.json.lines.filter((l: { event: string }) => l.event === 'fallback.nospace')).toHaveLength(1)
 })
 
 test('an unchanged re-snapshot reads only the sweep\'s share of a file whose stamp holds; a file written since (mtime) is checked in full and never linked', () => {

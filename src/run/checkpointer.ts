@@ -1,12 +1,15 @@
 /**
  * Periodic checkpoints while the app runs (--checkpoint-interval): one at a
- * time, never overlapping the final snapshot. At the stop, cancel() resumes a
- * frozen app at once and abandons a checkpoint in flight; what it returns
- * resolves once that checkpoint let go of the state dir.
+ * time, never overlapping the final snapshot. After each, the independent
+ * fallback copy when one is needed (src/state/fallback.ts). At the stop,
+ * cancel() resumes a frozen app at once and abandons a checkpoint or a
+ * fallback copy in flight; what it returns resolves once that let go of the
+ * state dir.
  */
 import type { SegmentFilter } from '../filter'
 import { humanDuration, humanSize, type Logger } from '../log'
 import { snapshot, SnapshotError } from '../snapshot'
+import { keepFallback } from '../state/fallback'
 import type { Freezer } from './freeze'
 import type { RunLineage } from './lineage'
 import type { RunReport } from './report'
@@ -95,6 +98,11 @@ export class Checkpointer {
       )
       this.lastFailed = false
       this.o.counts.taken++
+      // Off the checkpoint's critical path (it is complete, CURRENT switched,
+      // the lock let go): make sure a retained generation shares no data file
+      // with CURRENT — only a linked (unchanged) file can be shared. A stop
+      // aborts it like the checkpoint (cancel()).
+      if (r.current && r.segments.some((s) => s.unchanged)) await keepFallback({ stateDir: this.o.stateDir, insecureStateDir: this.o.insecureStateDir, signal: abort.signal, log })
     } catch (e) {
       const message = (e as Error).message
       // CURRENT switched although durability is unknown: the lineage follows it.

@@ -5,8 +5,11 @@
  * share one inode: a block damaged there is damage to all of them, and the
  * fallback to an earlier generation would have nothing intact.
  *
- * After a checkpoint (never after the final stop: the container is about to
- * exit), when no retained generation is independent of CURRENT, the newest
+ * After a checkpoint — off its critical path: `run`'s checkpointer calls
+ * {@link keepFallback} once the checkpoint is complete, CURRENT switched and
+ * the lock let go, and a stop aborts it (never after the final stop: the
+ * container is about to exit) — when no retained generation is independent
+ * of CURRENT, the newest
  * other complete generation gets copies of its own of the files it shares:
  * read, checked against its chunk CRCs, written, fsynced, renamed over the
  * link, the directory fsynced. The copy uses read/write (copy_file_range
@@ -19,7 +22,7 @@ import type { Logger } from '../log'
 import { native } from '../native'
 import { fsyncDir } from './files'
 import { CHUNK_DATA, CHUNK_ENTRY_BYTES, isPartial, PACK_DATA, type GenerationRecord, type SegmentRecord } from './format'
-import type { StateDir } from './statedir'
+import { StateDir } from './statedir'
 
 const O = fs.constants
 const PIECE = 4 << 20
@@ -130,7 +133,10 @@ export async function ensureIndependent(state: StateDir, currentName: string, lo
     fsyncDir(state.path(name))
   } catch (e) {
     for (const file of metas.keys()) fs.rmSync(tmp(file), { force: true })
-    if (signal?.aborted) return undefined
+    if (signal?.aborted) {
+      log.log('info', 'fallback.abandoned', `the copies that would make ${name} independent of ${currentName} were abandoned (stopping); it stays linked`, { generation: name })
+      return undefined
+    }
     const code = (e as NodeJS.ErrnoException).code
     if (code === 'ENOSPC' || code === 'EDQUOT') {
       log.log('warn', 'fallback.nospace', `no room to give ${name} copies of its own of the files it shares with ${currentName} (${code}): it stays linked; one damaged file would now hit both`)
@@ -141,4 +147,35 @@ export async function ensureIndependent(state: StateDir, currentName: string, lo
   }
   log.log('info', 'fallback', `${name} now has copies of its own of ${metas.size} file(s) it shared with ${currentName}: an independent fallback`, { generation: name, files: metas.size })
   return name
+}
+
+/**
+ * The fallback copy after a checkpoint, as a step of its own (see above):
+ * the state dir's lock taken without waiting (another writer holds it: not
+ * now, the next checkpoint tries again), then {@link ensureIndependent} of
+ * what CURRENT names. `signal` (the stop) abandons it between pieces: the
+ * generation stays linked, no temporary copy is left. Never throws: what
+ * fails is logged, and the linked generation stays as it was.
+ */
+export async function keepFallback(o: { stateDir: string; insecureStateDir?: boolean; signal?: AbortSignal; log: Logger }): Promise<string | undefined> {
+  let lock: { release(): void } | undefined
+  try {
+    o.signal?.throwIfAborted()
+    const state = StateDir.open(o.stateDir, { insecure: o.insecureStateDir })
+    lock = await state.lock({ timeoutMs: 0, signal: o.signal })
+    const current = state.readCurrent()
+    if (!('name' in current) || current.name === null) return undefined
+    return await ensureIndependent(state, current.name, o.log, o.signal)
+  } catch (e) {
+    if (o.signal?.aborted) return undefined
+    const message = e instanceof Error ? e.message : String(e)
+    if (/EWOULDBLOCK|EAGAIN/.test(message) || ['EWOULDBLOCK', 'EAGAIN'].includes((e as NodeJS.ErrnoException).code ?? '')) {
+      o.log.log('debug', 'fallback.busy', 'the independent fallback copy waits for the next checkpoint: another writer holds the state dir')
+      return undefined
+    }
+    o.log.log('warn', 'fallback.failed', `could not check or make the independent fallback: ${message}`)
+    return undefined
+  } finally {
+    lock?.release()
+  }
 }
