@@ -19,7 +19,7 @@ export type { ShmStat, GetOptions, AttachOptions, AttachedBuffer, Limits, Scan }
 export type { MapOptions, MappedBuffer, Advice } from './mmap'
 export type { SemStat, Operation as SemOperation, Waiters as SemWaiters } from './sem'
 export type { MsgStat, Message, QueueCopy } from './msg'
-export { snapshot, SnapshotError, DEFAULT_CHUNK_SIZE, type SnapshotOptions, type SnapshotReport, type SegmentOutcome } from './snapshot'
+export { snapshot, SnapshotError, DEFAULT_CHUNK_SIZE, type SnapshotOptions, type SnapshotReport, type SegmentOutcome, type UnsavedEntry } from './snapshot'
 export { restore, RestoreError, type RestoreOptions, type RestoreReport, type SegmentRestore, type ConflictPolicy, type WarmPolicy } from './restore'
 export { adopt, type AdoptOptions, type AdoptReport } from './adopt'
 export { list, listGenerations, inspect, verify, prune, diff, type GenerationSummary, type GenerationDetail, type VerifyReport, type DiffReport, type SegmentDiff, type ObjectDiff, type DiffStatus } from './inspect'

@@ -19,7 +19,7 @@ import { errnoName, hasCode, systemError } from './errors'
 import { segmentPredicate, type SegmentFilter } from './filter'
 import { currentPowers, readIdentity, type Identity, type Powers } from './identity'
 import { formatKey } from './keys'
-import { countObjects, saveObjects, type ObjectOutcome } from './kinds'
+import { countObjects, saveObjects, type ObjectOutcome, type UnsavedObject } from './kinds'
 import type { FileLock } from './lock'
 import { humanDuration, humanSize, silentLogger, startProgress, type Logger } from './log'
 import { lanesFor } from './lanes'
@@ -117,6 +117,13 @@ export interface SnapshotOptions {
 
 export type SegmentStatus = 'saved' | 'vanished' | 'unsaved'
 
+/**
+ * An object a snapshot could not save, whatever its kind: `kind`, `key`,
+ * `id`, its permission block, `errno` and `reason`; a segment also has
+ * `size`, `syscall` (when one failed) and `remedy` (docs/OPERATIONS.md).
+ */
+export type UnsavedEntry = (UnsavedRecord & { kind: 'shm' }) | UnsavedObject
+
 export interface SegmentOutcome {
   key: string
   id: number
@@ -157,8 +164,12 @@ export interface SnapshotReport {
   segments: SegmentOutcome[]
   /** Semaphore sets and message queues (saved into the generation's packed data file, or not, and why). */
   objects: ObjectOutcome[]
-  /** Segments that could not be saved, as recorded in the generation. */
-  unsaved: UnsavedRecord[]
+  /**
+   * Every object that could not be saved, of any kind, in one shape (report
+   * version 2): segments as GENERATION's `unsaved` records them (with
+   * `kind: 'shm'`), the other kinds as its `objects.unsaved` does.
+   */
+  unsaved: UnsavedEntry[]
   /** Segments that appeared while the snapshot ran (not in it). */
   appeared: Array<{ key: string; id: number; size: number }>
   bytes: number
@@ -174,17 +185,18 @@ export function describeSnapshot(r: SnapshotReport): { message: string; fields: 
   const saved = r.segments.filter((s) => s.status === 'saved').length
   const objects = r.objects.filter((o) => o.status === 'saved').length
   const others = countObjects(r.objects, 'saved')
-  const notSaved = r.objects.length - objects - r.objects.filter((o) => o.status === 'vanished').length
+  const segmentsNotSaved = r.unsaved.filter((u) => u.kind === 'shm').length
+  const notSaved = r.unsaved.length - segmentsNotSaved
   const notes = [
     r.current ? '' : 'beside CURRENT',
-    r.unsaved.length ? `${r.unsaved.length} segment(s) NOT saved` : '',
+    segmentsNotSaved ? `${segmentsNotSaved} segment(s) NOT saved` : '',
     notSaved ? `${notSaved} other object(s) NOT saved` : '',
     r.consistency === 'live' ? 'live image: may be torn' : '',
     r.current && !r.durable ? 'durability unknown' : '',
   ].filter(Boolean)
   return {
     message: `snapshot ${r.generation}: ${saved} segment(s)${others ? `, ${others}` : ''}, ${humanSize(r.bytes)} in ${humanDuration(r.durationMs)}${notes.length ? ` (${notes.join('; ')})` : ''}`,
-    fields: { generation: r.generation, segments: saved, objects, unsaved: r.unsaved.length + notSaved, consistency: r.consistency, outcome: r.outcome, bytes: r.bytes, ms: Math.round(r.durationMs) },
+    fields: { generation: r.generation, segments: saved, objects, unsaved: r.unsaved.length, consistency: r.consistency, outcome: r.outcome, bytes: r.bytes, ms: Math.round(r.durationMs) },
     saved: saved + objects,
   }
 }
@@ -831,7 +843,7 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
     const after = shm.scan().segments
     dropVanished(results, after)
     report.segments = results.map((r) => r.outcome)
-    report.unsaved = results.flatMap((r) => (r.unsaved ? [r.unsaved] : []))
+    const unsavedSegments = results.flatMap((r) => (r.unsaved ? [r.unsaved] : []))
     for (const r of results) {
       const o = r.outcome
       if (o.status === 'vanished') {
@@ -844,9 +856,9 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
       if (o.status === 'unsaved') log.log('error', 'snapshot.unsaved', `segment ${o.key} (id ${o.id}) NOT saved: ${o.reason}; ${o.remedy}`, { key: o.key, id: o.id, errno: o.errno })
     }
     // Unsaved semaphore sets and queues count as unsaved segments do (partial; --strict fails).
-    const unsavedObjects = objects.section?.unsaved ?? []
-    if ((report.unsaved.length || unsavedObjects.length) && options.strict) {
-      const all = [...report.unsaved.map((u) => `${u.key} (id ${u.id}): ${u.reason}`), ...unsavedObjects.map((u) => `${u.kind} ${u.key} (id ${u.id}): ${u.reason}`)]
+    report.unsaved = [...unsavedSegments.map((u) => ({ kind: 'shm' as const, ...u })), ...(objects.section?.unsaved ?? [])]
+    if (report.unsaved.length && options.strict) {
+      const all = report.unsaved.map((u) => `${u.kind === 'shm' ? '' : `${u.kind} `}${u.key} (id ${u.id}): ${u.reason}`)
       throw new SnapshotError(`snapshot failed, no generation written (CURRENT unchanged): --strict, and ${all.length} object(s) could not be saved: ${all.join('; ')}`, report)
     }
     const saved = results.filter((r) => r.outcome.status === 'saved')
@@ -890,7 +902,7 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
       ...(report.sideReason ? { sideReason: report.sideReason } : {}),
       consistency: report.consistency,
       ...(options.attachers?.length ? { attachers: options.attachers } : {}),
-      ...(report.unsaved.length ? { unsaved: report.unsaved } : {}),
+      ...(unsavedSegments.length ? { unsaved: unsavedSegments } : {}),
       bytes: report.bytes,
       bytesWritten: report.bytesWritten,
       durationMs: { total: Math.round(performance.now() - started), copy: Math.round(copyMs) },
@@ -908,7 +920,7 @@ export async function snapshot(options: SnapshotOptions): Promise<SnapshotReport
       writer.switchCurrent()
       report.current = true
     }
-    report.outcome = snapshotOutcome({ ...report, unsaved: [...report.unsaved, ...unsavedObjects] })
+    report.outcome = snapshotOutcome(report)
 
     // 8. The snapshot is done. What follows is bookkeeping: a failure there
     // is a warning, never "no generation written".

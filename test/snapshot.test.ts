@@ -30,7 +30,7 @@ import {
   flipByte,
   savedByte,
 } from './snapkit'
-import { root } from './helpers'
+import { have, root } from './helpers'
 
 const KiB = 1024
 const MiB = 1024 * 1024
@@ -431,7 +431,7 @@ describe.skipIf(!realRoot)('exit codes and --json reports', () => {
 
     const snap = ws.step('snap')
     expect(snap.rc).toBe(0)
-    expect(snap.json).toMatchObject({ schema: 'shmkeep.snapshot', version: 1, generation: genName(1), current: true, side: false, bytes: 70100 })
+    expect(snap.json).toMatchObject({ schema: 'shmkeep.snapshot', version: 2, generation: genName(1), current: true, side: false, bytes: 70100 })
     expect(snap.json.segments).toMatchObject([
       { key: '0x00005100', id: 0, size: 100, status: 'saved' },
       { key: '0x00005101', id: 1, size: 70000, status: 'saved' },
@@ -478,6 +478,44 @@ describe.skipIf(!realRoot)('exit codes and --json reports', () => {
     expect(again.json.warmReason).toMatch(/already holds the state of gen-000000000002/)
     expect(ws.step('help').rc).toBe(0)
     expect(ws.step('help').out).toMatch(/Exit codes/)
+  })
+})
+
+describe.skipIf(!realRoot || !have('setpriv') || !have('ipcmk'))('what was not saved, in one shape', () => {
+  test('an unreadable segment and an unreadable semaphore set: both in the report\'s unsaved[] (version 2), each with its kind, as GENERATION records them in unsaved and objects.unsaved; the run report says the same', () => {
+    const S = ws.state('unsaved-shape')
+    const R = ws.state('unsaved-shape-run')
+    fs.mkdirSync(R, { mode: 0o700 })
+    // Without CAP_IPC_OWNER, mode 0000 objects cannot be read by anyone (root owns these).
+    ws.ns(`
+      mkseg 0x6a00 4096 0600 pat
+      ipcmk -M 4096 -p 0000 >/dev/null
+      ipcmk -S 2 -p 0000 >/dev/null
+      step snap docker "$SK_NODE" "$SK_BIN" snapshot -s "$S" --json
+      step run docker "$SK_NODE" "$SK_BIN" run -s "$R" --report-file "$W/run.json" -- true
+    `, { env: { S, R } })
+    const snap = ws.step('snap')
+    expect(snap.rc, snap.err).toBe(4)
+    expect(snap.json).toMatchObject({ schema: 'shmkeep.snapshot', version: 2, outcome: 'partial' })
+    const unsaved = snap.json.unsaved as Array<Record<string, unknown>>
+    expect(unsaved.map((u) => u.kind).sort()).toEqual(['sem', 'shm'])
+    for (const u of unsaved) {
+      expect(u).toMatchObject({ mode: 0, uid: 0, gid: 0, cuid: 0, cgid: 0, errno: expect.any(String), reason: expect.any(String) })
+      expect(u.key).toMatch(/^0x[0-9a-f]{8}$/)
+      expect(typeof u.id).toBe('number')
+    }
+    expect(unsaved.find((u) => u.kind === 'shm')).toMatchObject({ size: 4096, remedy: expect.stringMatching(/CAP_IPC_OWNER/) })
+    // The library's and the CLI's unsaved[] is GENERATION's two lists as one.
+    const gen = readChecked(path.join(S, snap.json.generation, 'GENERATION')).value
+    const { kind: _k, ...segment } = unsaved.find((u) => u.kind === 'shm')!
+    expect(gen.unsaved).toEqual([segment])
+    expect(gen.objects.unsaved).toEqual([unsaved.find((u) => u.kind === 'sem')])
+    expect(snap.err).toMatch(/2 object\(s\) NOT saved: 0x[0-9a-f]{8}, sem 0x[0-9a-f]{8}/)
+    // run's report carries the same body, version 2.
+    expect(ws.step('run').rc).toBe(123)
+    const report = JSON.parse(fs.readFileSync(path.join(ws.dir, 'run.json'), 'utf8'))
+    expect(report).toMatchObject({ schema: 'shmkeep.run', version: 2 })
+    expect(report.snapshot.unsaved.map((u: { kind: string }) => u.kind).sort()).toEqual(['sem', 'shm'])
   })
 })
 

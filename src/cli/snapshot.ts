@@ -40,7 +40,7 @@ const options = {
 function summary(r: SnapshotReport): string {
   const saved = r.segments.filter((s) => s.status === 'saved')
   const where = r.current ? 'now CURRENT' : 'written beside CURRENT'
-  const unsaved = r.unsaved.length ? `; ${r.unsaved.length} segment(s) NOT saved: ${r.unsaved.map((u) => u.key).join(', ')}` : ''
+  const unsaved = r.unsaved.length ? `; ${r.unsaved.length} object(s) NOT saved: ${r.unsaved.map((u) => (u.kind === 'shm' ? u.key : `${u.kind} ${u.key}`)).join(', ')}` : ''
   return `snapshot ${r.generation}: ${saved.length} segment(s), ${humanSize(r.bytes)} (${humanSize(r.bytesWritten)} written) in ${ms(r.durationMs)}, ${r.consistency}, ${where}${unsaved}`
 }
 

@@ -31,9 +31,16 @@ export function emptyRunReport(command: string[]): RunReport {
   return { command, restore: null, app: null, checkpoints: { taken: 0, skipped: 0, failed: 0 }, snapshot: null }
 }
 
+/**
+ * Report versions that are not 1 (docs/OPERATIONS.md). 2: `unsaved[]` lists
+ * every object not saved, of any kind (`kind`; version 1 listed segments
+ * only) — in `snapshot --json` and in the run report's `snapshot`.
+ */
+const REPORT_VERSIONS: Record<string, number> = { 'shmkeep.snapshot': 2, 'shmkeep.run': 2 }
+
 /** Body of a versioned JSON report (`--json` of every command, and this file). */
 export function jsonReport(schema: string, body: object): string {
-  return JSON.stringify({ schema, version: 1, ...body }, null, 2) + '\n'
+  return JSON.stringify({ schema, version: REPORT_VERSIONS[schema] ?? 1, ...body }, null, 2) + '\n'
 }
 
 /**

@@ -592,7 +592,7 @@ describe('restore errors', () => {
     const r = await runToEnd(state, [L, 'read-abc'], ['--report-file', file])
     expect(r.status, r.stderr).toBe(125)
     const report = JSON.parse(fs.readFileSync(file, 'utf8'))
-    expect(report).toMatchObject({ schema: 'shmkeep.run', version: 1, exitStatus: 125, app: null, snapshot: null })
+    expect(report).toMatchObject({ schema: 'shmkeep.run', version: 2, exitStatus: 125, app: null, snapshot: null })
     expect(report.restore.error).toMatch(/fails its checksum/)
   })
 
@@ -757,7 +757,7 @@ describe('--report-file', () => {
     const report = JSON.parse(fs.readFileSync(file, 'utf8'))
     expect(report).toMatchObject({
       schema: 'shmkeep.run',
-      version: 1,
+      version: 2,
       exitStatus: 3,
       app: { ended: 'exit', status: 3, killed: false, pid: expect.any(Number) },
       restore: { generation: 'gen-000000000001', bytes: 4096, segments: [{ key: '0x0000162e', status: 'restored' }] },
