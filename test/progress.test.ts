@@ -137,44 +137,45 @@ describe('the job token counts bytes as the workers finish chunks', () => {
   const save = (id: number, cancel: CancelToken, more: object = {}) =>
     native.saveSegment({ id, uid: -1, gid: -1, path: path.join(dir, `seg-${n++}`), chunkSize: CHUNK, holes: 'read', fsync: false, cancel, ...more })
 
-  test('a save, a restore and a verify each count the segment once; one token sums the jobs given it', async () => {
+  // Lanes: the chunks of one job shared by threads that count at once (native/parallel.h).
+  test.each([1, 3])('a save, a restore and a verify each count the segment once; one token sums the jobs given it (%i lane(s))', async (lanes) => {
     const size = 40 * CHUNK + 3 * PAGE // a short last chunk
     const id = segment(size)
     const token = native.cancelToken()
     expect(native.jobBytes(token)).toBe(0)
-    const saved = await save(id, token)
+    const saved = await save(id, token, { lanes })
     expect(native.jobBytes(token)).toBe(size)
     const p = path.join(dir, `seg-${n - 1}`)
     const verifying = native.cancelToken()
-    await native.verifyFile({ path: p, size, chunkSize: CHUNK, chunks: saved.chunks, cancel: verifying })
+    await native.verifyFile({ path: p, size, chunkSize: CHUNK, chunks: saved.chunks, lanes, cancel: verifying })
     expect(native.jobBytes(verifying)).toBe(size)
     // A sweep's share: only the chunks it reads.
-    await native.verifyFile({ path: p, size, chunkSize: CHUNK, chunks: saved.chunks, first: 38, count: 5, cancel: verifying })
+    await native.verifyFile({ path: p, size, chunkSize: CHUNK, chunks: saved.chunks, first: 38, count: 5, lanes, cancel: verifying })
     expect(native.jobBytes(verifying)).toBe(size + 2 * CHUNK + 3 * PAGE)
     const target = native.shmGet(0, size, IPC_CREAT_0600, -1, -1)
     ids.push(target)
     const restoring = native.cancelToken()
-    await native.restoreSegment({ id: target, uid: -1, gid: -1, path: p, size, chunkSize: CHUNK, chunks: saved.chunks, stopAtFirstBad: true, cancel: restoring })
+    await native.restoreSegment({ id: target, uid: -1, gid: -1, path: p, size, chunkSize: CHUNK, chunks: saved.chunks, stopAtFirstBad: true, lanes, cancel: restoring })
     expect(native.jobBytes(restoring)).toBe(size)
     // Two saves on one token (a snapshot's concurrent segments): the sum.
-    await Promise.all([save(id, token), save(segment(CHUNK), token)])
+    await Promise.all([save(id, token, { lanes }), save(segment(CHUNK), token, { lanes })])
     expect(native.jobBytes(token)).toBe(2 * size + CHUNK)
   })
 
-  test('an incremental save that finds a change late counts the segment once, not its comparison and its copy', async () => {
+  test.each([1, 3])('an incremental save that finds a change late counts the segment once, not its comparison and its copy (%i lane(s))', async (lanes) => {
     const size = 32 * CHUNK
     const id = segment(size)
     const first = await save(id, native.cancelToken())
     const previous = { chunks: first.chunks, hashes: first.hashes }
     const same = native.cancelToken()
-    expect((await save(id, same, { previous })).unchanged).toBe(true)
+    expect((await save(id, same, { previous, lanes })).unchanged).toBe(true)
     expect(native.jobBytes(same)).toBe(size)
     // The last chunk changes: the comparison reads 32 chunks, the copy 32 again.
     const a = native.shmAttach(id, false, 0, -1, -1, -1, size)
     a.buffer[size - 1] = 9
     native.shmDetach(a.handle, a.buffer)
     const changed = native.cancelToken()
-    expect((await save(id, changed, { previous })).unchanged).toBe(false)
+    expect((await save(id, changed, { previous, lanes })).unchanged).toBe(false)
     expect(native.jobBytes(changed)).toBe(size)
   })
 
