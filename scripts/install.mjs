@@ -67,8 +67,24 @@ function nodeGyp() {
 
 const onPath = (cmd) => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0
 
+/**
+ * A checkout that compiled the addon before (build/Makefile): its sources may
+ * have changed since (a pull, a rebase), and node-gyp-build would load the old
+ * build/ first — so bring it up to date with an incremental `node-gyp build`
+ * (make recompiles what changed) rather than trust that it loads.
+ */
+function earlierBuild() {
+  return fs.existsSync(path.join(root, 'build', 'Makefile')) && fs.existsSync(path.join(root, 'binding.gyp')) && fs.existsSync(path.join(root, 'native'))
+}
+
 function main() {
   const fromSource = process.env.npm_config_build_from_source === 'true'
+  if (!fromSource && earlierBuild()) {
+    const [cmd, ...pre] = nodeGyp()
+    const r = spawnSync(cmd, [...pre, 'build'], { cwd: root, stdio: 'inherit' })
+    if (r.status === 0) return 0
+    say('the incremental build of the earlier build/ failed: compiling from scratch')
+  }
   if (!fromSource && addonLoads()) return 0
 
   const missing = ['python3', 'make', 'c++'].filter((c) => !onPath(c))

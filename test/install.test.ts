@@ -60,7 +60,18 @@ describe('npm install from a clean clone, offline, no nodedir configured', () =>
     const loaded = addonIn(stage)
     expect(loaded.status, loaded.stderr).toBe(0)
     expect(loaded.json).toEqual({ file: path.join(stage, 'build', 'Release', 'shmkeep.node'), api: 'function' })
-  }, 400_000)
+
+    // Then the sources change (a pull brings new native code) and the user
+    // runs `npm install` again: the earlier build/ is brought up to date, not
+    // loaded as it is (it would lack what the new TypeScript calls).
+    const addon = path.join(stage, 'native', 'addon.cc')
+    const probe = 'exports.Set("installProbe", Napi::Number::New(env, 42));\n  return exports;'
+    fs.writeFileSync(addon, fs.readFileSync(addon, 'utf8').replace(/return exports;/, probe))
+    const again = npmIn(stage, ['run', 'install'], env)
+    expect(again.status, again.stdout + again.stderr).toBe(0)
+    const probed = run(process.execPath, ['-e', `console.log(require('node-gyp-build')(${JSON.stringify(stage)}).installProbe)`], { cwd: stage })
+    expect(probed.stdout.trim(), probed.stderr).toBe('42')
+  }, 600_000)
 
   test('(control) with the headers hidden: one line says what to install, then node-gyp’s download fails', (ctx) => {
     if (noNetwork) ctx.skip(noNetwork)
