@@ -319,7 +319,13 @@ describe.concurrent('the CLI, one segment made slow on purpose', () => {
     return traced(syscall, Math.ceil((threads * 9_500_000) / fast.calls), argv('slow'))
   }
 
-  /** At least two progress events, bytes growing and above zero (within the one segment), all before the end event (verify logs none). */
+  /**
+   * At least two progress events, all before the end event (verify logs
+   * none), bytes never going back, and at least one inside the one segment
+   * (0 < bytes < its size: a per-segment count shows only 0 until the end).
+   * The first event may come before any byte is done (a loaded machine can
+   * spend the first 2 s starting the process and checking the state dir).
+   */
   function expectProgress(r: Awaited<ReturnType<typeof traced>>, operation: string | RegExp, endEvent?: string): void {
     expect(r.status, r.stderr).toBe(0)
     const events = r.lines.map((l) => l.event)
@@ -328,11 +334,11 @@ describe.concurrent('the CLI, one segment made slow on purpose', () => {
     for (const p of progress) {
       expect(p.operation).toMatch(operation)
       expect(p).toMatchObject({ total: MiB64 })
-      expect(p.bytes).toBeGreaterThan(0)
+      expect(p.bytes).toBeGreaterThanOrEqual(0)
       expect(p.bytes).toBeLessThanOrEqual(MiB64)
     }
-    expect(progress.every((p, i) => i === 0 || p.bytes > progress[i - 1]!.bytes), JSON.stringify(progress)).toBe(true)
-    expect(progress[0]!.bytes).toBeLessThan(MiB64)
+    expect(progress.every((p, i) => i === 0 || p.bytes >= progress[i - 1]!.bytes), JSON.stringify(progress)).toBe(true)
+    expect(progress.some((p) => p.bytes > 0 && p.bytes < MiB64), JSON.stringify(progress)).toBe(true)
     if (endEvent) expect(events.lastIndexOf('progress')).toBeLessThan(events.indexOf(endEvent))
   }
 
