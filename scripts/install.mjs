@@ -79,13 +79,17 @@ function earlierBuild() {
 
 function main() {
   const fromSource = process.env.npm_config_build_from_source === 'true'
+  // A failed incremental build leaves the stale addon in build/, which would
+  // load: compile from scratch then, rather than ask whether something loads.
+  let stale = false
   if (!fromSource && earlierBuild()) {
     const [cmd, ...pre] = nodeGyp()
     const r = spawnSync(cmd, [...pre, 'build'], { cwd: root, stdio: 'inherit' })
     if (r.status === 0) return 0
     say('the incremental build of the earlier build/ failed: compiling from scratch')
+    stale = true
   }
-  if (!fromSource && addonLoads()) return 0
+  if (!fromSource && !stale && addonLoads()) return 0
 
   const missing = ['python3', 'make', 'c++'].filter((c) => !onPath(c))
   if (missing.length > 0) {
